@@ -1,0 +1,243 @@
+//! An ordered outgoing byte queue that any thread may write to, with no
+//! lock held across I/O and no hand-off to a writer thread.
+//!
+//! Whoever appends to an idle outbox takes the *sink* (the socket's write
+//! half) out of the shared state and becomes the flusher: it writes
+//! everything queued, without the lock, then puts the sink back. Threads
+//! that append while a flush is under way only queue their bytes and
+//! return; the flusher picks them up before it gives the sink back. Bytes
+//! therefore leave in the order they were appended.
+//!
+//! A *token* may ride along with the bytes: it is dropped once those bytes
+//! are written (or the outbox fails). Flow-control credit uses this: the
+//! credit for an item is granted when the item has left, not when it was
+//! queued.
+//!
+//! The queue is bounded ([`Outbox::new`]'s `max_queued`); a push past the
+//! bound is refused and the caller decides what a stuck peer costs it. A
+//! blocked flusher is bounded by the sink's write timeout.
+
+use std::io;
+use std::sync::{Mutex, MutexGuard};
+
+/// Where the bytes go: a socket's write half, possibly with a record layer.
+pub(crate) trait Sink: Send {
+    /// Writes all of `buf`.
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Ends the write side (and wakes whoever reads the other side).
+    fn shutdown(&mut self);
+}
+
+/// Why a push was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The outbox was closed, or a write failed; the text says why.
+    Closed(String),
+    /// More than `max` bytes are waiting: the peer is not reading.
+    Full { queued: usize, max: usize },
+}
+
+impl std::fmt::Display for PushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushError::Closed(why) => write!(f, "connection closed: {why}"),
+            PushError::Full { queued, max } => write!(
+                f,
+                "peer is not reading: {queued} bytes queued, limit {max}"
+            ),
+        }
+    }
+}
+
+type Token = Box<dyn Send>;
+
+struct State<S> {
+    queue: Vec<u8>,
+    tokens: Vec<Token>,
+    spare: Vec<u8>,
+    /// `None` while a flusher holds it.
+    sink: Option<S>,
+    /// Set once closed or failed.
+    closed: Option<String>,
+    /// Shut the sink down after the current flush.
+    shutdown_after_flush: bool,
+}
+
+/// See the module documentation.
+pub(crate) struct Outbox<S: Sink> {
+    state: Mutex<State<S>>,
+    max_queued: usize,
+}
+
+impl<S: Sink> Outbox<S> {
+    /// An outbox that writes to `sink` and refuses pushes once
+    /// `max_queued` bytes wait.
+    pub(crate) fn new(sink: S, max_queued: usize) -> Self {
+        Outbox {
+            state: Mutex::new(State {
+                queue: Vec::new(),
+                tokens: Vec::new(),
+                spare: Vec::new(),
+                sink: Some(sink),
+                closed: None,
+                shutdown_after_flush: false,
+            }),
+            max_queued,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<S>> {
+        // A panic elsewhere cannot leave the byte queue half-updated in a
+        // way that matters more than losing the connection; keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `bytes` (and a token dropped once they are written), and
+    /// writes them unless another thread is already writing.
+    pub(crate) fn push(&self, bytes: &[u8], token: Option<Token>) -> Result<(), PushError> {
+        let mut st = self.lock();
+        if let Some(why) = &st.closed {
+            return Err(PushError::Closed(why.clone()));
+        }
+        if !st.queue.is_empty() && st.queue.len() + bytes.len() > self.max_queued {
+            return Err(PushError::Full {
+                queued: st.queue.len(),
+                max: self.max_queued,
+            });
+        }
+        st.queue.extend_from_slice(bytes);
+        if let Some(t) = token {
+            st.tokens.push(t);
+        }
+        match st.sink.take() {
+            Some(sink) => self.flush(st, sink),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues `last` (a goodbye such as a websocket close frame), then
+    /// shuts the sink down once everything queued is written. Later pushes
+    /// are refused with `why`.
+    pub(crate) fn close(&self, last: Option<&[u8]>, why: &str) {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return;
+        }
+        st.closed = Some(why.to_string());
+        if let Some(b) = last {
+            st.queue.extend_from_slice(b);
+        }
+        st.shutdown_after_flush = true;
+        if let Some(sink) = st.sink.take() {
+            // A failure here is already recorded; nothing more to tell.
+            let _ = self.flush(st, sink);
+        }
+    }
+
+    /// Whether the outbox has been closed or has failed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    fn flush<'a>(&'a self, mut st: MutexGuard<'a, State<S>>, mut sink: S) -> Result<(), PushError> {
+        loop {
+            if st.queue.is_empty() {
+                if st.shutdown_after_flush {
+                    drop(st);
+                    sink.shutdown();
+                } else {
+                    st.sink = Some(sink);
+                }
+                return Ok(());
+            }
+            let spare = std::mem::take(&mut st.spare);
+            let mut batch = std::mem::replace(&mut st.queue, spare);
+            let tokens = std::mem::take(&mut st.tokens);
+            drop(st);
+            let res = sink.write_all(&batch);
+            drop(tokens);
+            batch.clear();
+            st = self.lock();
+            if batch.capacity() <= 256 * 1024 {
+                st.spare = batch;
+            }
+            if let Err(e) = res {
+                let why = format!("write failed: {e}");
+                st.closed.get_or_insert(why.clone());
+                st.queue = Vec::new();
+                let tokens = std::mem::take(&mut st.tokens);
+                drop(st);
+                sink.shutdown();
+                drop(tokens);
+                return Err(PushError::Closed(why));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<(Vec<u8>, bool)>>);
+    impl Sink for Shared {
+        fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+            let mut g = self.0.lock().unwrap();
+            if g.1 {
+                return Err(io::Error::other("shut"));
+            }
+            g.0.extend_from_slice(buf);
+            Ok(())
+        }
+        fn shutdown(&mut self) {
+            self.0.lock().unwrap().1 = true;
+        }
+    }
+
+    #[test]
+    fn bytes_leave_in_order_from_many_threads() {
+        let sink = Shared::default();
+        let ob = Arc::new(Outbox::new(sink.clone(), 1 << 20));
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let ob = ob.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200u8 {
+                        ob.push(&[t, i], None).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let out = sink.0.lock().unwrap().0.clone();
+        assert_eq!(out.len(), 4 * 200 * 2);
+        for t in 0..4u8 {
+            let seq: Vec<u8> = out.chunks(2).filter(|c| c[0] == t).map(|c| c[1]).collect();
+            assert_eq!(seq, (0..200).collect::<Vec<u8>>());
+        }
+    }
+
+    #[test]
+    fn tokens_drop_after_write_and_close_refuses() {
+        struct Count(Arc<AtomicUsize>);
+        impl Drop for Count {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let n = Arc::new(AtomicUsize::new(0));
+        let sink = Shared::default();
+        let ob = Outbox::new(sink.clone(), 16);
+        ob.push(b"abc", Some(Box::new(Count(n.clone())))).unwrap();
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        ob.close(Some(b"bye"), "done");
+        assert_eq!(sink.0.lock().unwrap().0, b"abcbye");
+        assert!(sink.0.lock().unwrap().1, "sink shut down");
+        assert!(matches!(ob.push(b"x", None), Err(PushError::Closed(_))));
+    }
+}

@@ -1,0 +1,934 @@
+//! The RPC client: blocking and streaming calls by name, with deadlines,
+//! cancel, connection reuse and name resolution.
+//!
+//! One connection is kept per server (address and routing id) and shared
+//! by every call to it; each connection has one reader thread, named
+//! `wspr-client-<n>`, which routes frames to their calls. Calls deliver
+//! their events to a [`CallSink`]: the blocking [`Call`] uses a channel,
+//! the daemon uses a sink that writes straight to a websocket.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::naming::{Endpoint, Name};
+use crate::rpc::conn::{self, Credit, FrameReader, ReadError, RemoteIdentity, Writer};
+use crate::rpc::namespace::Namespace;
+use crate::rpc::wire::{self, Frame};
+use crate::timer::{Timer, TimerId};
+
+/// Settings of a [`Client`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Longest wait for a connection to be set up. Default 5 s.
+    pub connect_timeout: Duration,
+    /// A write blocked this long fails its connection (the peer is not
+    /// reading). Default 10 s.
+    pub write_timeout: Duration,
+    /// Largest frame accepted or sent, in bytes. Default 4 MiB.
+    pub max_frame: usize,
+    /// Bytes of stream items a peer may send on one flow before it waits
+    /// for credit. Default 256 KiB.
+    pub stream_window: u32,
+    /// Bytes of stream items a non-blocking sender may queue on one flow
+    /// while it waits for credit. Default 1 MiB.
+    pub max_pending: usize,
+    /// Bytes queued for writing on one connection before sends fail.
+    /// Default 16 MiB.
+    pub max_queued: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            max_frame: wire::DEFAULT_MAX_FRAME,
+            stream_window: 256 * 1024,
+            max_pending: 1 << 20,
+            max_queued: 16 << 20,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Checks that the settings make sense.
+    pub fn validate(&self) -> Result<()> {
+        if self.connect_timeout.is_zero() || self.write_timeout.is_zero() {
+            return Err(Error::bad_arg("timeouts must be positive"));
+        }
+        if self.max_frame < 1024 || self.stream_window < 1024 {
+            return Err(Error::bad_arg("max_frame and stream_window must be at least 1 KiB"));
+        }
+        Ok(())
+    }
+}
+
+/// Per-call options.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// When the caller gives up; also sent to the server.
+    pub deadline: Option<Instant>,
+}
+
+impl CallOptions {
+    /// Options with a deadline `timeout` from now.
+    pub fn timeout(timeout: Duration) -> CallOptions {
+        CallOptions {
+            deadline: Some(Instant::now() + timeout),
+        }
+    }
+}
+
+/// Something that happens to a call, in order.
+#[derive(Debug)]
+pub enum CallEvent {
+    /// The server sent a stream item. Dropping the token grants the server
+    /// credit for more.
+    Item(Value, ItemToken),
+    /// The server closed its stream.
+    StreamClosed,
+    /// The call ended: the results, or why not. Nothing follows.
+    Done(Result<Vec<Value>>),
+}
+
+/// Receives a call's events, on the connection's reader thread (or the
+/// timer's, for a deadline). Implementations must not block.
+pub trait CallSink: Send + Sync + 'static {
+    /// One event.
+    fn event(&self, event: CallEvent);
+}
+
+impl CallSink for Sender<CallEvent> {
+    fn event(&self, event: CallEvent) {
+        let _ = self.send(event);
+    }
+}
+
+/// Grants flow-control credit for a received item when dropped.
+pub struct ItemToken {
+    granter: Weak<dyn Granter>,
+    flow: u64,
+    size: u32,
+}
+
+impl std::fmt::Debug for ItemToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ItemToken(flow {}, {} bytes)", self.flow, self.size)
+    }
+}
+
+impl ItemToken {
+    pub(crate) fn new(granter: Weak<dyn Granter>, flow: u64, size: u32) -> ItemToken {
+        ItemToken {
+            granter,
+            flow,
+            size,
+        }
+    }
+}
+
+impl Drop for ItemToken {
+    fn drop(&mut self) {
+        if let Some(g) = self.granter.upgrade() {
+            g.consumed(self.flow, self.size);
+        }
+    }
+}
+
+/// A connection that grants credit for consumed items.
+pub(crate) trait Granter: Send + Sync {
+    fn consumed(&self, flow: u64, size: u32);
+}
+
+enum Pending {
+    Item(Vec<u8>, u32),
+    Close(Vec<u8>),
+}
+
+struct ClientFlow {
+    sink: Arc<dyn CallSink>,
+    credit: Credit,
+    pending: VecDeque<Pending>,
+    pending_bytes: usize,
+    /// A blocked sender waiting for credit.
+    waiter: Option<Sender<()>>,
+    timer: Option<TimerId>,
+}
+
+pub(crate) struct ClientConn {
+    id: u64,
+    address: String,
+    writer: Writer,
+    flows: Mutex<HashMap<u64, ClientFlow>>,
+    next_flow: AtomicU64,
+    dead: AtomicBool,
+    remote: RemoteIdentity,
+    reader: Mutex<Option<JoinHandle<()>>>,
+    config: ClientConfig,
+    client: Weak<ClientInner>,
+}
+
+impl ClientConn {
+    fn flows(&self) -> MutexGuard<'_, HashMap<u64, ClientFlow>> {
+        self.flows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn open_flow(&self, sink: Arc<dyn CallSink>) -> u64 {
+        let flow = self.next_flow.fetch_add(1, Ordering::Relaxed);
+        self.flows().insert(
+            flow,
+            ClientFlow {
+                sink,
+                credit: Credit::new(self.config.stream_window),
+                pending: VecDeque::new(),
+                pending_bytes: 0,
+                waiter: None,
+                timer: None,
+            },
+        );
+        flow
+    }
+
+    /// Ends a flow locally with `result` (if it has not ended), telling the
+    /// server with a Cancel when the result is an error.
+    fn end_flow(&self, flow: u64, result: Result<Vec<Value>>) {
+        let Some(f) = self.flows().remove(&flow) else {
+            return;
+        };
+        if let (Some(t), Some(c)) = (f.timer, self.client.upgrade()) {
+            if let Some(timer) = c.timer.get() {
+                timer.cancel(t);
+            }
+        }
+        if result.is_err() {
+            let _ = self
+                .writer
+                .send_with(|b| wire::encode_cancel(b, flow));
+        }
+        f.sink.event(CallEvent::Done(result));
+    }
+
+    fn fail_all(&self, err: &Error) {
+        self.dead.store(true, Ordering::SeqCst);
+        let flows: Vec<_> = self.flows().drain().collect();
+        for (_, f) in flows {
+            if let (Some(t), Some(c)) = (f.timer, self.client.upgrade()) {
+                if let Some(timer) = c.timer.get() {
+                    timer.cancel(t);
+                }
+            }
+            f.sink.event(CallEvent::Done(Err(err.clone())));
+        }
+    }
+
+    fn read_loop(self: Arc<Self>, mut reader: FrameReader) {
+        let why = loop {
+            let frame = match reader.next() {
+                Ok(f) => f,
+                Err(ReadError::Eof) => break format!("{} closed the connection", self.address),
+                Err(e) => {
+                    if !self.writer.is_closed() {
+                        log::warn!("connection {} to {}: {e}", self.id, self.address);
+                    }
+                    break format!("connection to {} lost: {e}", self.address);
+                }
+            };
+            if let Err(e) = self.on_frame(frame) {
+                log::error!("connection {} to {}: {e}; closing it", self.id, self.address);
+                break format!("protocol error from {}: {e}", self.address);
+            }
+        };
+        self.writer.close(&why);
+        self.fail_all(&Error::aborted(why));
+        log::debug!("connection {} to {} closed", self.id, self.address);
+    }
+
+    fn on_frame(self: &Arc<Self>, frame: Frame) -> std::result::Result<(), String> {
+        match frame {
+            Frame::Response { flow, result } => {
+                let f = self.flows().remove(&flow);
+                match f {
+                    Some(f) => {
+                        if let (Some(t), Some(c)) = (f.timer, self.client.upgrade()) {
+                            if let Some(timer) = c.timer.get() {
+                                timer.cancel(t);
+                            }
+                        }
+                        f.sink.event(CallEvent::Done(result));
+                    }
+                    None => log::debug!("response for finished flow {flow} ignored"),
+                }
+            }
+            Frame::Item { flow, value, size } => {
+                let mut flows = self.flows();
+                let Some(f) = flows.get_mut(&flow) else {
+                    return Ok(());
+                };
+                if !f.credit.receive(size) {
+                    return Err(format!("flow {flow}: stream item past the credit window"));
+                }
+                let sink = f.sink.clone();
+                drop(flows);
+                let me: Arc<dyn Granter> = self.clone();
+                let token = ItemToken::new(Arc::downgrade(&me), flow, size);
+                sink.event(CallEvent::Item(value, token));
+            }
+            Frame::CloseSend { flow } => {
+                let sink = self.flows().get(&flow).map(|f| f.sink.clone());
+                if let Some(s) = sink {
+                    s.event(CallEvent::StreamClosed);
+                }
+            }
+            Frame::Credit { flow, bytes } => {
+                let mut out = Vec::new();
+                let mut flows = self.flows();
+                if let Some(f) = flows.get_mut(&flow) {
+                    f.credit.grant_send(bytes);
+                    while let Some(p) = f.pending.front() {
+                        match p {
+                            Pending::Item(frame, size) if f.credit.can_send(*size) => {
+                                f.credit.take_send(*size);
+                                f.pending_bytes -= frame.len();
+                                out.extend_from_slice(frame);
+                            }
+                            Pending::Close(frame) => out.extend_from_slice(frame),
+                            Pending::Item(..) => break,
+                        }
+                        f.pending.pop_front();
+                    }
+                    if let Some(w) = f.waiter.take() {
+                        let _ = w.try_send(());
+                    }
+                }
+                drop(flows);
+                if !out.is_empty() {
+                    let _ = self.writer.send(&out, None);
+                }
+            }
+            Frame::Request(r) => return Err(format!("unexpected request on flow {}", r.flow)),
+            Frame::Cancel { flow } => return Err(format!("unexpected cancel on flow {flow}")),
+        }
+        Ok(())
+    }
+}
+
+impl Granter for ClientConn {
+    fn consumed(&self, flow: u64, size: u32) {
+        let grant = self
+            .flows()
+            .get_mut(&flow)
+            .and_then(|f| f.credit.consume(size));
+        if let Some(bytes) = grant.filter(|b| *b > 0) {
+            let _ = self
+                .writer
+                .send_with(|b| wire::encode_credit(b, flow, bytes));
+        }
+    }
+}
+
+pub(crate) struct ClientInner {
+    config: ClientConfig,
+    namespace: Arc<Namespace>,
+    conns: Mutex<HashMap<(String, u64), Arc<ClientConn>>>,
+    timer: OnceLock<Timer>,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        let conns: Vec<_> = self
+            .conns
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for c in &conns {
+            c.writer.close("client dropped");
+        }
+        for c in conns {
+            join_reader(&c);
+        }
+    }
+}
+
+fn join_reader(c: &ClientConn) {
+    let h = c.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(h) = h {
+        if h.thread().id() != std::thread::current().id() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// An RPC client. Cloning shares connections; dropping the last clone
+/// closes them and joins their threads (calls in flight end with
+/// `Aborted`).
+///
+/// ```no_run
+/// use wspr::rpc::{Client, Namespace};
+/// let client = Client::new(Namespace::new(vec!["/127.0.0.1:8125".into()]));
+/// let sum = client.call("demo/adder", "Add", vec![2.into(), 3.into()], Default::default());
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl Client {
+    /// A client resolving names through `namespace`, with default settings.
+    pub fn new(namespace: Arc<Namespace>) -> Client {
+        Client::with_config(namespace, ClientConfig::default())
+    }
+
+    /// A client with the given settings (see [`ClientConfig::validate`]).
+    pub fn with_config(namespace: Arc<Namespace>, config: ClientConfig) -> Client {
+        Client {
+            inner: Arc::new(ClientInner {
+                config,
+                namespace,
+                conns: Mutex::new(HashMap::new()),
+                timer: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The name space this client resolves names in.
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.inner.namespace
+    }
+
+    /// The client's settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Calls `method` on `name` and waits for its results.
+    pub fn call(
+        &self,
+        name: &str,
+        method: &str,
+        args: Vec<Value>,
+        opts: CallOptions,
+    ) -> Result<Vec<Value>> {
+        self.start_call(name, method, args, opts)?.finish()
+    }
+
+    /// Starts a call whose streams the caller drives through [`Call`].
+    pub fn start_call(
+        &self,
+        name: &str,
+        method: &str,
+        args: Vec<Value>,
+        opts: CallOptions,
+    ) -> Result<Call> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let deadline = opts.deadline;
+        let handle = self.start(name, method, args, deadline, Arc::new(tx), false)?;
+        Ok(Call {
+            handle,
+            rx,
+            deadline,
+            result: None,
+            stream_closed: false,
+        })
+    }
+
+    /// Starts a call whose events go to `sink`. The deadline is enforced by
+    /// a timer: at the deadline the sink receives `Done(Err(Timeout))` and
+    /// the server is told to cancel.
+    pub fn start_call_with_sink(
+        &self,
+        name: &str,
+        method: &str,
+        args: Vec<Value>,
+        opts: CallOptions,
+        sink: Arc<dyn CallSink>,
+    ) -> Result<CallHandle> {
+        self.start(name, method, args, opts.deadline, sink, true)
+    }
+
+    /// Calls `method` on the object `suffix` of the server at `endpoint`,
+    /// without resolving any name.
+    pub(crate) fn call_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        suffix: &str,
+        method: &str,
+        args: Vec<Value>,
+        deadline: Option<Instant>,
+    ) -> Result<Call> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let conn = self.conn(endpoint, deadline)?;
+        let name = endpoint.name(suffix);
+        let handle = self.request(&conn, &name, suffix, method, &args, deadline, Arc::new(tx), false)?;
+        Ok(Call {
+            handle,
+            rx,
+            deadline,
+            result: None,
+            stream_closed: false,
+        })
+    }
+
+    fn start(
+        &self,
+        name: &str,
+        method: &str,
+        args: Vec<Value>,
+        deadline: Option<Instant>,
+        sink: Arc<dyn CallSink>,
+        timed: bool,
+    ) -> Result<CallHandle> {
+        if method.is_empty() {
+            return Err(Error::bad_arg("empty method name"));
+        }
+        let method = crate::naming::upper_first(method);
+        let mut fresh = false;
+        loop {
+            let (targets, cached) = self.inner.namespace.resolve_cached(self, name, deadline, fresh)?;
+            let mut last = Error::no_exist(format!("{name} resolves to no server"));
+            for target in &targets {
+                let parsed = match Name::parse(target) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        last = e;
+                        continue;
+                    }
+                };
+                let Some(ep) = parsed.endpoint() else {
+                    continue;
+                };
+                let conn = match self.conn(ep, deadline) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log::debug!("{name}: server {ep} unreachable: {e}");
+                        last = e;
+                        continue;
+                    }
+                };
+                match self.request(&conn, name, parsed.suffix(), &method, &args, deadline, sink.clone(), timed) {
+                    Ok(h) => return Ok(h),
+                    Err(e) => last = e,
+                }
+            }
+            if cached && !fresh {
+                // The cached servers are gone; ask the mount tables again.
+                self.inner.namespace.forget(name);
+                fresh = true;
+                continue;
+            }
+            return Err(last);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &self,
+        conn: &Arc<ClientConn>,
+        name: &str,
+        suffix: &str,
+        method: &str,
+        args: &[Value],
+        deadline: Option<Instant>,
+        sink: Arc<dyn CallSink>,
+        timed: bool,
+    ) -> Result<CallHandle> {
+        let timeout_ms = match deadline {
+            None => 0,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::timeout(format!("{name}.{method}: deadline passed")));
+                }
+                left.as_millis().clamp(1, u32::MAX as u128) as u32
+            }
+        };
+        let flow = conn.open_flow(sink);
+        let mut buf = Vec::with_capacity(128);
+        wire::encode_request(
+            &mut buf,
+            &wire::Request {
+                flow,
+                timeout_ms,
+                method: method.to_string(),
+                suffix: suffix.to_string(),
+                name: name.to_string(),
+                args: args.to_vec(),
+            },
+        );
+        if buf.len() - 4 > self.inner.config.max_frame {
+            conn.flows().remove(&flow);
+            return Err(Error::bad_arg(format!(
+                "{name}.{method}: request of {} bytes is over the frame limit of {}",
+                buf.len() - 4,
+                self.inner.config.max_frame
+            )));
+        }
+        if let Err(e) = conn.writer.send(&buf, None) {
+            conn.flows().remove(&flow);
+            return Err(e);
+        }
+        if let (true, Some(d)) = (timed, deadline) {
+            let weak = Arc::downgrade(conn);
+            let what = format!("{name}.{method}");
+            let id = self.timer().schedule(d, move || {
+                if let Some(c) = weak.upgrade() {
+                    c.end_flow(flow, Err(Error::timeout(format!("{what}: deadline passed"))));
+                }
+            });
+            if let Some(f) = conn.flows().get_mut(&flow) {
+                f.timer = Some(id);
+            } else {
+                self.timer().cancel(id);
+            }
+        }
+        Ok(CallHandle {
+            conn: conn.clone(),
+            flow,
+            deadline,
+        })
+    }
+
+    fn timer(&self) -> &Timer {
+        self.inner.timer.get_or_init(|| {
+            Timer::new("wspr-client-timer").unwrap_or_else(|e| panic!("cannot start a thread: {e}"))
+        })
+    }
+
+    /// The connection to `ep`, set up if needed. The lock is never held
+    /// while connecting.
+    fn conn(&self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Arc<ClientConn>> {
+        let key = (ep.address().to_string(), ep.routing_id());
+        let stale = {
+            let mut conns = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+            match conns.get(&key) {
+                Some(c) if !c.dead.load(Ordering::SeqCst) => return Ok(c.clone()),
+                Some(_) => conns.remove(&key),
+                None => None,
+            }
+        };
+        if let Some(s) = stale {
+            join_reader(&s);
+        }
+        let connect_deadline = {
+            let cap = Instant::now() + self.inner.config.connect_timeout;
+            deadline.map_or(cap, |d| d.min(cap))
+        };
+        let (stream, session) = conn::client_session(
+            ep.address(),
+            ep.routing_id(),
+            connect_deadline,
+            self.inner.config.write_timeout,
+        )?;
+        let id = conn::next_conn_id();
+        let c = Arc::new(ClientConn {
+            id,
+            address: ep.address().to_string(),
+            writer: Writer::new(session.sink, stream, self.inner.config.max_queued),
+            flows: Mutex::new(HashMap::new()),
+            next_flow: AtomicU64::new(1),
+            dead: AtomicBool::new(false),
+            remote: session.remote,
+            reader: Mutex::new(None),
+            config: self.inner.config.clone(),
+            client: Arc::downgrade(&self.inner),
+        });
+        let reader = FrameReader::new(session.reader, self.inner.config.max_frame);
+        let rc = c.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("wspr-client-{id}"))
+            .stack_size(256 * 1024)
+            .spawn(move || rc.read_loop(reader))
+            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+        *c.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        log::debug!("connection {id} to {ep} open");
+        let mut conns = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+        match conns.get(&key) {
+            // Someone else connected meanwhile: use theirs, close ours.
+            Some(existing) if !existing.dead.load(Ordering::SeqCst) => {
+                let existing = existing.clone();
+                drop(conns);
+                c.writer.close("duplicate connection");
+                join_reader(&c);
+                Ok(existing)
+            }
+            _ => {
+                conns.insert(key, c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    /// Closes every connection now; calls in flight end with `Aborted`.
+    pub fn close(&self) {
+        let conns: Vec<_> = self
+            .inner
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for c in &conns {
+            c.writer.close("client closed");
+        }
+        for c in conns {
+            join_reader(&c);
+        }
+    }
+
+    /// Number of open connections (for tests and health reports).
+    pub fn connections(&self) -> usize {
+        self.inner.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// The sending side of a call in flight.
+pub struct CallHandle {
+    conn: Arc<ClientConn>,
+    flow: u64,
+    deadline: Option<Instant>,
+}
+
+impl CallHandle {
+    fn encode_item(&self, item: &Value) -> Result<(Vec<u8>, u32)> {
+        let json = serde_json::to_vec(item).map_err(|e| Error::bad_arg(e.to_string()))?;
+        if json.len() + 13 > self.conn.config.max_frame {
+            return Err(Error::bad_arg(format!(
+                "stream item of {} bytes is over the frame limit of {}",
+                json.len(),
+                self.conn.config.max_frame
+            )));
+        }
+        let mut buf = Vec::with_capacity(json.len() + 17);
+        let size = wire::encode_item_json(&mut buf, self.flow, &json);
+        Ok((buf, size))
+    }
+
+    /// Sends a stream item, waiting for flow-control credit until the
+    /// call's deadline.
+    pub fn send(&self, item: &Value) -> Result<()> {
+        let (buf, size) = self.encode_item(item)?;
+        loop {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            {
+                let mut flows = self.conn.flows();
+                let Some(f) = flows.get_mut(&self.flow) else {
+                    return Err(Error::aborted("the call has ended"));
+                };
+                if f.pending.is_empty() && f.credit.can_send(size) {
+                    f.credit.take_send(size);
+                    drop(flows);
+                    return self.conn.writer.send(&buf, None);
+                }
+                f.waiter = Some(tx);
+            }
+            let woke = match self.deadline {
+                Some(d) => rx.recv_deadline(d),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match woke {
+                Ok(()) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(Error::timeout("waiting to send a stream item: deadline passed"));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    if !self.conn.flows().contains_key(&self.flow) {
+                        return Err(Error::aborted("the call has ended"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a stream item without blocking: without credit it waits in a
+    /// per-call queue (bounded by `ClientConfig::max_pending`).
+    pub fn offer(&self, item: &Value) -> Result<()> {
+        let (buf, size) = self.encode_item(item)?;
+        let mut flows = self.conn.flows();
+        let Some(f) = flows.get_mut(&self.flow) else {
+            return Err(Error::aborted("the call has ended"));
+        };
+        if f.pending.is_empty() && f.credit.can_send(size) {
+            f.credit.take_send(size);
+            drop(flows);
+            return self.conn.writer.send(&buf, None);
+        }
+        if f.pending_bytes + buf.len() > self.conn.config.max_pending {
+            return Err(Error::aborted(format!(
+                "the server is not taking stream items: {} bytes wait, limit {}",
+                f.pending_bytes, self.conn.config.max_pending
+            )));
+        }
+        f.pending_bytes += buf.len();
+        f.pending.push_back(Pending::Item(buf, size));
+        Ok(())
+    }
+
+    /// Ends the caller's stream: the server sees the stream close after
+    /// every item sent before.
+    pub fn close_send(&self) -> Result<()> {
+        let mut buf = Vec::with_capacity(13);
+        wire::encode_close_send(&mut buf, self.flow);
+        let mut flows = self.conn.flows();
+        let Some(f) = flows.get_mut(&self.flow) else {
+            return Err(Error::aborted("the call has ended"));
+        };
+        if !f.pending.is_empty() {
+            f.pending.push_back(Pending::Close(buf));
+            return Ok(());
+        }
+        drop(flows);
+        self.conn.writer.send(&buf, None)
+    }
+
+    /// Cancels the call: the server is told, and the call ends with
+    /// `Aborted` unless it had already ended.
+    pub fn cancel(&self) {
+        self.end(Error::aborted("the call was cancelled"));
+    }
+
+    /// Ends the call with `err` (if it has not ended) and tells the server.
+    pub fn end(&self, err: Error) {
+        self.conn.end_flow(self.flow, Err(err));
+    }
+
+    /// Whether the call is still in flight.
+    pub fn is_open(&self) -> bool {
+        self.conn.flows().contains_key(&self.flow)
+    }
+
+    /// The identity the server proved.
+    pub fn remote(&self) -> &RemoteIdentity {
+        &self.conn.remote
+    }
+}
+
+/// A call in flight, driven by the calling thread: send items, close the
+/// send side, receive items, finish. Dropping an unfinished call cancels
+/// it.
+pub struct Call {
+    handle: CallHandle,
+    rx: Receiver<CallEvent>,
+    deadline: Option<Instant>,
+    result: Option<Result<Vec<Value>>>,
+    stream_closed: bool,
+}
+
+impl Call {
+    /// Sends a stream item (waits for flow-control credit).
+    pub fn send(&self, item: Value) -> Result<()> {
+        self.handle.send(&item)
+    }
+
+    /// Closes the caller's stream.
+    pub fn close_send(&self) -> Result<()> {
+        self.handle.close_send()
+    }
+
+    fn next_event(&mut self) -> CallEvent {
+        let got = match self.deadline {
+            Some(d) => self.rx.recv_deadline(d),
+            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match got {
+            Ok(ev) => ev,
+            Err(RecvTimeoutError::Timeout) => {
+                self.handle
+                    .end(Error::timeout("the call's deadline passed"));
+                // `end` delivered Done unless the call had just ended; in
+                // both cases the event is queued now.
+                self.rx
+                    .try_recv()
+                    .unwrap_or(CallEvent::Done(Err(Error::timeout("the call's deadline passed"))))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                CallEvent::Done(Err(Error::internal("the call's events were lost")))
+            }
+        }
+    }
+
+    /// The next item the server streams; `None` once the server has closed
+    /// its stream or the call has ended.
+    pub fn recv(&mut self) -> Result<Option<Value>> {
+        if self.stream_closed || self.result.is_some() {
+            return Ok(None);
+        }
+        match self.next_event() {
+            CallEvent::Item(v, _token) => Ok(Some(v)),
+            CallEvent::StreamClosed => {
+                self.stream_closed = true;
+                Ok(None)
+            }
+            CallEvent::Done(r) => {
+                let err = r.as_ref().err().cloned();
+                self.result = Some(r);
+                match err {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Waits for the call's results, dropping any items not yet received.
+    pub fn finish(mut self) -> Result<Vec<Value>> {
+        loop {
+            if let Some(r) = self.result.take() {
+                return r;
+            }
+            if let CallEvent::Done(r) = self.next_event() {
+                return r;
+            }
+        }
+    }
+
+    /// Cancels the call.
+    pub fn cancel(&self) {
+        self.handle.cancel();
+    }
+
+    /// A handle that can cancel this call from another thread.
+    pub fn canceller(&self) -> Canceller {
+        Canceller {
+            conn: self.handle.conn.clone(),
+            flow: self.handle.flow,
+        }
+    }
+
+    /// The identity the server proved.
+    pub fn remote(&self) -> &RemoteIdentity {
+        self.handle.remote()
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if self.result.is_none() && self.handle.is_open() {
+            self.handle.cancel();
+        }
+    }
+}
+
+/// Cancels a call from any thread.
+#[derive(Clone)]
+pub struct Canceller {
+    conn: Arc<ClientConn>,
+    flow: u64,
+}
+
+impl Canceller {
+    /// Cancels the call (no effect once it has ended).
+    pub fn cancel(&self) {
+        self.conn
+            .end_flow(self.flow, Err(Error::aborted("the call was cancelled")));
+    }
+}

@@ -1,0 +1,405 @@
+//! What client and server connections share: the connection setup (hello
+//! and the session handshake), the frame reader, the outgoing outbox, and
+//! flow-control credit.
+//!
+//! The session step is the seam where authentication and encryption slot
+//! in: after the hello, [`client_session`] and [`server_session`] turn a
+//! TCP stream into a byte reader, a byte sink and the peer's identity. The
+//! plain session passes bytes through unchanged; the frame layer above does
+//! not know which session it runs over.
+
+use std::io::{self, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::outbox::{Outbox, PushError, Sink};
+use crate::rpc::wire::{self, Frame, HelloStatus, WireError};
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// A process-unique connection number, for logs.
+pub(crate) fn next_conn_id() -> u64 {
+    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Who is at the other end of a connection, as its session proved it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteIdentity {
+    names: Vec<String>,
+}
+
+impl RemoteIdentity {
+    /// An identity with these proven blessing names.
+    pub fn new(names: Vec<String>) -> RemoteIdentity {
+        RemoteIdentity { names }
+    }
+
+    /// The blessing names the peer proved (empty over a plain session).
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// The byte streams of an established session.
+pub(crate) struct Session {
+    pub reader: Box<dyn Read + Send>,
+    pub sink: Box<dyn Sink>,
+    pub remote: RemoteIdentity,
+}
+
+/// The write half of a plain TCP session.
+pub(crate) struct TcpSink(pub TcpStream);
+
+impl Sink for TcpSink {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+    fn shutdown(&mut self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
+impl Sink for Box<dyn Sink> {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        (**self).write_all(buf)
+    }
+    fn shutdown(&mut self) {
+        (**self).shutdown()
+    }
+}
+
+fn io_err(what: &str, addr: &str, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            Error::timeout(format!("{what} {addr}: timed out"))
+        }
+        _ => Error::no_exist(format!("{what} {addr}: {e}")),
+    }
+}
+
+/// Connects to `address`, says hello asking for server `routing_id`, and
+/// sets up the session. Everything happens before `deadline`.
+pub(crate) fn client_session(
+    address: &str,
+    routing_id: u64,
+    deadline: Instant,
+    write_timeout: Duration,
+) -> Result<(TcpStream, Session)> {
+    use std::net::ToSocketAddrs;
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| Error::timeout(format!("connecting to {address}: deadline passed")))
+    };
+    let addrs: Vec<_> = address
+        .to_socket_addrs()
+        .map_err(|e| Error::no_exist(format!("address {address}: {e}")))?
+        .collect();
+    let mut last = Error::no_exist(format!("address {address} resolves to nothing"));
+    let mut stream = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, left()?) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = io_err("connecting to", address, e),
+        }
+    }
+    let mut stream = stream.ok_or(last)?;
+    let _ = stream.set_nodelay(true);
+    stream
+        .set_write_timeout(Some(write_timeout))
+        .map_err(|e| io_err("configuring", address, e))?;
+    stream
+        .set_read_timeout(Some(left()?))
+        .map_err(|e| io_err("configuring", address, e))?;
+    let hello = wire::encode_hello(wire::VERSION, wire::SessionKind::Plain as u8, routing_id);
+    stream
+        .write_all(&hello)
+        .map_err(|e| io_err("saying hello to", address, e))?;
+    let mut reply = [0u8; wire::HELLO_LEN];
+    stream
+        .read_exact(&mut reply)
+        .map_err(|e| io_err("waiting for the hello of", address, e))?;
+    let (version, status, _) = wire::decode_hello(&reply)
+        .map_err(|e| Error::bad_protocol(format!("{address}: {e}")))?;
+    match status {
+        s if s == HelloStatus::Ok as u8 => {}
+        s if s == HelloStatus::BadVersion as u8 => {
+            return Err(Error::bad_protocol(format!(
+                "{address} speaks protocol version {version}, this client {}",
+                wire::VERSION
+            )));
+        }
+        s if s == HelloStatus::NoSuchServer as u8 => {
+            return Err(Error::no_exist(format!(
+                "no server with routing id {routing_id:016x} at {address}"
+            )));
+        }
+        s => {
+            return Err(Error::bad_protocol(format!(
+                "{address} refused the session (status {s})"
+            )));
+        }
+    }
+    stream
+        .set_read_timeout(None)
+        .map_err(|e| io_err("configuring", address, e))?;
+    let session = plain_session(&stream).map_err(|e| io_err("setting up", address, e))?;
+    Ok((stream, session))
+}
+
+fn plain_session(stream: &TcpStream) -> io::Result<Session> {
+    Ok(Session {
+        reader: Box::new(BufReader::with_capacity(16 * 1024, stream.try_clone()?)),
+        sink: Box::new(TcpSink(stream.try_clone()?)),
+        remote: RemoteIdentity::default(),
+    })
+}
+
+/// Why a server refused a connection during setup (logged, then closed).
+#[derive(Debug)]
+pub(crate) enum SetupError {
+    Io(io::Error),
+    Wire(WireError),
+    NoSuchServer(u64),
+    BadSession(u8),
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SetupError::Io(e) => write!(f, "{e}"),
+            SetupError::Wire(e) => write!(f, "{e}"),
+            SetupError::NoSuchServer(rid) => write!(f, "no server with routing id {rid:016x}"),
+            SetupError::BadSession(k) => write!(f, "session kind {k} is not offered"),
+        }
+    }
+}
+
+/// Reads the client's hello (within `timeout`), finds the server it asks
+/// for with `find`, answers, and sets up the session.
+pub(crate) fn server_session<T>(
+    stream: &mut TcpStream,
+    timeout: Duration,
+    write_timeout: Duration,
+    find: impl FnOnce(u64) -> Option<T>,
+) -> std::result::Result<(T, Session), SetupError> {
+    let _ = stream.set_nodelay(true);
+    stream.set_read_timeout(Some(timeout)).map_err(SetupError::Io)?;
+    stream
+        .set_write_timeout(Some(write_timeout))
+        .map_err(SetupError::Io)?;
+    let mut hello = [0u8; wire::HELLO_LEN];
+    stream.read_exact(&mut hello).map_err(SetupError::Io)?;
+    let (version, session, rid) = wire::decode_hello(&hello).map_err(SetupError::Wire)?;
+    let answer = |status: HelloStatus, s: &mut TcpStream| {
+        let _ = s.write_all(&wire::encode_hello(wire::VERSION, status as u8, rid));
+    };
+    if version != wire::VERSION {
+        answer(HelloStatus::BadVersion, stream);
+        return Err(SetupError::Wire(WireError::VersionMismatch {
+            ours: wire::VERSION,
+            theirs: version,
+        }));
+    }
+    if session != wire::SessionKind::Plain as u8 {
+        answer(HelloStatus::BadSession, stream);
+        return Err(SetupError::BadSession(session));
+    }
+    let Some(found) = find(rid) else {
+        answer(HelloStatus::NoSuchServer, stream);
+        return Err(SetupError::NoSuchServer(rid));
+    };
+    answer(HelloStatus::Ok, stream);
+    stream.set_read_timeout(None).map_err(SetupError::Io)?;
+    let session = plain_session(stream).map_err(SetupError::Io)?;
+    Ok((found, session))
+}
+
+/// Reads frames from a session's byte stream.
+pub(crate) struct FrameReader {
+    reader: Box<dyn Read + Send>,
+    max: usize,
+    buf: Vec<u8>,
+}
+
+/// Why reading a frame stopped.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The peer closed the connection between frames.
+    Eof,
+    Io(io::Error),
+    Wire(WireError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Eof => write!(f, "connection closed by the peer"),
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Wire(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl FrameReader {
+    pub(crate) fn new(reader: Box<dyn Read + Send>, max: usize) -> FrameReader {
+        FrameReader {
+            reader,
+            max,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next frame.
+    pub(crate) fn next(&mut self) -> std::result::Result<Frame, ReadError> {
+        let mut prefix = [0u8; 4];
+        // Tell a clean end between frames from a cut inside one.
+        match self.reader.read(&mut prefix[..1]) {
+            Ok(0) => return Err(ReadError::Eof),
+            Ok(_) => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+        self.reader
+            .read_exact(&mut prefix[1..])
+            .map_err(ReadError::Io)?;
+        let len = wire::frame_len(prefix, self.max).map_err(ReadError::Wire)?;
+        self.buf.resize(len, 0);
+        self.reader
+            .read_exact(&mut self.buf)
+            .map_err(ReadError::Io)?;
+        let frame = wire::decode(&self.buf).map_err(ReadError::Wire);
+        if self.buf.capacity() > 64 * 1024 {
+            self.buf = Vec::new();
+        }
+        frame
+    }
+}
+
+/// The outgoing side of a connection.
+pub(crate) struct Writer {
+    outbox: Outbox<Box<dyn Sink>>,
+    /// Used to wake the reader when the connection is closed.
+    stream: TcpStream,
+}
+
+impl Writer {
+    pub(crate) fn new(sink: Box<dyn Sink>, stream: TcpStream, max_queued: usize) -> Writer {
+        Writer {
+            outbox: Outbox::new(sink, max_queued),
+            stream,
+        }
+    }
+
+    /// Sends encoded frames; `token` is dropped once they are written.
+    pub(crate) fn send(&self, bytes: &[u8], token: Option<Box<dyn Send>>) -> Result<()> {
+        self.outbox.push(bytes, token).map_err(|e| match e {
+            PushError::Closed(why) => Error::aborted(format!("connection closed: {why}")),
+            PushError::Full { .. } => Error::aborted(e.to_string()),
+        })
+    }
+
+    /// Encodes with `f` and sends.
+    pub(crate) fn send_with(&self, f: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+        let mut buf = Vec::with_capacity(64);
+        f(&mut buf);
+        self.send(&buf, None)
+    }
+
+    /// Closes the connection: flushes what is queued, then shuts the socket
+    /// down, which ends the reader.
+    pub(crate) fn close(&self, why: &str) {
+        self.outbox.close(None, why);
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.outbox.is_closed()
+    }
+}
+
+/// Flow-control state of one flow, in both directions, counted in bytes of
+/// item payload.
+#[derive(Debug)]
+pub(crate) struct Credit {
+    /// What we may still send.
+    pub send_avail: i64,
+    /// Items received but not yet consumed.
+    pub recv_outstanding: u32,
+    /// Consumed bytes not yet granted back to the peer.
+    pub recv_unacked: u32,
+    pub window: u32,
+}
+
+impl Credit {
+    pub(crate) fn new(window: u32) -> Credit {
+        Credit {
+            send_avail: window as i64,
+            recv_outstanding: 0,
+            recv_unacked: 0,
+            window,
+        }
+    }
+
+    /// Whether an item of `size` may be sent now; an item larger than the
+    /// window goes when nothing is outstanding.
+    pub(crate) fn can_send(&self, size: u32) -> bool {
+        self.send_avail >= size as i64 || self.send_avail >= self.window as i64
+    }
+
+    pub(crate) fn take_send(&mut self, size: u32) {
+        self.send_avail -= size as i64;
+    }
+
+    pub(crate) fn grant_send(&mut self, bytes: u32) {
+        self.send_avail = (self.send_avail + bytes as i64).min(self.window as i64);
+    }
+
+    /// Accounts for a received item; false if the peer sent past the
+    /// window it was given.
+    pub(crate) fn receive(&mut self, size: u32) -> bool {
+        if self.recv_outstanding > 0 && self.recv_outstanding.saturating_add(size) > self.window {
+            return false;
+        }
+        self.recv_outstanding = self.recv_outstanding.saturating_add(size);
+        true
+    }
+
+    /// Accounts for a consumed item; returns credit to grant now, if the
+    /// unacknowledged amount is worth a frame.
+    pub(crate) fn consume(&mut self, size: u32) -> Option<u32> {
+        self.recv_outstanding = self.recv_outstanding.saturating_sub(size);
+        self.recv_unacked = self.recv_unacked.saturating_add(size);
+        if self.recv_unacked >= self.window / 4 || self.recv_outstanding == 0 {
+            Some(std::mem::take(&mut self.recv_unacked))
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credit_paces_and_refuses_overrun() {
+        let mut c = Credit::new(100);
+        assert!(c.can_send(60));
+        c.take_send(60);
+        assert!(!c.can_send(60));
+        c.grant_send(60);
+        assert!(c.can_send(100));
+        // An item over the window goes alone.
+        assert!(c.can_send(500));
+        assert!(c.receive(80));
+        assert!(!c.receive(30), "over the window");
+        assert_eq!(c.consume(80), Some(80));
+        assert!(c.receive(500), "one big item when nothing is outstanding");
+    }
+}

@@ -1,0 +1,28 @@
+//! The RPC runtime: a native client and server that talk over TCP with
+//! many calls multiplexed on one connection, streaming both ways,
+//! deadlines, cancel and errors with ids; and the name space that finds
+//! servers through mount tables.
+//!
+//! - [`wire`]: the frame format (pure encoding and decoding).
+//! - `conn`: connection setup and what client and server connections share.
+//! - [`Client`]: calls by name.
+//! - [`Listener`], [`Server`], [`Dispatcher`], [`Invoker`]: serving.
+//! - [`Namespace`]: roots and resolution; mount, unmount and glob are
+//!   methods of [`Client`].
+
+mod client;
+pub(crate) mod conn;
+mod namespace;
+mod publisher;
+mod server;
+pub mod wire;
+
+pub use client::{
+    Call, CallEvent, CallHandle, CallOptions, CallSink, Canceller, Client, ClientConfig, ItemToken,
+};
+pub use conn::RemoteIdentity;
+pub use namespace::{GlobEntry, MAX_DEPTH, MountedServer, Namespace};
+pub use server::{
+    AllowAll, Authorizer, Dispatcher, Invoker, Listener, Lookup, MethodSignature, Server,
+    ServerCall, ServerConfig, ServerEvent, Signature,
+};

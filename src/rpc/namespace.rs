@@ -1,0 +1,396 @@
+//! The name space: roots, resolution through mount tables (with a cache),
+//! mount, unmount and glob. The operations are methods of
+//! [`Client`](crate::rpc::Client), which makes the mount table calls.
+//!
+//! Resolution only ever asks *mount tables* (endpoints marked `m`) to
+//! resolve; a leaf server's name is final. A walk deeper than
+//! [`MAX_DEPTH`] mount tables, or one that comes back to a mount table it
+//! has seen, is refused.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::glob::Pattern;
+use crate::naming::{self, Name};
+use crate::rpc::client::Client;
+
+/// Most mount tables a resolution walks through.
+pub const MAX_DEPTH: usize = 32;
+/// Entries kept in the resolution cache.
+pub const MAX_CACHE: usize = 4096;
+/// Most entries one glob returns.
+pub const MAX_GLOB: usize = 100_000;
+/// The deadline of name space calls when the caller gives none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server a name is mounted to, and for how much longer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountedServer {
+    /// The server's rooted name.
+    pub server: String,
+    /// Seconds left before the mount expires.
+    pub ttl: u64,
+}
+
+/// One glob match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobEntry {
+    /// The name, relative to the root the pattern was matched in.
+    pub name: String,
+    /// The servers mounted there (empty for an intermediate name).
+    pub servers: Vec<MountedServer>,
+}
+
+/// The roots of a name space and its resolution cache; shared by clients.
+pub struct Namespace {
+    roots: RwLock<Vec<String>>,
+    cache: Mutex<HashMap<String, (Vec<String>, Instant)>>,
+}
+
+impl Namespace {
+    /// A name space with these roots (rooted names of mount tables).
+    pub fn new(roots: Vec<String>) -> Arc<Namespace> {
+        Arc::new(Namespace {
+            roots: RwLock::new(roots),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The roots.
+    pub fn roots(&self) -> Vec<String> {
+        self.roots.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the roots (and empties the cache).
+    pub fn set_roots(&self, roots: Vec<String>) {
+        *self.roots.write().unwrap_or_else(|p| p.into_inner()) = roots;
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Forgets what `name` resolved to.
+    pub fn forget(&self, name: &str) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+
+    /// Entries in the resolution cache.
+    pub fn cached(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn initial(&self, name: &str) -> Result<Vec<String>> {
+        let parsed = Name::parse(name)?;
+        if parsed.endpoint().is_some() {
+            return Ok(vec![name.to_string()]);
+        }
+        let roots = self.roots();
+        if roots.is_empty() {
+            return Err(Error::no_exist(format!(
+                "cannot resolve {name:?}: no name space root is set"
+            )));
+        }
+        Ok(roots.iter().map(|r| naming::join(r, name)).collect())
+    }
+
+    /// Resolves `name`, from the cache unless `fresh`; says whether the
+    /// answer came from the cache.
+    pub(crate) fn resolve_cached(
+        &self,
+        client: &Client,
+        name: &str,
+        deadline: Option<Instant>,
+        fresh: bool,
+    ) -> Result<(Vec<String>, bool)> {
+        let parsed = Name::parse(name)?;
+        if parsed.endpoint().is_some() && (parsed.is_terminal() || parsed.suffix().is_empty()) {
+            return Ok((vec![name.to_string()], false));
+        }
+        if !fresh {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((targets, until)) = cache.get(name) {
+                if *until > Instant::now() {
+                    return Ok((targets.clone(), true));
+                }
+            }
+        }
+        let (targets, ttl) = walk(client, self.initial(name)?, deadline, Walk::ToServer)?;
+        if let Some(ttl) = ttl.filter(|t| !t.is_zero()) {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= MAX_CACHE {
+                let now = Instant::now();
+                cache.retain(|_, (_, until)| *until > now);
+                if cache.len() >= MAX_CACHE {
+                    cache.clear();
+                }
+            }
+            cache.insert(name.to_string(), (targets.clone(), Instant::now() + ttl));
+        }
+        Ok((targets, false))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// Down to the server that serves the name.
+    ToServer,
+    /// Down to the mount table where the name is (or would be) mounted.
+    ToMountTable,
+}
+
+fn call_deadline(deadline: Option<Instant>) -> Instant {
+    let cap = Instant::now() + DEFAULT_TIMEOUT;
+    deadline.map_or(cap, |d| d.min(cap))
+}
+
+/// Asks the mount tables at `names` (replicas, tried in order) to resolve
+/// one step. `Ok(None)`: nothing is mounted there.
+fn resolve_step(
+    client: &Client,
+    names: &[String],
+    deadline: Option<Instant>,
+) -> Result<Option<(Vec<String>, String, Duration)>> {
+    let mut last = Error::no_exist("no mount table to ask");
+    for n in names {
+        let parsed = Name::parse(n)?;
+        let Some(ep) = parsed.endpoint() else { continue };
+        let got = client
+            .call_endpoint(ep, parsed.suffix(), "ResolveStep", vec![], Some(call_deadline(deadline)))
+            .and_then(|c| c.finish());
+        match got {
+            Ok(results) => {
+                let servers: Vec<MountedServer> = results
+                    .first()
+                    .cloned()
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .ok_or_else(|| Error::internal(format!("{n}: malformed ResolveStep reply")))?;
+                let rest = results.get(1).and_then(Value::as_str).unwrap_or("").to_string();
+                if servers.is_empty() {
+                    return Ok(None);
+                }
+                let ttl = servers.iter().map(|s| s.ttl).min().unwrap_or(0);
+                let next = servers.iter().map(|s| naming::join(&s.server, &rest)).collect();
+                return Ok(Some((next, rest, Duration::from_secs(ttl))));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn walk(
+    client: &Client,
+    mut names: Vec<String>,
+    deadline: Option<Instant>,
+    mode: Walk,
+) -> Result<(Vec<String>, Option<Duration>)> {
+    let first = names.first().cloned().unwrap_or_default();
+    let mut seen = HashSet::new();
+    let mut ttl: Option<Duration> = None;
+    for _ in 0..=MAX_DEPTH {
+        let parsed = Name::parse(&names[0])?;
+        if parsed.is_terminal() || parsed.suffix().is_empty() {
+            return Ok((names, ttl));
+        }
+        if !seen.insert(names[0].clone()) {
+            return Err(Error::no_exist(format!(
+                "resolving {first}: the mount tables loop at {}",
+                names[0]
+            )));
+        }
+        match resolve_step(client, &names, deadline)? {
+            None => {
+                return match mode {
+                    Walk::ToMountTable => Ok((names, ttl)),
+                    Walk::ToServer => Err(Error::no_exist(format!(
+                        "{first}: nothing is mounted at {}",
+                        parsed.suffix()
+                    ))),
+                };
+            }
+            Some((next, rest, step_ttl)) => {
+                let next_parsed = Name::parse(&next[0])?;
+                if mode == Walk::ToMountTable && (rest.is_empty() || next_parsed.is_terminal()) {
+                    return Ok((names, ttl));
+                }
+                ttl = Some(ttl.map_or(step_ttl, |t| t.min(step_ttl)));
+                names = next;
+            }
+        }
+    }
+    Err(Error::no_exist(format!(
+        "resolving {first}: more than {MAX_DEPTH} mount tables deep"
+    )))
+}
+
+impl Client {
+    /// The rooted names `name` resolves to (asking only mount tables).
+    pub fn resolve(&self, name: &str) -> Result<Vec<String>> {
+        Ok(self.namespace().resolve_cached(self, name, None, false)?.0)
+    }
+
+    /// The rooted names of the mount table entry where `name` is, or would
+    /// be, mounted.
+    pub fn resolve_to_mount_table(&self, name: &str) -> Result<Vec<String>> {
+        let initial = self.namespace().initial(name)?;
+        Ok(walk(self, initial, None, Walk::ToMountTable)?.0)
+    }
+
+    fn on_mount_table(&self, name: &str, method: &str, args: Vec<Value>) -> Result<()> {
+        if naming::clean(name).is_empty() {
+            return Err(Error::bad_arg("cannot mount at the root of a name space"));
+        }
+        let targets = self.resolve_to_mount_table(name)?;
+        let mut last = Error::no_exist(format!("no mount table for {name}"));
+        for t in &targets {
+            let parsed = Name::parse(t)?;
+            let Some(ep) = parsed.endpoint() else { continue };
+            match self
+                .call_endpoint(ep, parsed.suffix(), method, args.clone(), Some(call_deadline(None)))
+                .and_then(|c| c.finish())
+            {
+                Ok(_) => {
+                    self.namespace().forget(name);
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Mounts `server` (a rooted name or endpoint) under `name` for `ttl`.
+    pub fn mount(&self, name: &str, server: &str, ttl: Duration) -> Result<()> {
+        let server = if server.starts_with('/') {
+            server.to_string()
+        } else {
+            format!("/{server}")
+        };
+        Name::parse(&server)?;
+        self.on_mount_table(name, "Mount", vec![json!(server), json!(ttl.as_secs().max(1))])
+    }
+
+    /// Unmounts `server` from `name` (every server when `server` is empty).
+    pub fn unmount(&self, name: &str, server: &str) -> Result<()> {
+        let server = if server.is_empty() || server.starts_with('/') {
+            server.to_string()
+        } else {
+            format!("/{server}")
+        };
+        self.on_mount_table(name, "Unmount", vec![json!(server)])
+    }
+
+    /// Every name matching `pattern`, walking into mount tables mounted in
+    /// mount tables. Sorted by name.
+    pub fn glob(&self, pattern: &str) -> Result<Vec<GlobEntry>> {
+        let (start, prefix, rest) = match Name::parse(pattern)?.endpoint() {
+            Some(ep) => {
+                let rest = Name::parse(pattern)?.suffix().to_string();
+                (vec![format!("/{ep}")], format!("/{ep}"), rest)
+            }
+            None => (self.namespace().roots(), String::new(), pattern.to_string()),
+        };
+        if start.is_empty() {
+            return Err(Error::no_exist("cannot glob: no name space root is set"));
+        }
+        let mut out: BTreeMap<String, Vec<MountedServer>> = BTreeMap::new();
+        let mut queue = vec![(start, prefix, rest, 0usize)];
+        let mut seen = HashSet::new();
+        let mut first_error = None;
+        let mut answered = false;
+        while let Some((tables, prefix, pat, depth)) = queue.pop() {
+            if depth > MAX_DEPTH || !seen.insert((tables.clone(), pat.clone())) {
+                continue;
+            }
+            let pattern = Pattern::parse(&pat)?;
+            let entries = match glob_one(self, &tables, &pat) {
+                Ok(e) => e,
+                Err(e) => {
+                    log::debug!("glob {pat} at {tables:?}: {e}");
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            answered = true;
+            for e in entries {
+                let states = pattern.walk(&e.name);
+                let full = naming::join(&prefix, &e.name);
+                if full.is_empty() || full == prefix {
+                    continue;
+                }
+                if pattern.is_final(&states) {
+                    out.insert(full.clone(), e.servers.clone());
+                    if out.len() > MAX_GLOB {
+                        return Err(Error::bad_arg(format!("glob matches more than {MAX_GLOB} names")));
+                    }
+                }
+                let below: Vec<String> = e
+                    .servers
+                    .iter()
+                    .filter(|s| {
+                        Name::parse(&s.server)
+                            .ok()
+                            .and_then(|n| n.endpoint().map(|ep| ep.is_mount_table()))
+                            .unwrap_or(false)
+                    })
+                    .map(|s| s.server.clone())
+                    .collect();
+                if !below.is_empty() {
+                    for r in pattern.remainders(&states) {
+                        queue.push((below.clone(), full.clone(), r, depth + 1));
+                    }
+                }
+            }
+        }
+        if !answered {
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(name, servers)| GlobEntry { name, servers })
+            .collect())
+    }
+}
+
+fn glob_one(client: &Client, tables: &[String], pattern: &str) -> Result<Vec<GlobEntry>> {
+    let mut last = Error::no_exist("no mount table to ask");
+    for t in tables {
+        let parsed = Name::parse(t)?;
+        let Some(ep) = parsed.endpoint() else { continue };
+        let mut call = match client.call_endpoint(
+            ep,
+            parsed.suffix(),
+            "Glob",
+            vec![json!(pattern)],
+            Some(call_deadline(None)),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        let mut entries = Vec::new();
+        let streamed = loop {
+            match call.recv() {
+                Ok(Some(v)) => match serde_json::from_value::<GlobEntry>(v) {
+                    Ok(e) if entries.len() < MAX_GLOB => entries.push(e),
+                    Ok(_) => break Err(Error::bad_arg("glob reply too long")),
+                    Err(e) => break Err(Error::internal(format!("{t}: malformed glob item: {e}"))),
+                },
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        match streamed.and_then(|_| call.finish()) {
+            Ok(_) => return Ok(entries),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}

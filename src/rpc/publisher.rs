@@ -1,0 +1,172 @@
+//! Keeps a listener's names mounted: mounts a name when it is added,
+//! refreshes it at half its TTL (sooner after a failure, so that a mount
+//! table that restarts gets the names back), and unmounts it on removal.
+//!
+//! One thread per publisher (`wspr-publisher`), started with the first
+//! name; it waits on a channel with a deadline and ends when the publisher
+//! is shut down.
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::error::Result;
+use crate::rpc::client::Client;
+
+#[derive(Clone)]
+struct Entry {
+    owner: u64,
+    name: String,
+    server: String,
+    ttl: Duration,
+    next: Instant,
+    failing: bool,
+}
+
+struct Inner {
+    client: Client,
+    entries: Mutex<Vec<Entry>>,
+    wake: Mutex<Option<Sender<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub(crate) struct Publisher {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Publisher {
+    pub(crate) fn new(client: Client) -> Publisher {
+        Publisher {
+            inner: Arc::new(Inner {
+                client,
+                entries: Mutex::new(Vec::new()),
+                wake: Mutex::new(None),
+                thread: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Mounts `server` under `name` now, then keeps it mounted.
+    pub(crate) fn add(&self, owner: u64, name: &str, server: &str, ttl: Duration) -> Result<()> {
+        self.inner.client.mount(name, server, ttl)?;
+        lock(&self.inner.entries).push(Entry {
+            owner,
+            name: name.to_string(),
+            server: server.to_string(),
+            ttl,
+            next: Instant::now() + ttl / 2,
+            failing: false,
+        });
+        self.ensure_thread();
+        if let Some(w) = lock(&self.inner.wake).as_ref() {
+            let _ = w.try_send(());
+        }
+        Ok(())
+    }
+
+    /// Stops refreshing `owner`'s names and unmounts them.
+    pub(crate) fn remove(&self, owner: u64) {
+        let gone: Vec<Entry> = {
+            let mut entries = lock(&self.inner.entries);
+            let (gone, keep) = entries.drain(..).partition(|e| e.owner == owner);
+            *entries = keep;
+            gone
+        };
+        for e in gone {
+            if let Err(err) = self.inner.client.unmount(&e.name, &e.server) {
+                log::warn!("unmounting {} from {}: {err}", e.server, e.name);
+            }
+        }
+    }
+
+    fn ensure_thread(&self) {
+        let mut wake = lock(&self.inner.wake);
+        if wake.is_some() {
+            return;
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let weak = Arc::downgrade(&self.inner);
+        match std::thread::Builder::new()
+            .name("wspr-publisher".into())
+            .stack_size(256 * 1024)
+            .spawn(move || refresh_loop(weak, rx))
+        {
+            Ok(h) => {
+                *wake = Some(tx);
+                *lock(&self.inner.thread) = Some(h);
+            }
+            Err(e) => log::error!("cannot start the publisher thread: {e}; names will expire"),
+        }
+    }
+
+    /// Ends the refresh thread and joins it. Names are left as they are.
+    pub(crate) fn shutdown(&self) {
+        lock(&self.inner.wake).take();
+        let h = lock(&self.inner.thread).take();
+        if let Some(h) = h {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn refresh_loop(weak: Weak<Inner>, wake: Receiver<()>) {
+    loop {
+        let next = match weak.upgrade() {
+            Some(inner) => lock(&inner.entries).iter().map(|e| e.next).min(),
+            None => return,
+        };
+        let woke = match next {
+            Some(at) => wake.recv_deadline(at),
+            None => wake.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match woke {
+            Ok(()) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let now = Instant::now();
+        let due: Vec<Entry> = lock(&inner.entries)
+            .iter()
+            .filter(|e| e.next <= now)
+            .cloned()
+            .collect();
+        for e in due {
+            let res = inner.client.mount(&e.name, &e.server, e.ttl);
+            let mut entries = lock(&inner.entries);
+            let found = entries
+                .iter_mut()
+                .find(|x| x.owner == e.owner && x.name == e.name && x.server == e.server);
+            match (found, res) {
+                (Some(x), Ok(())) => {
+                    if x.failing {
+                        log::info!("{} is mounted again under {}", x.server, x.name);
+                    }
+                    x.failing = false;
+                    x.next = Instant::now() + x.ttl / 2;
+                }
+                (Some(x), Err(err)) => {
+                    if !x.failing {
+                        log::warn!("refreshing {} under {}: {err}; retrying", x.server, x.name);
+                    }
+                    x.failing = true;
+                    x.next = Instant::now() + (x.ttl / 4).min(Duration::from_secs(1));
+                }
+                (None, Ok(())) => {
+                    // Removed while we refreshed it: take the mount back.
+                    drop(entries);
+                    let _ = inner.client.unmount(&e.name, &e.server);
+                }
+                (None, Err(_)) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,972 @@
+//! The RPC server: a [`Listener`] accepts connections on one address and
+//! hosts any number of [`Server`]s, told apart by routing id; each server
+//! answers calls through its [`Dispatcher`].
+//!
+//! Threads: the listener's accept thread (`wspr-accept-<port>`), one
+//! thread per connection that reads its frames (`wspr-conn-<n>`), and a
+//! shared pool that runs the calls (`wspr-call-<n>`), growing on demand and
+//! shrinking when idle. Stopping a server unmounts its names, lets calls
+//! in flight end (for up to the drain time), aborts the rest with
+//! `Aborted`, closes its connections and joins their threads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::naming::Endpoint;
+use crate::pool::{Pool, PoolConfig};
+use crate::rpc::client::{Client, Granter, ItemToken};
+use crate::rpc::conn::{self, Credit, FrameReader, ReadError, RemoteIdentity, Writer};
+use crate::rpc::publisher::Publisher;
+use crate::rpc::wire::{self, Frame};
+
+/// One method's signature. `num_out_args` counts the results plus the
+/// trailing error slot (a method returning one value has 2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MethodSignature {
+    /// Names of the arguments.
+    pub in_args: Vec<String>,
+    /// Results plus the error slot.
+    pub num_out_args: u32,
+    /// Whether the method streams (either way).
+    #[serde(default)]
+    pub is_streaming: bool,
+}
+
+/// A service signature: method name to signature.
+pub type Signature = BTreeMap<String, MethodSignature>;
+
+/// What a dispatcher found for a call.
+#[derive(Clone)]
+pub struct Lookup {
+    /// Runs the call.
+    pub invoker: Arc<dyn Invoker>,
+    /// Decides whether the caller may make it; `None`: the server's
+    /// default policy.
+    pub authorizer: Option<Arc<dyn Authorizer>>,
+}
+
+/// Finds the object that serves a call: `call.suffix()` and
+/// `call.method()` to an invoker and an authorizer.
+pub trait Dispatcher: Send + Sync + 'static {
+    /// Looks up the object for `call`. May block, but should honour
+    /// `call.deadline()` and `call.is_cancelled()`.
+    fn lookup(&self, call: &ServerCall) -> Result<Lookup>;
+}
+
+/// Runs calls on one object.
+pub trait Invoker: Send + Sync + 'static {
+    /// Runs `method` (UpperCamelCase) with `args`.
+    fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>>;
+    /// The object's signature, for the predefined `Signature` method.
+    fn signature(&self, call: &ServerCall) -> Result<Signature>;
+}
+
+/// Decides whether a call may go ahead.
+pub trait Authorizer: Send + Sync + 'static {
+    /// `Ok` to allow; an error (usually `NoAccess`) to refuse.
+    fn authorize(&self, call: &ServerCall) -> Result<()>;
+}
+
+/// Allows every call.
+pub struct AllowAll;
+
+impl Authorizer for AllowAll {
+    fn authorize(&self, _: &ServerCall) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Settings of a [`Listener`] and its servers.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Threads that run calls, and calls that may wait for one.
+    pub pool: PoolConfig,
+    /// Most connections at once. Default 4096.
+    pub max_connections: usize,
+    /// Longest wait for a new connection's hello. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// A write blocked this long fails its connection. Default 10 s.
+    pub write_timeout: Duration,
+    /// Largest frame accepted or sent. Default 4 MiB.
+    pub max_frame: usize,
+    /// Stream credit window per flow, bytes. Default 256 KiB.
+    pub stream_window: u32,
+    /// Bytes queued for writing per connection. Default 16 MiB.
+    pub max_queued: usize,
+    /// How long names stay mounted without a refresh. Default 60 s;
+    /// refreshed at half of it.
+    pub mount_ttl: Duration,
+    /// How long [`Server::stop`] lets calls in flight finish. Default 5 s.
+    pub drain_timeout: Duration,
+    /// The policy for calls whose lookup gives no authorizer. Default:
+    /// allow all.
+    pub default_authorizer: Arc<dyn Authorizer>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            pool: PoolConfig::default(),
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            max_frame: wire::DEFAULT_MAX_FRAME,
+            stream_window: 256 * 1024,
+            max_queued: 16 << 20,
+            mount_ttl: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(5),
+            default_authorizer: Arc::new(AllowAll),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks that the settings make sense.
+    pub fn validate(&self) -> Result<()> {
+        if self.pool.max_threads == 0 || self.max_connections == 0 {
+            return Err(Error::bad_arg("pool threads and connections must be positive"));
+        }
+        if self.mount_ttl < Duration::from_secs(1) {
+            return Err(Error::bad_arg("mount_ttl must be at least 1 s"));
+        }
+        if self.max_frame < 1024 || self.stream_window < 1024 {
+            return Err(Error::bad_arg("max_frame and stream_window must be at least 1 KiB"));
+        }
+        Ok(())
+    }
+}
+
+/// What happens on a call's flow, for an invoker that watches it with
+/// `select!` (see [`ServerCall::events`]).
+#[derive(Debug)]
+pub enum ServerEvent {
+    /// The caller sent a stream item; dropping the token grants credit.
+    Item(Value, ItemToken),
+    /// The caller closed its stream.
+    StreamClosed,
+    /// The caller cancelled, or the server is stopping.
+    Cancelled,
+}
+
+struct ServerFlow {
+    events: Sender<ServerEvent>,
+    credit: Credit,
+    waiter: Option<Sender<()>>,
+    cancelled: Arc<AtomicBool>,
+}
+
+/// A call being served: who called, what for, and its streams.
+pub struct ServerCall {
+    conn: Arc<ServerConn>,
+    flow: u64,
+    method: String,
+    suffix: String,
+    name: String,
+    deadline: Option<Instant>,
+    events: Receiver<ServerEvent>,
+    cancelled: Arc<AtomicBool>,
+    stream_closed: bool,
+}
+
+impl ServerCall {
+    /// The method, UpperCamelCase.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+    /// What is left of the name after the server.
+    pub fn suffix(&self) -> &str {
+        &self.suffix
+    }
+    /// The name the caller used.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The caller's deadline, if it gave one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+    /// Who is calling, as the session proved.
+    pub fn remote(&self) -> &RemoteIdentity {
+        &self.conn.remote
+    }
+    /// Whether the caller cancelled or the server is stopping.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// The raw events of the flow, for `select!` alongside other channels.
+    /// Turn what it yields into a result with [`ServerCall::accept`].
+    pub fn events(&self) -> &Receiver<ServerEvent> {
+        &self.events
+    }
+
+    /// Notes an event taken from [`ServerCall::events`].
+    pub fn accept(&mut self, ev: &ServerEvent) {
+        if matches!(ev, ServerEvent::StreamClosed) {
+            self.stream_closed = true;
+        }
+    }
+
+    /// The caller's next stream item; `None` once it closed its stream.
+    /// `Aborted` if the call is cancelled, `Timeout` at the deadline.
+    pub fn recv(&mut self) -> Result<Option<Value>> {
+        if self.stream_closed {
+            return Ok(None);
+        }
+        let ev = match self.deadline {
+            Some(d) => self.events.recv_deadline(d),
+            None => self.events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match ev {
+            Ok(ServerEvent::Item(v, _token)) => Ok(Some(v)),
+            Ok(ServerEvent::StreamClosed) => {
+                self.stream_closed = true;
+                Ok(None)
+            }
+            Ok(ServerEvent::Cancelled) | Err(RecvTimeoutError::Disconnected) => {
+                Err(Error::aborted("the call was cancelled"))
+            }
+            Err(RecvTimeoutError::Timeout) => Err(Error::timeout("the call's deadline passed")),
+        }
+    }
+
+    /// Sends a stream item to the caller, waiting for credit until the
+    /// deadline.
+    pub fn send(&self, item: &Value) -> Result<()> {
+        let json = serde_json::to_vec(item).map_err(|e| Error::bad_arg(e.to_string()))?;
+        if json.len() + 13 > self.conn.config.max_frame {
+            return Err(Error::bad_arg(format!(
+                "stream item of {} bytes is over the frame limit of {}",
+                json.len(),
+                self.conn.config.max_frame
+            )));
+        }
+        let mut buf = Vec::with_capacity(json.len() + 17);
+        let size = wire::encode_item_json(&mut buf, self.flow, &json);
+        loop {
+            if self.is_cancelled() {
+                return Err(Error::aborted("the call was cancelled"));
+            }
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            {
+                let mut flows = self.conn.flows();
+                let Some(f) = flows.get_mut(&self.flow) else {
+                    return Err(Error::aborted("the call has ended"));
+                };
+                if f.credit.can_send(size) {
+                    f.credit.take_send(size);
+                    drop(flows);
+                    return self.conn.writer.send(&buf, None);
+                }
+                f.waiter = Some(tx);
+            }
+            let woke = match self.deadline {
+                Some(d) => rx.recv_deadline(d),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            if let Err(RecvTimeoutError::Timeout) = woke {
+                return Err(Error::timeout("waiting to send a stream item: deadline passed"));
+            }
+        }
+    }
+
+    /// Closes the server's stream: the caller sees it end after every item
+    /// sent before.
+    pub fn close_send(&self) -> Result<()> {
+        self.conn
+            .writer
+            .send_with(|b| wire::encode_close_send(b, self.flow))
+    }
+}
+
+pub(crate) struct ServerConn {
+    id: u64,
+    peer: String,
+    writer: Writer,
+    flows: Mutex<HashMap<u64, ServerFlow>>,
+    remote: RemoteIdentity,
+    config: ServerConfig,
+}
+
+impl ServerConn {
+    fn flows(&self) -> MutexGuard<'_, HashMap<u64, ServerFlow>> {
+        self.flows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends the call's response unless it was already answered (aborted).
+    fn respond(&self, flow: u64, result: &Result<Vec<Value>>) {
+        let Some(f) = self.flows().remove(&flow) else {
+            return;
+        };
+        if f.cancelled.load(Ordering::SeqCst) {
+            // The caller has gone; an answer would be ignored.
+            return;
+        }
+        let mut buf = Vec::with_capacity(64);
+        wire::encode_response(&mut buf, flow, result);
+        if buf.len() - 4 > self.config.max_frame {
+            let too_big = Error::internal(format!(
+                "response of {} bytes is over the frame limit of {}",
+                buf.len() - 4,
+                self.config.max_frame
+            ));
+            buf.clear();
+            wire::encode_response(&mut buf, flow, &Err(too_big));
+        }
+        if let Err(e) = self.writer.send(&buf, None) {
+            log::debug!("connection {}: response on flow {flow} lost: {e}", self.id);
+        }
+    }
+
+    /// Aborts every call in flight: invokers see `Cancelled`, callers get
+    /// `Aborted`.
+    fn abort_all(&self, why: &str) {
+        let flows: Vec<_> = self.flows().drain().collect();
+        let mut buf = Vec::new();
+        for (flow, f) in flows {
+            f.cancelled.store(true, Ordering::SeqCst);
+            let _ = f.events.send(ServerEvent::Cancelled);
+            wire::encode_response(&mut buf, flow, &Err(Error::aborted(why)));
+        }
+        if !buf.is_empty() {
+            let _ = self.writer.send(&buf, None);
+        }
+    }
+}
+
+impl Granter for ServerConn {
+    fn consumed(&self, flow: u64, size: u32) {
+        let grant = self
+            .flows()
+            .get_mut(&flow)
+            .and_then(|f| f.credit.consume(size));
+        if let Some(bytes) = grant.filter(|b| *b > 0) {
+            let _ = self
+                .writer
+                .send_with(|b| wire::encode_credit(b, flow, bytes));
+        }
+    }
+}
+
+struct ServerEntry {
+    routing_id: u64,
+    endpoint: Endpoint,
+    dispatcher: Arc<dyn Dispatcher>,
+    stopping: AtomicBool,
+    /// Every call in flight holds a clone; stop drops this one and waits
+    /// for the channel to disconnect.
+    inflight: Mutex<Option<Sender<()>>>,
+    inflight_done: Receiver<()>,
+    conns: Mutex<HashMap<u64, Arc<ServerConn>>>,
+    names: Mutex<Vec<String>>,
+}
+
+struct ListenerInner {
+    local: SocketAddr,
+    /// The address put in endpoints.
+    address: String,
+    config: ServerConfig,
+    pool: Pool,
+    publisher: Publisher,
+    servers: RwLock<HashMap<u64, Arc<ServerEntry>>>,
+    conn_threads: Mutex<HashMap<u64, JoinHandle<()>>>,
+    finished: Mutex<Vec<u64>>,
+    accept: Mutex<Option<JoinHandle<()>>>,
+    closing: AtomicBool,
+    next_rid: AtomicU64,
+}
+
+/// Accepts connections on one address for any number of servers. Cloning
+/// shares it.
+#[derive(Clone)]
+pub struct Listener {
+    inner: Arc<ListenerInner>,
+}
+
+fn random_u64() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+impl Listener {
+    /// Listens on `addr` (`host:port`; port 0 picks one). `client` mounts
+    /// the servers' names.
+    pub fn bind(addr: &str, config: ServerConfig, client: Client) -> Result<Listener> {
+        config.validate()?;
+        let sock = addr
+            .to_socket_addrs()
+            .map_err(|e| Error::bad_arg(format!("listen address {addr}: {e}")))?
+            .next()
+            .ok_or_else(|| Error::bad_arg(format!("listen address {addr} resolves to nothing")))?;
+        let tcp = TcpListener::bind(sock)
+            .map_err(|e| Error::internal(format!("cannot listen on {addr}: {e}")))?;
+        let local = tcp
+            .local_addr()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let host = if local.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            local.ip().to_string()
+        };
+        let address = if local.is_ipv6() {
+            format!("[{host}]:{}", local.port())
+        } else {
+            format!("{host}:{}", local.port())
+        };
+        let inner = Arc::new(ListenerInner {
+            local,
+            address,
+            pool: Pool::new("wspr-call", config.pool.clone()),
+            publisher: Publisher::new(client),
+            config,
+            servers: RwLock::new(HashMap::new()),
+            conn_threads: Mutex::new(HashMap::new()),
+            finished: Mutex::new(Vec::new()),
+            accept: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            next_rid: AtomicU64::new(random_u64() | 1),
+        });
+        let weak = Arc::downgrade(&inner);
+        let h = std::thread::Builder::new()
+            .name(format!("wspr-accept-{}", local.port()))
+            .stack_size(128 * 1024)
+            .spawn(move || accept_loop(tcp, weak))
+            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+        *inner.accept.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        log::info!("listening for RPCs on {}", inner.address);
+        Ok(Listener { inner })
+    }
+
+    /// The bound socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// Adds a server answering through `dispatcher`; `mount_table` marks
+    /// its endpoint as a mount table's.
+    pub fn serve(&self, dispatcher: Arc<dyn Dispatcher>, mount_table: bool) -> Result<Server> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(Error::aborted("the listener is closed"));
+        }
+        let rid = self.inner.next_rid.fetch_add(2, Ordering::Relaxed);
+        let endpoint = Endpoint::new(self.inner.address.clone(), rid, mount_table);
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        let entry = Arc::new(ServerEntry {
+            routing_id: rid,
+            endpoint,
+            dispatcher,
+            stopping: AtomicBool::new(false),
+            inflight: Mutex::new(Some(tx)),
+            inflight_done: rx,
+            conns: Mutex::new(HashMap::new()),
+            names: Mutex::new(Vec::new()),
+        });
+        self.inner
+            .servers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rid, entry.clone());
+        Ok(Server {
+            entry,
+            listener: self.clone(),
+            owns_listener: false,
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// Stops accepting, closes every connection and joins every thread.
+    /// Servers still on it are aborted.
+    pub fn close(&self) {
+        if self.inner.closing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wake the accept thread.
+        let _ = TcpStream::connect_timeout(
+            &SocketAddr::new(
+                if self.inner.local.ip().is_unspecified() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    self.inner.local.ip()
+                },
+                self.inner.local.port(),
+            ),
+            Duration::from_secs(1),
+        );
+        let h = self.inner.accept.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = h {
+            let _ = h.join();
+        }
+        let servers: Vec<_> = self
+            .inner
+            .servers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in servers {
+            s.stopping.store(true, Ordering::SeqCst);
+            for c in s.conns.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                c.abort_all("the server is closing");
+                c.writer.close("the server is closing");
+            }
+        }
+        let threads: Vec<_> = self
+            .inner
+            .conn_threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        for h in threads {
+            let _ = h.join();
+        }
+        self.inner.pool.shutdown();
+        self.inner.publisher.shutdown();
+        log::info!("stopped listening on {}", self.inner.address);
+    }
+
+    /// Threads of the call pool alive now.
+    pub fn pool_threads(&self) -> usize {
+        self.inner.pool.threads()
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.inner
+            .conn_threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    fn reap(&self) {
+        let done: Vec<u64> = std::mem::take(&mut *self.inner.finished.lock().unwrap_or_else(|p| p.into_inner()));
+        if done.is_empty() {
+            return;
+        }
+        let handles: Vec<_> = {
+            let mut t = self.inner.conn_threads.lock().unwrap_or_else(|p| p.into_inner());
+            done.iter().filter_map(|id| t.remove(id)).collect()
+        };
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+fn accept_loop(tcp: TcpListener, weak: Weak<ListenerInner>) {
+    loop {
+        let accepted = tcp.accept();
+        let Some(inner) = weak.upgrade() else { return };
+        let listener = Listener { inner };
+        if listener.inner.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        listener.reap();
+        let (stream, peer) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("accepting on {}: {e}", listener.inner.address);
+                // Out of descriptors and the like: give the system a moment.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let open = listener.connections();
+        if open >= listener.inner.config.max_connections {
+            log::warn!(
+                "refusing connection from {peer}: {open} connections open, limit {}",
+                listener.inner.config.max_connections
+            );
+            continue;
+        }
+        let id = conn::next_conn_id();
+        let l = listener.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("wspr-conn-{id}"))
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                serve_conn(&l, id, stream, peer);
+                l.inner.finished.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+            });
+        match spawned {
+            Ok(h) => {
+                listener
+                    .inner
+                    .conn_threads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, h);
+            }
+            Err(e) => log::error!("cannot start a connection thread: {e}"),
+        }
+    }
+}
+
+fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketAddr) {
+    let inner = &listener.inner;
+    let setup = conn::server_session(
+        &mut stream,
+        inner.config.handshake_timeout,
+        inner.config.write_timeout,
+        |rid| {
+            let servers = inner.servers.read().unwrap_or_else(|p| p.into_inner());
+            if rid == 0 && servers.len() == 1 {
+                servers.values().next().cloned()
+            } else {
+                servers.get(&rid).cloned()
+            }
+            .filter(|s| !s.stopping.load(Ordering::SeqCst))
+        },
+    );
+    let (entry, session) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            log::warn!("connection {id} from {peer} refused: {e}");
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    };
+    let conn = Arc::new(ServerConn {
+        id,
+        peer: peer.to_string(),
+        writer: Writer::new(session.sink, stream, inner.config.max_queued),
+        flows: Mutex::new(HashMap::new()),
+        remote: session.remote,
+        config: inner.config.clone(),
+    });
+    entry
+        .conns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, conn.clone());
+    // Stop may have run between the lookup and the insert.
+    if entry.stopping.load(Ordering::SeqCst) {
+        conn.writer.close("the server is stopping");
+    }
+    log::debug!("connection {id} from {peer} to server {:016x}", entry.routing_id);
+    let mut reader = FrameReader::new(session.reader, inner.config.max_frame);
+    let why = loop {
+        match reader.next() {
+            Ok(frame) => {
+                if let Err(e) = on_frame(listener, &entry, &conn, frame) {
+                    log::error!("connection {id} from {}: {e}; closing it", conn.peer);
+                    break e;
+                }
+            }
+            Err(ReadError::Eof) => break "closed by the peer".to_string(),
+            Err(e) => {
+                if !conn.writer.is_closed() {
+                    log::warn!("connection {id} from {}: {e}; closing it", conn.peer);
+                }
+                break e.to_string();
+            }
+        }
+    };
+    conn.abort_all(&format!("connection closed: {why}"));
+    conn.writer.close(&why);
+    entry
+        .conns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
+    log::debug!("connection {id} from {peer} closed: {why}");
+}
+
+fn on_frame(
+    listener: &Listener,
+    entry: &Arc<ServerEntry>,
+    conn: &Arc<ServerConn>,
+    frame: Frame,
+) -> std::result::Result<(), String> {
+    match frame {
+        Frame::Request(r) => {
+            let flow = r.flow;
+            let inflight = entry
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let Some(inflight) = inflight.filter(|_| !entry.stopping.load(Ordering::SeqCst)) else {
+                let _ = conn.writer.send_with(|b| {
+                    wire::encode_response(b, flow, &Err(Error::aborted("the server is stopping")))
+                });
+                return Ok(());
+            };
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let cancelled = Arc::new(AtomicBool::new(false));
+            {
+                let mut flows = conn.flows();
+                if flows.contains_key(&flow) {
+                    return Err(format!("flow {flow} reused while in use"));
+                }
+                flows.insert(
+                    flow,
+                    ServerFlow {
+                        events: tx,
+                        credit: Credit::new(conn.config.stream_window),
+                        waiter: None,
+                        cancelled: cancelled.clone(),
+                    },
+                );
+            }
+            let call = ServerCall {
+                conn: conn.clone(),
+                flow,
+                method: r.method,
+                suffix: r.suffix,
+                name: r.name,
+                deadline: (r.timeout_ms > 0)
+                    .then(|| Instant::now() + Duration::from_millis(r.timeout_ms as u64)),
+                events: rx,
+                cancelled,
+                stream_closed: false,
+            };
+            let dispatcher = entry.dispatcher.clone();
+            let default_auth = listener.inner.config.default_authorizer.clone();
+            let job = Box::new(move || {
+                let _inflight = inflight;
+                run_call(dispatcher, default_auth, call, r.args);
+            });
+            if listener.inner.pool.execute(job).is_err() {
+                log::warn!("connection {}: refusing a call, every worker is busy", conn.id);
+                conn.respond(
+                    flow,
+                    &Err(Error::internal("the server is overloaded: every worker is busy")),
+                );
+            }
+        }
+        Frame::Item { flow, value, size } => {
+            let mut flows = conn.flows();
+            let Some(f) = flows.get_mut(&flow) else {
+                return Ok(());
+            };
+            if !f.credit.receive(size) {
+                return Err(format!("flow {flow}: stream item past the credit window"));
+            }
+            let events = f.events.clone();
+            drop(flows);
+            let me: Arc<dyn Granter> = conn.clone();
+            let _ = events.send(ServerEvent::Item(
+                value,
+                ItemToken::new(Arc::downgrade(&me), flow, size),
+            ));
+        }
+        Frame::CloseSend { flow } => {
+            if let Some(f) = conn.flows().get(&flow) {
+                let _ = f.events.send(ServerEvent::StreamClosed);
+            }
+        }
+        Frame::Cancel { flow } => {
+            if let Some(f) = conn.flows().get(&flow) {
+                f.cancelled.store(true, Ordering::SeqCst);
+                let _ = f.events.send(ServerEvent::Cancelled);
+            }
+        }
+        Frame::Credit { flow, bytes } => {
+            if let Some(f) = conn.flows().get_mut(&flow) {
+                f.credit.grant_send(bytes);
+                if let Some(w) = f.waiter.take() {
+                    let _ = w.try_send(());
+                }
+            }
+        }
+        Frame::Response { flow, .. } => return Err(format!("unexpected response on flow {flow}")),
+    }
+    Ok(())
+}
+
+fn run_call(
+    dispatcher: Arc<dyn Dispatcher>,
+    default_auth: Arc<dyn Authorizer>,
+    mut call: ServerCall,
+    args: Vec<Value>,
+) {
+    let result = (|| {
+        if call.deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(Error::timeout("the call's deadline passed before it started"));
+        }
+        let lookup = dispatcher.lookup(&call)?;
+        lookup
+            .authorizer
+            .as_ref()
+            .unwrap_or(&default_auth)
+            .authorize(&call)?;
+        if call.method == "Signature" && args.is_empty() {
+            let sig = lookup.invoker.signature(&call)?;
+            return Ok(vec![serde_json::to_value(sig).map_err(|e| Error::internal(e.to_string()))?]);
+        }
+        let method = call.method.clone();
+        lookup.invoker.invoke(&method, args, &mut call)
+    })();
+    call.conn.respond(call.flow, &result);
+}
+
+/// A server hosted by a [`Listener`]. Dropping it stops it.
+pub struct Server {
+    entry: Arc<ServerEntry>,
+    listener: Listener,
+    owns_listener: bool,
+    stopped: AtomicBool,
+}
+
+impl Server {
+    /// A server on its own listener at `addr`, with default settings.
+    pub fn listen(addr: &str, dispatcher: Arc<dyn Dispatcher>, client: Client) -> Result<Server> {
+        Server::listen_with(addr, dispatcher, client, ServerConfig::default(), false)
+    }
+
+    /// A server on its own listener at `addr`.
+    pub fn listen_with(
+        addr: &str,
+        dispatcher: Arc<dyn Dispatcher>,
+        client: Client,
+        config: ServerConfig,
+        mount_table: bool,
+    ) -> Result<Server> {
+        let listener = Listener::bind(addr, config, client)?;
+        let mut server = listener.serve(dispatcher, mount_table)?;
+        server.owns_listener = true;
+        Ok(server)
+    }
+
+    /// The server's endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.entry.endpoint
+    }
+
+    /// The rooted name of the server itself (`/<endpoint>`).
+    pub fn name(&self) -> String {
+        format!("/{}", self.entry.endpoint)
+    }
+
+    /// The listener this server is on.
+    pub fn listener(&self) -> &Listener {
+        &self.listener
+    }
+
+    /// Mounts the server under `name` and keeps the mount refreshed until
+    /// the server stops. A name already served by this server is `Exists`.
+    pub fn add_name(&self, name: &str) -> Result<()> {
+        {
+            let mut names = self.entry.names.lock().unwrap_or_else(|p| p.into_inner());
+            if names.iter().any(|n| n == name) {
+                return Err(Error::exists(format!("{name} is already served by this server")));
+            }
+            names.push(name.to_string());
+        }
+        let ttl = self.listener.inner.config.mount_ttl;
+        let res = self.listener.inner.publisher.add(
+            self.entry.routing_id,
+            name,
+            &self.name(),
+            ttl,
+        );
+        if res.is_err() {
+            self.entry
+                .names
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|n| n != name);
+        }
+        res
+    }
+
+    /// The names the server is mounted under.
+    pub fn names(&self) -> Vec<String> {
+        self.entry.names.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Calls in flight now.
+    pub fn calls_in_flight(&self) -> usize {
+        self.entry
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|c| c.flows().len())
+            .sum()
+    }
+
+    /// Unmounts, lets calls in flight end for up to the drain time, aborts
+    /// the rest, closes the server's connections and joins their threads.
+    pub fn stop(&self) {
+        self.shut(self.listener.inner.config.drain_timeout);
+    }
+
+    /// Like [`Server::stop`], but aborts calls in flight at once.
+    pub fn abort(&self) {
+        self.shut(Duration::ZERO);
+    }
+
+    fn shut(&self, drain: Duration) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let inner = &self.listener.inner;
+        let rid = self.entry.routing_id;
+        self.entry.stopping.store(true, Ordering::SeqCst);
+        inner
+            .servers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rid);
+        inner.publisher.remove(rid);
+        self.entry.names.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        // Let calls in flight end.
+        self.entry.inflight.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if !drain.is_zero() {
+            let _ = self.entry.inflight_done.recv_deadline(Instant::now() + drain);
+        }
+        let conns: Vec<_> = self
+            .entry
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (_, c) in &conns {
+            c.abort_all("the server has stopped");
+            c.writer.close("the server has stopped");
+        }
+        if self.owns_listener {
+            self.listener.close();
+        } else {
+            let handles: Vec<_> = {
+                let mut t = inner.conn_threads.lock().unwrap_or_else(|p| p.into_inner());
+                conns.iter().filter_map(|(id, _)| t.remove(id)).collect()
+            };
+            for h in handles {
+                let _ = h.join();
+            }
+        }
+        log::info!("server {} stopped", self.entry.endpoint);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
