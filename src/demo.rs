@@ -7,9 +7,7 @@ use std::sync::Arc;
 use serde_json::{Number, Value};
 
 use crate::error::{Error, Result};
-use crate::rpc::{
-    Dispatcher, Invoker, Lookup, MethodSignature, ServerCall, Signature,
-};
+use crate::rpc::{Dispatcher, Invoker, Lookup, MethodSignature, ServerCall, Signature};
 
 /// The demo object's dispatcher: every suffix is the same adder.
 #[derive(Clone, Default)]
@@ -43,16 +41,18 @@ struct Adder;
 fn number(v: &Value, what: &str) -> Result<Number> {
     match v {
         Value::Number(n) => Ok(n.clone()),
-        other => Err(Error::bad_arg(format!("{what} must be a number, got {other}"))),
+        other => Err(Error::bad_arg(format!(
+            "{what} must be a number, got {other}"
+        ))),
     }
 }
 
 /// The sum of two JSON numbers, exact for integers.
 fn add(a: &Number, b: &Number) -> Result<Value> {
-    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
-        if let Some(s) = x.checked_add(y) {
-            return Ok(Value::from(s));
-        }
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64())
+        && let Some(s) = x.checked_add(y)
+    {
+        return Ok(Value::from(s));
     }
     float(a.as_f64().unwrap_or(f64::NAN) + b.as_f64().unwrap_or(f64::NAN))
 }
@@ -93,13 +93,17 @@ impl Invoker for Adder {
                 let mut total = Value::from(0);
                 while let Some(item) = call.recv()? {
                     let n = number(&item, "each streamed item")?;
-                    let Value::Number(t) = &total else { unreachable!() };
+                    let Value::Number(t) = &total else {
+                        unreachable!()
+                    };
                     total = add(t, &n)?;
                     call.send(&total)?;
                 }
                 Ok(vec![total])
             }
-            _ => Err(Error::no_exist(format!("the demo object has no method {method}"))),
+            _ => Err(Error::no_exist(format!(
+                "the demo object has no method {method}"
+            ))),
         }
     }
 

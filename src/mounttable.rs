@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::glob::{Pattern, States};
 use crate::naming::{self, Name};
-use crate::rpc::{GlobEntry, MountedServer};
 use crate::rpc::{Dispatcher, Invoker, Lookup, MethodSignature, ServerCall, Signature};
+use crate::rpc::{GlobEntry, MountedServer};
 
 /// Limits of a [`MountTable`].
 #[derive(Clone, Debug)]
@@ -134,7 +134,9 @@ impl MountTable {
             return Err(Error::bad_arg("cannot mount at the root of a mount table"));
         }
         if !server.starts_with('/') {
-            return Err(Error::bad_arg(format!("server {server:?} is not a rooted name")));
+            return Err(Error::bad_arg(format!(
+                "server {server:?} is not a rooted name"
+            )));
         }
         Name::parse(server)?;
         let ttl = ttl.min(self.inner.config.max_ttl);
@@ -145,9 +147,9 @@ impl MountTable {
             t.entries -= removed;
         }
         let full = t.entries >= self.inner.config.max_entries;
-        let node = name
-            .split('/')
-            .fold(&mut t.root, |n, e| n.children.entry(e.to_string()).or_default());
+        let node = name.split('/').fold(&mut t.root, |n, e| {
+            n.children.entry(e.to_string()).or_default()
+        });
         let expired = node.servers.len();
         node.servers.retain(|(_, exp)| *exp > now);
         let expired = expired - node.servers.len();
@@ -158,7 +160,10 @@ impl MountTable {
         }
         if full || node.servers.len() >= self.inner.config.max_servers_per_name {
             let why = if full {
-                format!("the mount table is full ({} entries)", self.inner.config.max_entries)
+                format!(
+                    "the mount table is full ({} entries)",
+                    self.inner.config.max_entries
+                )
             } else {
                 format!("{name} has {} servers, the limit", node.servers.len())
             };
@@ -181,7 +186,8 @@ impl MountTable {
             }
         }
         let before = node.servers.len();
-        node.servers.retain(|(s, _)| !server.is_empty() && s != server);
+        node.servers
+            .retain(|(s, _)| !server.is_empty() && s != server);
         let removed = before - node.servers.len();
         let pruned = t.root.prune(Instant::now());
         t.entries -= removed + pruned;
@@ -336,7 +342,9 @@ impl Invoker for MountTableInvoker {
                 }
                 Ok(vec![])
             }
-            _ => Err(Error::no_exist(format!("mount tables have no method {method}"))),
+            _ => Err(Error::no_exist(format!(
+                "mount tables have no method {method}"
+            ))),
         }
     }
 
@@ -385,7 +393,8 @@ mod tests {
     #[test]
     fn glob_lists_intermediate_names_and_mount_points() {
         let mt = MountTable::new(MountTableConfig::default());
-        mt.mount("demo/adder", "/h:1", Duration::from_secs(60)).unwrap();
+        mt.mount("demo/adder", "/h:1", Duration::from_secs(60))
+            .unwrap();
         mt.mount("x", "/h:2", Duration::from_secs(60)).unwrap();
         let mut out = Vec::new();
         mt.glob("", &Pattern::parse("*").unwrap(), &mut out);

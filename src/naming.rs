@@ -123,11 +123,7 @@ fn check_address(a: &str) -> std::result::Result<(), String> {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = if self.mount_table { 'm' } else { 's' };
-        write!(
-            f,
-            "@w1@{}@{:016x}@{kind}@@",
-            self.address, self.routing_id
-        )
+        write!(f, "@w1@{}@{:016x}@{kind}@@", self.address, self.routing_id)
     }
 }
 
@@ -149,7 +145,9 @@ impl Name {
             )));
         }
         if name.chars().any(char::is_control) {
-            return Err(Error::bad_arg(format!("name {name:?} has a control character")));
+            return Err(Error::bad_arg(format!(
+                "name {name:?} has a control character"
+            )));
         }
         let Some(rest) = name.strip_prefix('/') else {
             return Ok(Name {

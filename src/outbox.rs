@@ -41,10 +41,9 @@ impl std::fmt::Display for PushError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PushError::Closed(why) => write!(f, "connection closed: {why}"),
-            PushError::Full { queued, max } => write!(
-                f,
-                "peer is not reading: {queued} bytes queued, limit {max}"
-            ),
+            PushError::Full { queued, max } => {
+                write!(f, "peer is not reading: {queued} bytes queued, limit {max}")
+            }
         }
     }
 }

@@ -239,6 +239,16 @@ fn worker(inner: Arc<Inner>, id: usize, first: Option<Job>) {
     }
 }
 
+/// Joins a thread unless it is the calling thread (which cannot join
+/// itself; it is ending anyway).
+pub(crate) fn join(handle: Option<JoinHandle<()>>) {
+    if let Some(h) = handle
+        && h.thread().id() != std::thread::current().id()
+    {
+        let _ = h.join();
+    }
+}
+
 fn run(job: Job) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
         log::error!("a job panicked; its worker goes on");
@@ -293,11 +303,16 @@ mod tests {
             },
         );
         let (tx, rx) = bounded(1);
-        pool.execute(Box::new(move || tx.send(()).unwrap())).map_err(|_| ()).unwrap();
+        pool.execute(Box::new(move || tx.send(()).unwrap()))
+            .map_err(|_| ())
+            .unwrap();
         rx.recv_timeout(Duration::from_secs(5)).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while pool.threads() > 0 {
-            assert!(std::time::Instant::now() < deadline, "thread did not retire");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "thread did not retire"
+            );
             std::thread::yield_now();
         }
         pool.shutdown();

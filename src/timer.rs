@@ -101,11 +101,7 @@ impl Timer {
 impl Drop for Timer {
     fn drop(&mut self) {
         self.tx = None;
-        if let Some(h) = self.handle.take() {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
-        }
+        crate::pool::join(self.handle.take());
     }
 }
 

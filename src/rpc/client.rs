@@ -65,7 +65,9 @@ impl ClientConfig {
             return Err(Error::bad_arg("timeouts must be positive"));
         }
         if self.max_frame < 1024 || self.stream_window < 1024 {
-            return Err(Error::bad_arg("max_frame and stream_window must be at least 1 KiB"));
+            return Err(Error::bad_arg(
+                "max_frame and stream_window must be at least 1 KiB",
+            ));
         }
         Ok(())
     }
@@ -203,28 +205,26 @@ impl ClientConn {
         let Some(f) = self.flows().remove(&flow) else {
             return;
         };
-        if let (Some(t), Some(c)) = (f.timer, self.client.upgrade()) {
-            if let Some(timer) = c.timer.get() {
-                timer.cancel(t);
-            }
-        }
+        self.cancel_timer(f.timer);
         if result.is_err() {
-            let _ = self
-                .writer
-                .send_with(|b| wire::encode_cancel(b, flow));
+            let _ = self.writer.send_with(|b| wire::encode_cancel(b, flow));
         }
         f.sink.event(CallEvent::Done(result));
+    }
+
+    fn cancel_timer(&self, timer: Option<TimerId>) {
+        if let (Some(t), Some(c)) = (timer, self.client.upgrade())
+            && let Some(timer) = c.timer.get()
+        {
+            timer.cancel(t);
+        }
     }
 
     fn fail_all(&self, err: &Error) {
         self.dead.store(true, Ordering::SeqCst);
         let flows: Vec<_> = self.flows().drain().collect();
         for (_, f) in flows {
-            if let (Some(t), Some(c)) = (f.timer, self.client.upgrade()) {
-                if let Some(timer) = c.timer.get() {
-                    timer.cancel(t);
-                }
-            }
+            self.cancel_timer(f.timer);
             f.sink.event(CallEvent::Done(Err(err.clone())));
         }
     }
@@ -242,7 +242,11 @@ impl ClientConn {
                 }
             };
             if let Err(e) = self.on_frame(frame) {
-                log::error!("connection {} to {}: {e}; closing it", self.id, self.address);
+                log::error!(
+                    "connection {} to {}: {e}; closing it",
+                    self.id,
+                    self.address
+                );
                 break format!("protocol error from {}: {e}", self.address);
             }
         };
@@ -257,11 +261,7 @@ impl ClientConn {
                 let f = self.flows().remove(&flow);
                 match f {
                     Some(f) => {
-                        if let (Some(t), Some(c)) = (f.timer, self.client.upgrade()) {
-                            if let Some(timer) = c.timer.get() {
-                                timer.cancel(t);
-                            }
-                        }
+                        self.cancel_timer(f.timer);
                         f.sink.event(CallEvent::Done(result));
                     }
                     None => log::debug!("response for finished flow {flow} ignored"),
@@ -361,11 +361,7 @@ impl Drop for ClientInner {
 
 fn join_reader(c: &ClientConn) {
     let h = c.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(h) = h {
-        if h.thread().id() != std::thread::current().id() {
-            let _ = h.join();
-        }
-    }
+    crate::pool::join(h);
 }
 
 /// An RPC client. Cloning shares connections; dropping the last clone
@@ -468,7 +464,16 @@ impl Client {
         let (tx, rx) = crossbeam_channel::unbounded();
         let conn = self.conn(endpoint, deadline)?;
         let name = endpoint.name(suffix);
-        let handle = self.request(&conn, &name, suffix, method, &args, deadline, Arc::new(tx), false)?;
+        let handle = self.request(
+            &conn,
+            &name,
+            suffix,
+            method,
+            &args,
+            deadline,
+            Arc::new(tx),
+            false,
+        )?;
         Ok(Call {
             handle,
             rx,
@@ -493,7 +498,10 @@ impl Client {
         let method = crate::naming::upper_first(method);
         let mut fresh = false;
         loop {
-            let (targets, cached) = self.inner.namespace.resolve_cached(self, name, deadline, fresh)?;
+            let (targets, cached) = self
+                .inner
+                .namespace
+                .resolve_cached(self, name, deadline, fresh)?;
             let mut last = Error::no_exist(format!("{name} resolves to no server"));
             for target in &targets {
                 let parsed = match Name::parse(target) {
@@ -514,7 +522,16 @@ impl Client {
                         continue;
                     }
                 };
-                match self.request(&conn, name, parsed.suffix(), &method, &args, deadline, sink.clone(), timed) {
+                match self.request(
+                    &conn,
+                    name,
+                    parsed.suffix(),
+                    &method,
+                    &args,
+                    deadline,
+                    sink.clone(),
+                    timed,
+                ) {
                     Ok(h) => return Ok(h),
                     Err(e) => last = e,
                 }
@@ -581,7 +598,10 @@ impl Client {
             let what = format!("{name}.{method}");
             let id = self.timer().schedule(d, move || {
                 if let Some(c) = weak.upgrade() {
-                    c.end_flow(flow, Err(Error::timeout(format!("{what}: deadline passed"))));
+                    c.end_flow(
+                        flow,
+                        Err(Error::timeout(format!("{what}: deadline passed"))),
+                    );
                 }
             });
             if let Some(f) = conn.flows().get_mut(&flow) {
@@ -687,11 +707,17 @@ impl Client {
 
     /// Number of open connections (for tests and health reports).
     pub fn connections(&self) -> usize {
-        self.inner.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.inner
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 }
 
-/// The sending side of a call in flight.
+/// The sending side of a call in flight. Clones drive the same call, so
+/// one thread can send while another receives.
+#[derive(Clone)]
 pub struct CallHandle {
     conn: Arc<ClientConn>,
     flow: u64,
@@ -738,7 +764,9 @@ impl CallHandle {
             match woke {
                 Ok(()) => continue,
                 Err(RecvTimeoutError::Timeout) => {
-                    return Err(Error::timeout("waiting to send a stream item: deadline passed"));
+                    return Err(Error::timeout(
+                        "waiting to send a stream item: deadline passed",
+                    ));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     if !self.conn.flows().contains_key(&self.flow) {
@@ -774,13 +802,14 @@ impl CallHandle {
     }
 
     /// Ends the caller's stream: the server sees the stream close after
-    /// every item sent before.
+    /// every item sent before. Closing the stream of a call that has
+    /// already ended does nothing.
     pub fn close_send(&self) -> Result<()> {
         let mut buf = Vec::with_capacity(13);
         wire::encode_close_send(&mut buf, self.flow);
         let mut flows = self.conn.flows();
         let Some(f) = flows.get_mut(&self.flow) else {
-            return Err(Error::aborted("the call has ended"));
+            return Ok(());
         };
         if !f.pending.is_empty() {
             f.pending.push_back(Pending::Close(buf));
@@ -848,7 +877,9 @@ impl Call {
                 // both cases the event is queued now.
                 self.rx
                     .try_recv()
-                    .unwrap_or(CallEvent::Done(Err(Error::timeout("the call's deadline passed"))))
+                    .unwrap_or(CallEvent::Done(Err(Error::timeout(
+                        "the call's deadline passed",
+                    ))))
             }
             Err(RecvTimeoutError::Disconnected) => {
                 CallEvent::Done(Err(Error::internal("the call's events were lost")))
@@ -894,6 +925,11 @@ impl Call {
     /// Cancels the call.
     pub fn cancel(&self) {
         self.handle.cancel();
+    }
+
+    /// A handle that sends on this call from another thread.
+    pub fn handle(&self) -> CallHandle {
+        self.handle.clone()
     }
 
     /// A handle that can cancel this call from another thread.

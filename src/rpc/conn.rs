@@ -125,8 +125,8 @@ pub(crate) fn client_session(
     stream
         .read_exact(&mut reply)
         .map_err(|e| io_err("waiting for the hello of", address, e))?;
-    let (version, status, _) = wire::decode_hello(&reply)
-        .map_err(|e| Error::bad_protocol(format!("{address}: {e}")))?;
+    let (version, status, _) =
+        wire::decode_hello(&reply).map_err(|e| Error::bad_protocol(format!("{address}: {e}")))?;
     match status {
         s if s == HelloStatus::Ok as u8 => {}
         s if s == HelloStatus::BadVersion as u8 => {
@@ -190,7 +190,9 @@ pub(crate) fn server_session<T>(
     find: impl FnOnce(u64) -> Option<T>,
 ) -> std::result::Result<(T, Session), SetupError> {
     let _ = stream.set_nodelay(true);
-    stream.set_read_timeout(Some(timeout)).map_err(SetupError::Io)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(SetupError::Io)?;
     stream
         .set_write_timeout(Some(write_timeout))
         .map_err(SetupError::Io)?;

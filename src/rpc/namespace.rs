@@ -74,7 +74,10 @@ impl Namespace {
 
     /// Forgets what `name` resolved to.
     pub fn forget(&self, name: &str) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     /// Entries in the resolution cache.
@@ -111,10 +114,10 @@ impl Namespace {
         }
         if !fresh {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((targets, until)) = cache.get(name) {
-                if *until > Instant::now() {
-                    return Ok((targets.clone(), true));
-                }
+            if let Some((targets, until)) = cache.get(name)
+                && *until > Instant::now()
+            {
+                return Ok((targets.clone(), true));
             }
         }
         let (targets, ttl) = walk(client, self.initial(name)?, deadline, Walk::ToServer)?;
@@ -156,9 +159,17 @@ fn resolve_step(
     let mut last = Error::no_exist("no mount table to ask");
     for n in names {
         let parsed = Name::parse(n)?;
-        let Some(ep) = parsed.endpoint() else { continue };
+        let Some(ep) = parsed.endpoint() else {
+            continue;
+        };
         let got = client
-            .call_endpoint(ep, parsed.suffix(), "ResolveStep", vec![], Some(call_deadline(deadline)))
+            .call_endpoint(
+                ep,
+                parsed.suffix(),
+                "ResolveStep",
+                vec![],
+                Some(call_deadline(deadline)),
+            )
             .and_then(|c| c.finish());
         match got {
             Ok(results) => {
@@ -167,12 +178,19 @@ fn resolve_step(
                     .cloned()
                     .and_then(|v| serde_json::from_value(v).ok())
                     .ok_or_else(|| Error::internal(format!("{n}: malformed ResolveStep reply")))?;
-                let rest = results.get(1).and_then(Value::as_str).unwrap_or("").to_string();
+                let rest = results
+                    .get(1)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 if servers.is_empty() {
                     return Ok(None);
                 }
                 let ttl = servers.iter().map(|s| s.ttl).min().unwrap_or(0);
-                let next = servers.iter().map(|s| naming::join(&s.server, &rest)).collect();
+                let next = servers
+                    .iter()
+                    .map(|s| naming::join(&s.server, &rest))
+                    .collect();
                 return Ok(Some((next, rest, Duration::from_secs(ttl))));
             }
             Err(e) => last = e,
@@ -247,9 +265,17 @@ impl Client {
         let mut last = Error::no_exist(format!("no mount table for {name}"));
         for t in &targets {
             let parsed = Name::parse(t)?;
-            let Some(ep) = parsed.endpoint() else { continue };
+            let Some(ep) = parsed.endpoint() else {
+                continue;
+            };
             match self
-                .call_endpoint(ep, parsed.suffix(), method, args.clone(), Some(call_deadline(None)))
+                .call_endpoint(
+                    ep,
+                    parsed.suffix(),
+                    method,
+                    args.clone(),
+                    Some(call_deadline(None)),
+                )
                 .and_then(|c| c.finish())
             {
                 Ok(_) => {
@@ -270,7 +296,11 @@ impl Client {
             format!("/{server}")
         };
         Name::parse(&server)?;
-        self.on_mount_table(name, "Mount", vec![json!(server), json!(ttl.as_secs().max(1))])
+        self.on_mount_table(
+            name,
+            "Mount",
+            vec![json!(server), json!(ttl.as_secs().max(1))],
+        )
     }
 
     /// Unmounts `server` from `name` (every server when `server` is empty).
@@ -324,7 +354,9 @@ impl Client {
                 if pattern.is_final(&states) {
                     out.insert(full.clone(), e.servers.clone());
                     if out.len() > MAX_GLOB {
-                        return Err(Error::bad_arg(format!("glob matches more than {MAX_GLOB} names")));
+                        return Err(Error::bad_arg(format!(
+                            "glob matches more than {MAX_GLOB} names"
+                        )));
                     }
                 }
                 let below: Vec<String> = e
@@ -345,10 +377,8 @@ impl Client {
                 }
             }
         }
-        if !answered {
-            if let Some(e) = first_error {
-                return Err(e);
-            }
+        if let (false, Some(e)) = (answered, first_error) {
+            return Err(e);
         }
         Ok(out
             .into_iter()
@@ -361,7 +391,9 @@ fn glob_one(client: &Client, tables: &[String], pattern: &str) -> Result<Vec<Glo
     let mut last = Error::no_exist("no mount table to ask");
     for t in tables {
         let parsed = Name::parse(t)?;
-        let Some(ep) = parsed.endpoint() else { continue };
+        let Some(ep) = parsed.endpoint() else {
+            continue;
+        };
         let mut call = match client.call_endpoint(
             ep,
             parsed.suffix(),

@@ -109,11 +109,7 @@ impl Publisher {
     pub(crate) fn shutdown(&self) {
         lock(&self.inner.wake).take();
         let h = lock(&self.inner.thread).take();
-        if let Some(h) = h {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
-        }
+        crate::pool::join(h);
     }
 }
 

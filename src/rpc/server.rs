@@ -135,13 +135,17 @@ impl ServerConfig {
     /// Checks that the settings make sense.
     pub fn validate(&self) -> Result<()> {
         if self.pool.max_threads == 0 || self.max_connections == 0 {
-            return Err(Error::bad_arg("pool threads and connections must be positive"));
+            return Err(Error::bad_arg(
+                "pool threads and connections must be positive",
+            ));
         }
         if self.mount_ttl < Duration::from_secs(1) {
             return Err(Error::bad_arg("mount_ttl must be at least 1 s"));
         }
         if self.max_frame < 1024 || self.stream_window < 1024 {
-            return Err(Error::bad_arg("max_frame and stream_window must be at least 1 KiB"));
+            return Err(Error::bad_arg(
+                "max_frame and stream_window must be at least 1 KiB",
+            ));
         }
         Ok(())
     }
@@ -226,7 +230,10 @@ impl ServerCall {
         }
         let ev = match self.deadline {
             Some(d) => self.events.recv_deadline(d),
-            None => self.events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            None => self
+                .events
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
         };
         match ev {
             Ok(ServerEvent::Item(v, _token)) => Ok(Some(v)),
@@ -276,7 +283,9 @@ impl ServerCall {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             if let Err(RecvTimeoutError::Timeout) = woke {
-                return Err(Error::timeout("waiting to send a stream item: deadline passed"));
+                return Err(Error::timeout(
+                    "waiting to send a stream item: deadline passed",
+                ));
             }
         }
     }
@@ -511,7 +520,12 @@ impl Listener {
             ),
             Duration::from_secs(1),
         );
-        let h = self.inner.accept.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let h = self
+            .inner
+            .accept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(h) = h {
             let _ = h.join();
         }
@@ -561,12 +575,22 @@ impl Listener {
     }
 
     fn reap(&self) {
-        let done: Vec<u64> = std::mem::take(&mut *self.inner.finished.lock().unwrap_or_else(|p| p.into_inner()));
+        let done: Vec<u64> = std::mem::take(
+            &mut *self
+                .inner
+                .finished
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         if done.is_empty() {
             return;
         }
         let handles: Vec<_> = {
-            let mut t = self.inner.conn_threads.lock().unwrap_or_else(|p| p.into_inner());
+            let mut t = self
+                .inner
+                .conn_threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             done.iter().filter_map(|id| t.remove(id)).collect()
         };
         for h in handles {
@@ -608,7 +632,11 @@ fn accept_loop(tcp: TcpListener, weak: Weak<ListenerInner>) {
             .stack_size(256 * 1024)
             .spawn(move || {
                 serve_conn(&l, id, stream, peer);
-                l.inner.finished.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+                l.inner
+                    .finished
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(id);
             });
         match spawned {
             Ok(h) => {
@@ -665,7 +693,10 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
     if entry.stopping.load(Ordering::SeqCst) {
         conn.writer.close("the server is stopping");
     }
-    log::debug!("connection {id} from {peer} to server {:016x}", entry.routing_id);
+    log::debug!(
+        "connection {id} from {peer} to server {:016x}",
+        entry.routing_id
+    );
     let mut reader = FrameReader::new(session.reader, inner.config.max_frame);
     let why = loop {
         match reader.next() {
@@ -750,10 +781,15 @@ fn on_frame(
                 run_call(dispatcher, default_auth, call, r.args);
             });
             if listener.inner.pool.execute(job).is_err() {
-                log::warn!("connection {}: refusing a call, every worker is busy", conn.id);
+                log::warn!(
+                    "connection {}: refusing a call, every worker is busy",
+                    conn.id
+                );
                 conn.respond(
                     flow,
-                    &Err(Error::internal("the server is overloaded: every worker is busy")),
+                    &Err(Error::internal(
+                        "the server is overloaded: every worker is busy",
+                    )),
                 );
             }
         }
@@ -805,7 +841,9 @@ fn run_call(
 ) {
     let result = (|| {
         if call.deadline.is_some_and(|d| d <= Instant::now()) {
-            return Err(Error::timeout("the call's deadline passed before it started"));
+            return Err(Error::timeout(
+                "the call's deadline passed before it started",
+            ));
         }
         let lookup = dispatcher.lookup(&call)?;
         lookup
@@ -815,7 +853,9 @@ fn run_call(
             .authorize(&call)?;
         if call.method == "Signature" && args.is_empty() {
             let sig = lookup.invoker.signature(&call)?;
-            return Ok(vec![serde_json::to_value(sig).map_err(|e| Error::internal(e.to_string()))?]);
+            return Ok(vec![
+                serde_json::to_value(sig).map_err(|e| Error::internal(e.to_string()))?,
+            ]);
         }
         let method = call.method.clone();
         lookup.invoker.invoke(&method, args, &mut call)
@@ -872,17 +912,18 @@ impl Server {
         {
             let mut names = self.entry.names.lock().unwrap_or_else(|p| p.into_inner());
             if names.iter().any(|n| n == name) {
-                return Err(Error::exists(format!("{name} is already served by this server")));
+                return Err(Error::exists(format!(
+                    "{name} is already served by this server"
+                )));
             }
             names.push(name.to_string());
         }
         let ttl = self.listener.inner.config.mount_ttl;
-        let res = self.listener.inner.publisher.add(
-            self.entry.routing_id,
-            name,
-            &self.name(),
-            ttl,
-        );
+        let res = self
+            .listener
+            .inner
+            .publisher
+            .add(self.entry.routing_id, name, &self.name(), ttl);
         if res.is_err() {
             self.entry
                 .names
@@ -895,7 +936,11 @@ impl Server {
 
     /// The names the server is mounted under.
     pub fn names(&self) -> Vec<String> {
-        self.entry.names.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.entry
+            .names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Calls in flight now.
@@ -933,11 +978,22 @@ impl Server {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&rid);
         inner.publisher.remove(rid);
-        self.entry.names.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.entry
+            .names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         // Let calls in flight end.
-        self.entry.inflight.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.entry
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if !drain.is_zero() {
-            let _ = self.entry.inflight_done.recv_deadline(Instant::now() + drain);
+            let _ = self
+                .entry
+                .inflight_done
+                .recv_deadline(Instant::now() + drain);
         }
         let conns: Vec<_> = self
             .entry

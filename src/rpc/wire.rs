@@ -124,13 +124,18 @@ impl fmt::Display for WireError {
         match self {
             WireError::BadMagic => write!(f, "the peer does not speak the wspr protocol"),
             WireError::VersionMismatch { ours, theirs } => {
-                write!(f, "protocol version {theirs} is not supported (this side speaks {ours})")
+                write!(
+                    f,
+                    "protocol version {theirs} is not supported (this side speaks {ours})"
+                )
             }
             WireError::FrameTooLarge { size, max } => {
                 write!(f, "frame of {size} bytes is over the limit of {max}")
             }
             WireError::Truncated { field } => write!(f, "frame ended inside {field}"),
-            WireError::TrailingBytes { count } => write!(f, "{count} bytes after the frame's last field"),
+            WireError::TrailingBytes { count } => {
+                write!(f, "{count} bytes after the frame's last field")
+            }
             WireError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
             WireError::BadField { field, why } => write!(f, "bad {field}: {why}"),
         }
@@ -316,7 +321,9 @@ pub fn frame_len(prefix: [u8; 4], max: usize) -> Result<usize, WireError> {
         return Err(WireError::FrameTooLarge { size, max });
     }
     if size < 9 {
-        return Err(WireError::Truncated { field: "frame header" });
+        return Err(WireError::Truncated {
+            field: "frame header",
+        });
     }
     Ok(size)
 }
@@ -495,7 +502,13 @@ mod tests {
         let (b, c) = rest.split_at(13);
         assert_eq!(round(a), Frame::CloseSend { flow: 5 });
         assert_eq!(round(b), Frame::Cancel { flow: 6 });
-        assert_eq!(round(c), Frame::Credit { flow: 7, bytes: 1024 });
+        assert_eq!(
+            round(c),
+            Frame::Credit {
+                flow: 7,
+                bytes: 1024
+            }
+        );
     }
 
     #[test]
@@ -505,11 +518,17 @@ mod tests {
             Err(WireError::FrameTooLarge { .. })
         ));
         assert!(decode(&[]).is_err());
-        assert_eq!(decode(&[99, 0, 0, 0, 0, 0, 0, 0, 1]), Err(WireError::UnknownKind(99)));
+        assert_eq!(
+            decode(&[99, 0, 0, 0, 0, 0, 0, 0, 1]),
+            Err(WireError::UnknownKind(99))
+        );
         let mut out = Vec::new();
         encode_cancel(&mut out, 1);
         out.push(0);
-        assert_eq!(decode(&out[4..]), Err(WireError::TrailingBytes { count: 1 }));
+        assert_eq!(
+            decode(&out[4..]),
+            Err(WireError::TrailingBytes { count: 1 })
+        );
         let mut out = Vec::new();
         encode_item_json(&mut out, 1, b"{nope");
         assert!(matches!(decode(&out[4..]), Err(WireError::BadField { .. })));

@@ -1,0 +1,120 @@
+//! Latency statistics and the table the benchmarks print.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+/// One measured scenario.
+pub struct Row {
+    pub name: String,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub calls_per_sec: f64,
+}
+
+impl Row {
+    pub fn from_samples(name: &str, mut samples: Vec<Duration>, wall: Duration) -> Row {
+        samples.sort_unstable();
+        let pick = |q: f64| {
+            let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            samples[i].as_secs_f64() * 1e6
+        };
+        Row {
+            name: name.to_string(),
+            p50_us: pick(0.5),
+            p99_us: pick(0.99),
+            calls_per_sec: samples.len() as f64 / wall.as_secs_f64(),
+        }
+    }
+
+    pub fn json(&self) -> String {
+        format!(
+            "{{\"name\":{:?},\"p50_us\":{:.1},\"p99_us\":{:.1},\"calls_per_sec\":{:.0}}}",
+            self.name, self.p50_us, self.p99_us, self.calls_per_sec
+        )
+    }
+}
+
+/// Times `n` sequential runs of `f` after `warm` unmeasured ones.
+pub fn sequential(name: &str, warm: usize, n: usize, mut f: impl FnMut()) -> Row {
+    for _ in 0..warm {
+        f();
+    }
+    let mut samples = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed());
+    }
+    Row::from_samples(name, samples, start.elapsed())
+}
+
+/// Runs `f` from `threads` threads at once, `n` times in all.
+pub fn concurrent(name: &str, threads: usize, n: usize, f: impl Fn() + Sync) -> Row {
+    let per = n / threads;
+    let start = Instant::now();
+    let samples: Vec<Duration> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut v = Vec::with_capacity(per);
+                    for _ in 0..per {
+                        let t = Instant::now();
+                        f();
+                        v.push(t.elapsed());
+                    }
+                    v
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    Row::from_samples(name, samples, start.elapsed())
+}
+
+pub fn print_table(title: &str, rows: &[Row], floor: &str) {
+    let base = rows
+        .iter()
+        .find(|r| r.name == floor)
+        .map(|r| r.p50_us)
+        .unwrap_or(1.0);
+    println!("\n{title}");
+    println!(
+        "{:<46} {:>10} {:>10} {:>12} {:>10}",
+        "scenario", "p50 µs", "p99 µs", "calls/s", "p50/floor"
+    );
+    for r in rows {
+        println!(
+            "{:<46} {:>10.1} {:>10.1} {:>12.0} {:>10.2}",
+            r.name,
+            r.p50_us,
+            r.p99_us,
+            r.calls_per_sec,
+            r.p50_us / base
+        );
+    }
+}
+
+pub fn write_json(file: &str, rows: &[Row], extra: &[(&str, String)]) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let mut s = String::from("{\"rows\":[");
+    s.push_str(&rows.iter().map(Row::json).collect::<Vec<_>>().join(","));
+    s.push(']');
+    for (k, v) in extra {
+        s.push_str(&format!(",{k:?}:{v}"));
+    }
+    s.push('}');
+    let path = dir.join(file);
+    std::fs::write(&path, s).expect("write bench json");
+    println!("(written to {})", path.display());
+}
+
+/// Number of iterations, scaled by WSPR_BENCH_SCALE (default 1.0).
+pub fn iters(n: usize) -> usize {
+    let scale: f64 = std::env::var("WSPR_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    ((n as f64 * scale) as usize).max(64)
+}

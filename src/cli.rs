@@ -1,0 +1,264 @@
+//! The command line (contract section 9): argh definitions and what each
+//! command does. Errors go to stderr with a non-zero exit status.
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use argh::FromArgs;
+use serde_json::Value;
+use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
+
+use wspr::mounttable::{MountTable, MountTableConfig};
+use wspr::rpc::{CallOptions, Client, Namespace, Server, ServerConfig};
+use wspr::{Error, Result};
+
+/// The mount table address the tools use when no root is given.
+const DEFAULT_ROOT: &str = "/127.0.0.1:8125";
+
+#[derive(FromArgs)]
+/// wspr: JavaScript programs as equals in an RPC network.
+struct Top {
+    #[argh(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    MountTable(MountTableCmd),
+    Call(CallCmd),
+    Glob(GlobCmd),
+    Demo(DemoCmd),
+}
+
+#[derive(FromArgs)]
+/// Run a mount table on its own; prints its rooted name on stdout.
+#[argh(subcommand, name = "mounttable")]
+struct MountTableCmd {
+    /// address to listen on (default 127.0.0.1:8125)
+    #[argh(option, default = "String::from(\"127.0.0.1:8125\")")]
+    listen: String,
+    /// log level: error, warn, info, debug, trace (default info)
+    #[argh(option, default = "LevelFilter::Info")]
+    log_level: LevelFilter,
+}
+
+#[derive(FromArgs)]
+/// Call a method; prints the results as one JSON line (streamed items, if
+/// any, each on a line before it).
+#[argh(subcommand, name = "call")]
+struct CallCmd {
+    /// a name space root, such as /127.0.0.1:8125 (repeatable; default:
+    /// $WSPR_NAMESPACE_ROOT, else /127.0.0.1:8125)
+    #[argh(option)]
+    namespace_root: Vec<String>,
+    /// give up after this many milliseconds
+    #[argh(option)]
+    timeout_ms: Option<u64>,
+    /// send each line of stdin (a JSON value) as a stream item
+    #[argh(switch)]
+    stdin: bool,
+    /// log level (default warn)
+    #[argh(option, default = "LevelFilter::Warn")]
+    log_level: LevelFilter,
+    /// the object's name
+    #[argh(positional)]
+    name: String,
+    /// the method (UpperCamelCase or lowerCamelCase)
+    #[argh(positional)]
+    method: String,
+    /// arguments, each a JSON value
+    #[argh(positional, greedy)]
+    args: Vec<String>,
+}
+
+#[derive(FromArgs)]
+/// List the names matching a pattern (`*` one element, `...` any depth):
+/// one line per name, its servers after tabs.
+#[argh(subcommand, name = "glob")]
+struct GlobCmd {
+    /// a name space root (repeatable)
+    #[argh(option)]
+    namespace_root: Vec<String>,
+    /// log level (default warn)
+    #[argh(option, default = "LevelFilter::Warn")]
+    log_level: LevelFilter,
+    /// the pattern
+    #[argh(positional)]
+    pattern: String,
+}
+
+#[derive(FromArgs)]
+/// Serve the demo object (Add, Divide, StreamingAdd); prints its rooted
+/// name on stdout.
+#[argh(subcommand, name = "demo")]
+struct DemoCmd {
+    /// a name space root (repeatable)
+    #[argh(option)]
+    namespace_root: Vec<String>,
+    /// the name to serve under (default demo/adder)
+    #[argh(option, default = "String::from(\"demo/adder\")")]
+    name: String,
+    /// address to listen on (default 127.0.0.1:0)
+    #[argh(option, default = "String::from(\"127.0.0.1:0\")")]
+    listen: String,
+    /// seconds a mount lives without a refresh (default 60)
+    #[argh(option, default = "60")]
+    mount_ttl_secs: u64,
+    /// log level (default info)
+    #[argh(option, default = "LevelFilter::Info")]
+    log_level: LevelFilter,
+}
+
+fn init_log(level: LevelFilter) {
+    let config = ConfigBuilder::new()
+        .set_thread_level(LevelFilter::Off)
+        .set_target_level(LevelFilter::Off)
+        .set_location_level(LevelFilter::Off)
+        .build();
+    let _ = TermLogger::init(level, config, TerminalMode::Stderr, ColorChoice::Never);
+}
+
+fn roots(flags: &[String]) -> Vec<String> {
+    if !flags.is_empty() {
+        return flags.to_vec();
+    }
+    match std::env::var("WSPR_NAMESPACE_ROOT") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').map(|s| s.trim().to_string()).collect(),
+        _ => vec![DEFAULT_ROOT.to_string()],
+    }
+}
+
+/// Runs the command line; returns the exit status.
+pub fn main() -> i32 {
+    let top: Top = argh::from_env();
+    let result = match top.cmd {
+        Cmd::MountTable(c) => mounttable(c),
+        Cmd::Call(c) => call(c),
+        Cmd::Glob(c) => glob(c),
+        Cmd::Demo(c) => demo(c),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("wsprd: {e}");
+            1
+        }
+    }
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Error::internal(format!("cannot handle signals: {e}")))?;
+    if let Some(sig) = signals.forever().next() {
+        log::info!("signal {sig}: stopping");
+    }
+    Ok(())
+}
+
+fn print_line(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}")
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::internal(format!("writing to stdout: {e}")))
+}
+
+fn mounttable(c: MountTableCmd) -> Result<()> {
+    init_log(c.log_level);
+    let client = Client::new(Namespace::new(vec![]));
+    let server = Server::listen_with(
+        &c.listen,
+        Arc::new(MountTable::new(MountTableConfig::default())),
+        client,
+        ServerConfig::default(),
+        true,
+    )?;
+    log::info!("mount table at {}", server.name());
+    print_line(&server.name())?;
+    wait_for_signal()?;
+    server.stop();
+    Ok(())
+}
+
+fn parse_json(s: &str, what: &str) -> Result<Value> {
+    serde_json::from_str(s).map_err(|e| {
+        Error::bad_arg(format!(
+            "{what} {s:?} is not JSON ({e}); quote strings, e.g. '\"text\"'"
+        ))
+    })
+}
+
+fn call(c: CallCmd) -> Result<()> {
+    init_log(c.log_level);
+    let args = c
+        .args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| parse_json(a, &format!("argument {}", i + 1)))
+        .collect::<Result<Vec<_>>>()?;
+    let client = Client::new(Namespace::new(roots(&c.namespace_root)));
+    let opts = match c.timeout_ms {
+        Some(ms) => CallOptions::timeout(Duration::from_millis(ms)),
+        None => CallOptions::default(),
+    };
+    let mut call = client.start_call(&c.name, &c.method, args, opts)?;
+    let handle = call.handle();
+    std::thread::scope(|s| -> Result<()> {
+        let feeder = s.spawn(move || -> Result<()> {
+            if c.stdin {
+                for (i, line) in std::io::stdin().lock().lines().enumerate() {
+                    let line = line.map_err(|e| Error::internal(format!("reading stdin: {e}")))?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    handle.send(&parse_json(&line, &format!("stdin line {}", i + 1))?)?;
+                }
+            }
+            handle.close_send()
+        });
+        while let Some(item) = call.recv()? {
+            print_line(&item.to_string())?;
+        }
+        let fed = feeder
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("the stdin thread failed")));
+        // The call's own outcome wins: a server may finish before it has
+        // read every item, which ends the feeding with an error.
+        let results = call.finish()?;
+        if let Err(e) = fed {
+            log::warn!("not every stdin item was sent: {e}");
+        }
+        print_line(&Value::Array(results).to_string())
+    })
+}
+
+fn glob(c: GlobCmd) -> Result<()> {
+    init_log(c.log_level);
+    let client = Client::new(Namespace::new(roots(&c.namespace_root)));
+    for e in client.glob(&c.pattern)? {
+        let mut line = e.name.clone();
+        for s in &e.servers {
+            line.push('\t');
+            line.push_str(&s.server);
+        }
+        print_line(&line)?;
+    }
+    Ok(())
+}
+
+fn demo(c: DemoCmd) -> Result<()> {
+    init_log(c.log_level);
+    let client = Client::new(Namespace::new(roots(&c.namespace_root)));
+    let mut config = ServerConfig::default();
+    config.mount_ttl = Duration::from_secs(c.mount_ttl_secs.max(1));
+    let server = Server::listen_with(&c.listen, Arc::new(wspr::demo::Demo), client, config, false)?;
+    server.add_name(&c.name)?;
+    log::info!("demo object served as {} at {}", c.name, server.name());
+    print_line(&server.name())?;
+    wait_for_signal()?;
+    server.stop();
+    Ok(())
+}

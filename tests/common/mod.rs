@@ -1,0 +1,174 @@
+//! Helpers shared by the integration tests: servers on port 0, child
+//! processes that are killed when dropped, and waiting for conditions with
+//! a deadline (never a bare sleep).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use wspr::mounttable::{MountTable, MountTableConfig};
+use wspr::rpc::{Client, Namespace, Server, ServerConfig};
+
+/// The wsprd binary built for these tests.
+pub fn wsprd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wsprd"))
+}
+
+/// A mount table on its own listener, and a client whose root it is.
+pub fn mount_table() -> (Server, Client) {
+    let client = Client::new(Namespace::new(vec![]));
+    let mt = Server::listen_with(
+        "127.0.0.1:0",
+        Arc::new(MountTable::new(MountTableConfig::default())),
+        client.clone(),
+        ServerConfig::default(),
+        true,
+    )
+    .expect("mount table");
+    client.namespace().set_roots(vec![mt.name()]);
+    (mt, client)
+}
+
+/// Polls `cond` until it holds; panics with `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Threads of this process whose names start with `prefix`.
+pub fn threads_named(prefix: &str) -> Vec<String> {
+    let mut out = vec![];
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for t in dir.flatten() {
+            if let Ok(name) = std::fs::read_to_string(t.path().join("comm")) {
+                let name = name.trim().to_string();
+                if name.starts_with(prefix) {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A child process, killed when dropped, whose stdout lines arrive on a
+/// channel.
+pub struct Proc {
+    pub child: Child,
+    pub lines: crossbeam_channel::Receiver<String>,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wsprd");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            stderr,
+        }
+    }
+
+    /// The next stdout line, within 20 s.
+    pub fn line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no output; stderr: {}", self.stderr.lock().unwrap()))
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+    }
+
+    /// Waits for the process to exit (within 20 s); its status code.
+    pub fn wait(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st.code();
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Log records captured in this test process.
+pub fn captured_logs() -> &'static Mutex<Vec<String>> {
+    static LOGS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    LOGS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Info
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            captured_logs()
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", r.level(), r.args()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Captures log records at info and above into [`captured_logs`].
+pub fn capture_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = log::set_boxed_logger(Box::new(Capture));
+        log::set_max_level(log::LevelFilter::Info);
+    });
+}
+
+/// Whether a captured log line contains every one of `parts`.
+pub fn logged(parts: &[&str]) -> bool {
+    captured_logs()
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| parts.iter().all(|p| l.contains(p)))
+}

@@ -1,0 +1,83 @@
+//! Stopping servers and dropping clients leaves no thread behind. One test
+//! in its own binary, so that no other test's threads are counted.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use wspr::rpc::{CallOptions, Server};
+
+use common::*;
+
+#[test]
+fn stopping_and_dropping_leave_no_threads() {
+    let baseline = threads_named("wspr-");
+    assert!(baseline.is_empty(), "{baseline:?}");
+    {
+        let (mt, client) = mount_table();
+        let demo =
+            Server::listen("127.0.0.1:0", Arc::new(wspr::demo::Demo), client.clone()).unwrap();
+        demo.add_name("demo/adder").unwrap();
+        // Plain calls, concurrent calls, streams, cancels and timeouts.
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for i in 0..20 {
+                        let r = client
+                            .call(
+                                "demo/adder",
+                                "Add",
+                                vec![json!(i), json!(1)],
+                                CallOptions::default(),
+                            )
+                            .unwrap();
+                        assert_eq!(r, vec![json!(i + 1)]);
+                    }
+                });
+            }
+        });
+        let mut call = client
+            .start_call("demo/adder", "StreamingAdd", vec![], CallOptions::default())
+            .unwrap();
+        call.send(json!(1)).unwrap();
+        assert_eq!(call.recv().unwrap(), Some(json!(1)));
+        call.cancel();
+        let timed = client
+            .start_call(
+                "demo/adder",
+                "StreamingAdd",
+                vec![],
+                CallOptions::timeout(Duration::from_millis(50)),
+            )
+            .unwrap();
+        assert!(timed.finish().is_err());
+        // A call left open when everything stops.
+        let open = client
+            .start_call("demo/adder", "StreamingAdd", vec![], CallOptions::default())
+            .unwrap();
+        let during = threads_named("wspr-");
+        assert!(
+            during.iter().any(|t| t.starts_with("wspr-call")),
+            "{during:?}"
+        );
+        assert!(
+            during.iter().any(|t| t.starts_with("wspr-client")),
+            "{during:?}"
+        );
+        assert!(
+            during.iter().any(|t| t.starts_with("wspr-conn")),
+            "{during:?}"
+        );
+        demo.abort();
+        let err = open.finish().unwrap_err();
+        assert_eq!(err.id(), wspr::error::ids::ABORTED);
+        mt.stop();
+        drop(client);
+        drop(demo);
+        drop(mt);
+    }
+    // Everything was joined before the calls above returned.
+    assert_eq!(threads_named("wspr-"), baseline);
+}
