@@ -26,10 +26,57 @@ struct Top {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Cmd {
+    Serve(ServeCmd),
     MountTable(MountTableCmd),
     Call(CallCmd),
     Glob(GlobCmd),
     Demo(DemoCmd),
+}
+
+#[derive(FromArgs)]
+/// Run the daemon: websocket pipes for JavaScript at /ws, health at /health.
+/// Prints where it listens and the name space root.
+#[argh(subcommand, name = "serve")]
+struct ServeCmd {
+    /// HTTP address (default 127.0.0.1:8124)
+    #[argh(option, default = "String::from(\"127.0.0.1:8124\")")]
+    listen: String,
+    /// host that JavaScript-served servers listen on (default 127.0.0.1)
+    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    rpc_listen: String,
+    /// a name space root (repeatable); none: run an embedded mount table
+    #[argh(option)]
+    namespace_root: Vec<String>,
+    /// where the embedded mount table listens (default 127.0.0.1:0)
+    #[argh(option, default = "String::from(\"127.0.0.1:0\")")]
+    mounttable_listen: String,
+    /// origins allowed besides localhost, comma-separated (* allows all)
+    #[argh(option, default = "String::new()")]
+    allowed_origins: String,
+    /// how long a lookup waits for JavaScript, ms (default 10000)
+    #[argh(option, default = "10_000")]
+    lookup_timeout_ms: u64,
+    /// largest websocket message, bytes (default 1048576)
+    #[argh(option, default = "1 << 20")]
+    max_message_bytes: usize,
+    /// worker threads for JavaScript's requests (default 16)
+    #[argh(option, default = "16")]
+    workers: usize,
+    /// let callers of any principal family call JavaScript servers
+    #[argh(switch)]
+    open_access: bool,
+    /// also serve the demo object as demo/adder
+    #[argh(switch)]
+    demo: bool,
+    /// seconds a mount lives without a refresh (default 60)
+    #[argh(option, default = "60")]
+    mount_ttl_secs: u64,
+    /// ms of silence before a pipe is pinged (default 30000)
+    #[argh(option, default = "30_000")]
+    keepalive_ms: u64,
+    /// log level: error, warn, info, debug, trace (default info)
+    #[argh(option, default = "LevelFilter::Info")]
+    log_level: LevelFilter,
 }
 
 #[derive(FromArgs)]
@@ -134,6 +181,7 @@ fn roots(flags: &[String]) -> Vec<String> {
 pub fn main() -> i32 {
     let top: Top = argh::from_env();
     let result = match top.cmd {
+        Cmd::Serve(c) => serve(c),
         Cmd::MountTable(c) => mounttable(c),
         Cmd::Call(c) => call(c),
         Cmd::Glob(c) => glob(c),
@@ -164,6 +212,38 @@ fn print_line(s: &str) -> Result<()> {
     writeln!(out, "{s}")
         .and_then(|_| out.flush())
         .map_err(|e| Error::internal(format!("writing to stdout: {e}")))
+}
+
+fn serve(c: ServeCmd) -> Result<()> {
+    init_log(c.log_level);
+    let mut config = wspr::wsprd::Config::default();
+    config.listen = c.listen;
+    config.rpc_listen = c.rpc_listen;
+    config.namespace_roots = c.namespace_root;
+    config.mounttable_listen = c.mounttable_listen;
+    config.allowed_origins = c
+        .allowed_origins
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    config.lookup_timeout = Duration::from_millis(c.lookup_timeout_ms);
+    config.max_message_bytes = c.max_message_bytes;
+    config.workers = c.workers;
+    config.open_access = c.open_access;
+    config.serve_demo = c.demo;
+    config.mount_ttl = Duration::from_secs(c.mount_ttl_secs);
+    config.keepalive = Duration::from_millis(c.keepalive_ms);
+    let daemon = wspr::wsprd::Daemon::spawn(config)?;
+    print_line(&format!("wsprd listening on http://{}", daemon.http_addr()))?;
+    print_line(&format!(
+        "name space root {}",
+        daemon.namespace_roots().join(" ")
+    ))?;
+    wait_for_signal()?;
+    daemon.shutdown();
+    Ok(())
 }
 
 fn mounttable(c: MountTableCmd) -> Result<()> {

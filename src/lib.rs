@@ -87,5 +87,6 @@ mod outbox;
 pub mod pool;
 pub mod rpc;
 pub mod timer;
+pub mod wsprd;
 
 pub use error::{Error, Result};

@@ -94,6 +94,14 @@ impl<S: Sink> Outbox<S> {
     /// Appends `bytes` (and a token dropped once they are written), and
     /// writes them unless another thread is already writing.
     pub(crate) fn push(&self, bytes: &[u8], token: Option<Token>) -> Result<(), PushError> {
+        self.push_later(bytes, token)?;
+        self.kick()
+    }
+
+    /// Appends `bytes` without writing them: the caller orders its bytes
+    /// under its own lock, then calls [`Outbox::kick`] once that lock is
+    /// released.
+    pub(crate) fn push_later(&self, bytes: &[u8], token: Option<Token>) -> Result<(), PushError> {
         let mut st = self.lock();
         if let Some(why) = &st.closed {
             return Err(PushError::Closed(why.clone()));
@@ -107,6 +115,15 @@ impl<S: Sink> Outbox<S> {
         st.queue.extend_from_slice(bytes);
         if let Some(t) = token {
             st.tokens.push(t);
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued, unless another thread is already writing.
+    pub(crate) fn kick(&self) -> Result<(), PushError> {
+        let mut st = self.lock();
+        if st.queue.is_empty() {
+            return Ok(());
         }
         match st.sink.take() {
             Some(sink) => self.flush(st, sink),

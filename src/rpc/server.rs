@@ -168,6 +168,9 @@ struct ServerFlow {
     credit: Credit,
     waiter: Option<Sender<()>>,
     cancelled: Arc<AtomicBool>,
+    /// Never sent on; dropped when the call is cancelled or aborted, which
+    /// wakes everything selecting on [`ServerCall::done`].
+    done: Option<Sender<()>>,
 }
 
 /// A call being served: who called, what for, and its streams.
@@ -180,6 +183,7 @@ pub struct ServerCall {
     deadline: Option<Instant>,
     events: Receiver<ServerEvent>,
     cancelled: Arc<AtomicBool>,
+    done: Receiver<()>,
     stream_closed: bool,
 }
 
@@ -207,6 +211,13 @@ impl ServerCall {
     /// Whether the caller cancelled or the server is stopping.
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Disconnects (so a `select!` on it fires) when the caller cancels or
+    /// the server aborts the call. Unlike [`ServerCall::events`] it never
+    /// yields stream items, so waiting on it loses nothing.
+    pub fn done(&self) -> &Receiver<()> {
+        &self.done
     }
 
     /// The raw events of the flow, for `select!` alongside other channels.
@@ -346,6 +357,7 @@ impl ServerConn {
         for (flow, f) in flows {
             f.cancelled.store(true, Ordering::SeqCst);
             let _ = f.events.send(ServerEvent::Cancelled);
+            drop(f.done);
             wire::encode_response(&mut buf, flow, &Err(Error::aborted(why)));
         }
         if !buf.is_empty() {
@@ -746,6 +758,7 @@ fn on_frame(
                 return Ok(());
             };
             let (tx, rx) = crossbeam_channel::unbounded();
+            let (done_tx, done_rx) = crossbeam_channel::bounded(0);
             let cancelled = Arc::new(AtomicBool::new(false));
             {
                 let mut flows = conn.flows();
@@ -759,6 +772,7 @@ fn on_frame(
                         credit: Credit::new(conn.config.stream_window),
                         waiter: None,
                         cancelled: cancelled.clone(),
+                        done: Some(done_tx),
                     },
                 );
             }
@@ -772,6 +786,7 @@ fn on_frame(
                     .then(|| Instant::now() + Duration::from_millis(r.timeout_ms as u64)),
                 events: rx,
                 cancelled,
+                done: done_rx,
                 stream_closed: false,
             };
             let dispatcher = entry.dispatcher.clone();
@@ -815,9 +830,10 @@ fn on_frame(
             }
         }
         Frame::Cancel { flow } => {
-            if let Some(f) = conn.flows().get(&flow) {
+            if let Some(f) = conn.flows().get_mut(&flow) {
                 f.cancelled.store(true, Ordering::SeqCst);
                 let _ = f.events.send(ServerEvent::Cancelled);
+                f.done.take();
             }
         }
         Frame::Credit { flow, bytes } => {

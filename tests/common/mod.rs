@@ -3,6 +3,8 @@
 //! a deadline (never a bare sleep).
 #![allow(dead_code)]
 
+pub mod js;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};

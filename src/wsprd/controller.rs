@@ -1,0 +1,286 @@
+//! What the daemon does for JavaScript's requests (contract section 5):
+//! calls, serve, stopServer, signature and namespace. These run on the
+//! daemon's worker pool, because they block on the network; a call holds
+//! its worker only until the request has left, then its results flow back
+//! through a [`CallSink`] on the connection's reader thread.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::naming;
+use crate::rpc::{CallEvent, CallHandle, CallOptions, CallSink};
+use crate::wsprd::dispatcher::JsServer;
+use crate::wsprd::pipe::{Buffered, CallState, Flow, Pipe};
+use crate::wsprd::protocol::{self, InType, Incoming, NamespaceRequest, OutType};
+
+/// How long a signature stays cached.
+const SIGNATURE_TTL: Duration = Duration::from_secs(600);
+/// Signatures kept in the cache.
+const MAX_SIGNATURES: usize = 1024;
+
+/// Runs one request of JavaScript's (on a worker).
+pub(crate) fn handle(pipe: &Arc<Pipe>, m: Incoming) {
+    let id = m.id;
+    let result: Result<Value> = match m.kind {
+        InType::Call => return call(pipe, id, m.data),
+        InType::Namespace => return namespace(pipe, id, m.data),
+        InType::Serve => serve(pipe, m.data),
+        InType::StopServer => stop_server(pipe, m.data),
+        InType::Signature => signature(pipe, m.data),
+        InType::CreateIdentity | InType::BlessIdentity | InType::UnlinkIdentity => Err(
+            Error::no_exist("identities are not available in this daemon yet"),
+        ),
+        _ => Err(Error::bad_protocol("not a request")),
+    };
+    pipe.finish_request(id, result);
+}
+
+/// Relays a call's events to JavaScript, in order, and nothing after the
+/// call's end (a deadline's Timeout may race with the last items). A
+/// streaming call's stream is closed before its Final even when the server
+/// ended the call without closing it first.
+struct JsCallSink {
+    pipe: Weak<Pipe>,
+    id: u64,
+    streaming: bool,
+    state: Mutex<SinkState>,
+}
+
+#[derive(Default)]
+struct SinkState {
+    stream_closed: bool,
+    ended: bool,
+}
+
+impl CallSink for JsCallSink {
+    fn event(&self, event: CallEvent) {
+        let Some(pipe) = self.pipe.upgrade() else {
+            return;
+        };
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.ended {
+                return;
+            }
+            match event {
+                CallEvent::Item(v, token) => {
+                    let _ = pipe.send_later(self.id, OutType::Stream, &v, Some(Box::new(token)));
+                }
+                CallEvent::StreamClosed => {
+                    st.stream_closed = true;
+                    let _ = pipe.send_later(self.id, OutType::StreamClose, &Value::Null, None);
+                }
+                CallEvent::Done(result) => {
+                    st.ended = true;
+                    pipe.remove_flow(self.id);
+                    match result {
+                        Ok(results) => {
+                            if self.streaming && !st.stream_closed {
+                                let _ = pipe.send_later(
+                                    self.id,
+                                    OutType::StreamClose,
+                                    &Value::Null,
+                                    None,
+                                );
+                            }
+                            let _ = pipe.send_later(self.id, OutType::Final, &results, None);
+                        }
+                        Err(e) => {
+                            pipe.shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                            log::info!("pipe {}: flow {}: {e}", pipe.id, self.id);
+                            let _ = pipe.send_later(self.id, OutType::Error, &e.to_json(), None);
+                        }
+                    }
+                }
+            }
+        }
+        pipe.kick();
+    }
+}
+
+fn call(pipe: &Arc<Pipe>, id: u64, data: Option<Value>) {
+    let req: protocol::CallRequest = match protocol::data(data, "call") {
+        Ok(r) => r,
+        Err(e) => return pipe.finish_request(id, Err(e)),
+    };
+    if req.method.is_empty() {
+        return pipe.finish_request(id, Err(Error::bad_arg("bad call data: empty method")));
+    }
+    let opts = match req.timeout {
+        Some(t) if t.is_nan() || t < 0.0 => {
+            return pipe.finish_request(id, Err(Error::bad_arg("bad call data: negative timeout")));
+        }
+        Some(t) if t > 0.0 => CallOptions::timeout(Duration::from_secs_f64(t.min(1e9) / 1000.0)),
+        _ => CallOptions::default(),
+    };
+    let sink = Arc::new(JsCallSink {
+        pipe: Arc::downgrade(pipe),
+        id,
+        streaming: req.is_streaming,
+        state: Mutex::new(SinkState::default()),
+    });
+    let method = naming::upper_first(&req.method);
+    let handle = match pipe
+        .client
+        .start_call_with_sink(&req.name, &method, req.in_args, opts, sink)
+    {
+        Ok(h) => h,
+        Err(e) => return pipe.finish_request(id, Err(e)),
+    };
+    // Send what JavaScript streamed while the call was starting, then let
+    // the pipe thread send directly. Only one thread sends at a time.
+    loop {
+        let batch: VecDeque<Buffered> = {
+            let mut flows = pipe.flows();
+            let Some(Flow::Call(c)) = flows.get_mut(&id) else {
+                // The pipe closed, or the call already ended.
+                drop(flows);
+                handle.cancel();
+                return;
+            };
+            if c.cancelled {
+                drop(flows);
+                handle.cancel();
+                return;
+            }
+            if c.buffered.is_empty() {
+                c.state = CallState::Direct(handle);
+                return;
+            }
+            c.state = CallState::Draining(handle.clone());
+            std::mem::take(&mut c.buffered)
+        };
+        if let Err(e) = send_buffered(&handle, batch) {
+            handle.end(e);
+            return;
+        }
+    }
+}
+
+fn send_buffered(handle: &CallHandle, batch: VecDeque<Buffered>) -> Result<()> {
+    for b in batch {
+        match b {
+            Buffered::Item(v) => handle.offer(&v)?,
+            Buffered::Close => handle.close_send()?,
+        }
+    }
+    Ok(())
+}
+
+fn serve(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
+    let req: protocol::ServeRequest = protocol::data(data, "serve")?;
+    if naming::clean(&req.name).is_empty() {
+        return Err(Error::bad_arg("bad serve data: empty name"));
+    }
+    let shared = &pipe.shared;
+    let (server, created) = {
+        let mut servers = pipe.servers.lock().unwrap_or_else(|p| p.into_inner());
+        match servers.get(&req.server_id) {
+            Some(s) => (s.clone(), false),
+            None => {
+                let s = Arc::new(JsServer::new(
+                    &shared.listener,
+                    pipe,
+                    req.server_id,
+                    shared.config.lookup_timeout,
+                )?);
+                servers.insert(req.server_id, s.clone());
+                (s, true)
+            }
+        }
+    };
+    if let Err(e) = server.rpc.add_name(&req.name) {
+        if created {
+            pipe.servers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&req.server_id);
+            server.stop();
+        }
+        return Err(e);
+    }
+    log::info!(
+        "pipe {}: server {} serves {} at {}",
+        pipe.id,
+        req.server_id,
+        req.name,
+        server.endpoint()
+    );
+    Ok(json!(server.endpoint()))
+}
+
+fn stop_server(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
+    let server_id: u64 = protocol::data(data, "stopServer")?;
+    let server = pipe
+        .servers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&server_id)
+        .ok_or_else(|| Error::no_exist(format!("no server {server_id} on this pipe")))?;
+    server.stop();
+    Ok(json!(true))
+}
+
+fn signature(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
+    let req: protocol::SignatureRequest = protocol::data(data, "signature")?;
+    let shared = &pipe.shared;
+    {
+        let cache = shared.signatures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((sig, until)) = cache.get(&req.name)
+            && *until > Instant::now()
+        {
+            return Ok(sig.clone());
+        }
+    }
+    let results = pipe.client.call(
+        &req.name,
+        "Signature",
+        vec![],
+        CallOptions::timeout(Duration::from_secs(10)),
+    )?;
+    let sig: crate::rpc::Signature = results
+        .into_iter()
+        .next()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(|| Error::internal(format!("{}: malformed signature", req.name)))?;
+    let sig = serde_json::to_value(protocol::rename_methods(&sig, naming::lower_first))
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let mut cache = shared.signatures.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= MAX_SIGNATURES {
+        cache.clear();
+    }
+    cache.insert(req.name, (sig.clone(), Instant::now() + SIGNATURE_TTL));
+    Ok(sig)
+}
+
+fn namespace(pipe: &Arc<Pipe>, id: u64, data: Option<Value>) {
+    let req: NamespaceRequest = match protocol::data(data, "namespace") {
+        Ok(r) => r,
+        Err(e) => return pipe.finish_request(id, Err(e)),
+    };
+    let client = &pipe.client;
+    let result = match req {
+        NamespaceRequest::Glob { pattern } => client.glob(&pattern).map(|entries| {
+            for e in entries {
+                let _ = pipe.send(id, OutType::Stream, &e);
+            }
+            json!([])
+        }),
+        NamespaceRequest::Mount { name, server, ttl } => {
+            let ttl = ttl.filter(|t| *t > 0.0).unwrap_or(60.0).min(86_400.0);
+            client
+                .mount(&name, &server, Duration::from_secs_f64(ttl))
+                .map(|_| Value::Null)
+        }
+        NamespaceRequest::Unmount { name, server } => {
+            client.unmount(&name, &server).map(|_| Value::Null)
+        }
+        NamespaceRequest::Resolve { name } => client.resolve(&name).map(|v| json!(v)),
+    };
+    pipe.finish_request(id, result);
+}

@@ -1,0 +1,255 @@
+//! A server whose objects live in JavaScript, and its dispatcher.
+//!
+//! For every call to the server (unless an earlier reply for the same
+//! suffix and method was `cacheable`), [`JsDispatcher::lookup`] opens a new
+//! even flow on the pipe, sends DispatcherLookup `{serverId, suffix,
+//! method}`, and blocks on a `bounded(1)` channel registered in the pipe's
+//! flow table until JavaScript's lookupResponse arrives, the lookup timeout
+//! or the caller's deadline passes (`Timeout`), the caller goes away, or
+//! the server stops or its pipe closes (`Aborted`). The reply builds a
+//! [`JsInvoker`](crate::wsprd::invoker::JsInvoker) for the handle and the
+//! signature JavaScript gave.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result, ids};
+use crate::naming;
+use crate::rpc::{Authorizer, Dispatcher, Listener, Lookup, Server, ServerCall, Signature};
+use crate::wsprd::invoker::JsInvoker;
+use crate::wsprd::pipe::{Flow, Pipe};
+use crate::wsprd::protocol::{self, OutType};
+
+/// JavaScript's lookupResponse, decoded (or why it could not be).
+pub(crate) type LookupReply = Result<protocol::LookupResponse>;
+/// JavaScript's authResponse, decoded.
+pub(crate) type AuthReply = Result<protocol::AuthResponse>;
+
+/// What a lookup found: a JavaScript object and how to call it.
+pub(crate) struct Found {
+    pub handle: i64,
+    /// lowerCamelCase method names, as JavaScript gave them.
+    pub signature: Signature,
+    pub has_authorizer: bool,
+}
+
+/// The state a server's dispatcher, invokers and authorizers share.
+pub(crate) struct ServerState {
+    pub id: u64,
+    pub pipe: Weak<Pipe>,
+    /// Never sent on: dropped when the server stops, which wakes every
+    /// thread waiting on JavaScript for this server.
+    stop_tx: Mutex<Option<Sender<()>>>,
+    pub stop_rx: Receiver<()>,
+    cache: Mutex<HashMap<(String, String), Arc<Found>>>,
+    pub lookup_timeout: Duration,
+}
+
+impl ServerState {
+    /// Sends a message of the daemon's to JavaScript on a new flow and
+    /// waits for the reply on `rx`, until the lookup timeout, the caller's
+    /// deadline, the caller's cancel, or the server's stop.
+    pub(crate) fn ask<T>(
+        &self,
+        call: &ServerCall,
+        flow: Flow,
+        rx: &Receiver<Result<T>>,
+        kind: OutType,
+        message: &Value,
+        what: &str,
+    ) -> Result<T> {
+        let pipe = self
+            .pipe
+            .upgrade()
+            .ok_or_else(|| Error::aborted("the server's pipe has closed"))?;
+        if pipe.is_closed() {
+            return Err(Error::aborted("the server's pipe has closed"));
+        }
+        let id = pipe.open_flow(flow);
+        if let Err(e) = pipe.send(id, kind, message) {
+            pipe.remove_flow(id);
+            return Err(e);
+        }
+        let limit = Instant::now() + self.lookup_timeout;
+        let (deadline, whose) = match call.deadline() {
+            Some(d) if d < limit => (d, "the call's deadline"),
+            _ => (limit, "the lookup timeout"),
+        };
+        drop(pipe);
+        let done = call.done().clone();
+        let got = select! {
+            recv(rx) -> r => match r {
+                Ok(reply) => reply,
+                Err(_) => Err(Error::aborted("the server's pipe has closed")),
+            },
+            recv(self.stop_rx) -> _ => Err(Error::aborted("the server has stopped")),
+            recv(done) -> _ => Err(Error::aborted("the caller went away")),
+            default(deadline.saturating_duration_since(Instant::now())) => Err(Error::timeout(format!(
+                "JavaScript did not answer the {what} within {whose}"
+            ))),
+        };
+        if let Some(p) = self.pipe.upgrade() {
+            p.remove_flow(id);
+        }
+        got
+    }
+
+    /// Ends every wait on JavaScript for this server, at once.
+    pub(crate) fn stop(&self) {
+        self.stop_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+}
+
+/// The dispatcher of a JavaScript server.
+pub(crate) struct JsDispatcher(pub Arc<ServerState>);
+
+impl Dispatcher for JsDispatcher {
+    fn lookup(&self, call: &ServerCall) -> Result<Lookup> {
+        let state = &self.0;
+        let method = naming::lower_first(call.method());
+        let key = (call.suffix().to_string(), method.clone());
+        let cached = state
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let found = match cached {
+            Some(f) => f,
+            None => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let reply = state.ask(
+                    call,
+                    Flow::Lookup(tx),
+                    &rx,
+                    OutType::DispatcherLookup,
+                    &json!({"serverId": state.id, "suffix": call.suffix(), "method": method}),
+                    "lookup",
+                )?;
+                if let Some(e) = protocol::js_error(&reply.err, ids::UNKNOWN) {
+                    return Err(e);
+                }
+                let handle = reply
+                    .handle
+                    .ok_or_else(|| Error::internal("JavaScript's lookup reply has no handle"))?;
+                if handle < 0 {
+                    return Err(Error::no_exist(format!(
+                        "no JavaScript object for {:?}",
+                        call.suffix()
+                    )));
+                }
+                let found = Arc::new(Found {
+                    handle,
+                    signature: reply.signature.unwrap_or_default(),
+                    has_authorizer: reply.has_authorizer,
+                });
+                if reply.cacheable {
+                    state
+                        .cache
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key, found.clone());
+                }
+                found
+            }
+        };
+        let authorizer: Option<Arc<dyn Authorizer>> = found.has_authorizer.then(|| {
+            Arc::new(JsAuthorizer {
+                state: state.clone(),
+                handle: found.handle,
+            }) as Arc<dyn Authorizer>
+        });
+        Ok(Lookup {
+            invoker: Arc::new(JsInvoker {
+                state: state.clone(),
+                found,
+            }),
+            authorizer,
+        })
+    }
+}
+
+/// The context JavaScript sees for a call (ServerRequest and AuthRequest).
+pub(crate) fn context(call: &ServerCall) -> Value {
+    let mut ctx = json!({
+        "name": call.name(),
+        "suffix": call.suffix(),
+        "remoteId": {"handle": 0, "names": call.remote().names()},
+    });
+    if let Some(d) = call.deadline() {
+        ctx["timeout"] = json!(d.saturating_duration_since(Instant::now()).as_millis() as u64);
+    }
+    ctx
+}
+
+/// Asks JavaScript whether a call may go ahead (AuthRequest).
+struct JsAuthorizer {
+    state: Arc<ServerState>,
+    handle: i64,
+}
+
+impl Authorizer for JsAuthorizer {
+    fn authorize(&self, call: &ServerCall) -> Result<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let reply = self.state.ask(
+            call,
+            Flow::Auth(tx),
+            &rx,
+            OutType::AuthRequest,
+            &json!({"serverId": self.state.id, "handle": self.handle, "context": context(call)}),
+            "authorization request",
+        )?;
+        match protocol::js_error(&reply.err, ids::NO_ACCESS) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A server whose objects live in a pipe's JavaScript.
+pub(crate) struct JsServer {
+    pub state: Arc<ServerState>,
+    pub rpc: Server,
+}
+
+impl JsServer {
+    /// Adds a server to `listener` for JavaScript's `server_id`.
+    pub(crate) fn new(
+        listener: &Listener,
+        pipe: &Arc<Pipe>,
+        server_id: u64,
+        lookup_timeout: Duration,
+    ) -> Result<JsServer> {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let state = Arc::new(ServerState {
+            id: server_id,
+            pipe: Arc::downgrade(pipe),
+            stop_tx: Mutex::new(Some(stop_tx)),
+            stop_rx,
+            cache: Mutex::new(HashMap::new()),
+            lookup_timeout,
+        });
+        let rpc = listener.serve(Arc::new(JsDispatcher(state.clone())), false)?;
+        Ok(JsServer { state, rpc })
+    }
+
+    /// The endpoint string JavaScript gets from serve.
+    pub(crate) fn endpoint(&self) -> String {
+        self.rpc.endpoint().to_string()
+    }
+
+    /// Ends every wait on JavaScript at once, unmounts the names, aborts
+    /// calls in flight and closes the server's connections.
+    pub(crate) fn stop(&self) {
+        self.state.stop();
+        self.rpc.abort();
+        log::info!("server {} ({}) stopped", self.state.id, self.rpc.endpoint());
+    }
+}

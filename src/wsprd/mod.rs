@@ -1,0 +1,319 @@
+//! The daemon: websocket pipes through which JavaScript calls RPC servers
+//! by name and serves servers whose objects live in JavaScript.
+//!
+//! - `http`: the HTTP listener (Origin check, upgrade, `/health`).
+//! - `ws`: the websocket layer (tungstenite), `protocol`: the messages.
+//! - `pipe`: a pipe's thread and flow table; `controller`: JavaScript's
+//!   requests.
+//! - `dispatcher`, `invoker`: the server side whose objects live in
+//!   JavaScript.
+//!
+//! Embedding: [`Daemon::spawn`] starts everything from a [`Config`] and
+//! returns a handle; [`Daemon::shutdown`] closes every pipe (1001) and
+//! joins every thread.
+//!
+//! ```
+//! let mut config = wspr::wsprd::Config::default();
+//! config.listen = "127.0.0.1:0".into();
+//! let daemon = wspr::wsprd::Daemon::spawn(config)?;
+//! let addr = daemon.http_addr();
+//! assert_eq!(daemon.namespace_roots().len(), 1, "the embedded mount table");
+//! daemon.shutdown();
+//! # let _ = addr;
+//! # Ok::<(), wspr::Error>(())
+//! ```
+
+mod controller;
+mod dispatcher;
+mod http;
+mod invoker;
+mod pipe;
+pub mod protocol;
+mod ws;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::mounttable::{MountTable, MountTableConfig};
+use crate::pool::{Pool, PoolConfig};
+use crate::rpc::{Client, Listener, Namespace, Server, ServerConfig};
+
+/// Settings of the daemon. Every field has a documented default; see
+/// [`Config::validate`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// HTTP listen address. Default `127.0.0.1:8124`.
+    pub listen: String,
+    /// Host that JavaScript-served servers listen on. Default `127.0.0.1`.
+    pub rpc_listen: String,
+    /// Name space roots; empty: run an embedded mount table. Default empty.
+    pub namespace_roots: Vec<String>,
+    /// Where the embedded mount table listens. Default `127.0.0.1:0`.
+    pub mounttable_listen: String,
+    /// Origins allowed besides localhost (`*`: all). Default none.
+    pub allowed_origins: Vec<String>,
+    /// How long a lookup or authorization waits for JavaScript. Default 10 s.
+    pub lookup_timeout: Duration,
+    /// Largest websocket message accepted. Default 1 MiB.
+    pub max_message_bytes: usize,
+    /// Threads that handle JavaScript's requests. Default 16.
+    pub workers: usize,
+    /// Let callers of any principal family call JavaScript servers.
+    /// Default false.
+    pub open_access: bool,
+    /// Also serve the demo object as `demo/adder`. Default false.
+    pub serve_demo: bool,
+    /// A pipe silent this long is pinged; silent twice, it is closed.
+    /// Default 30 s.
+    pub keepalive: Duration,
+    /// A write to a peer blocked this long fails. Default 10 s.
+    pub write_timeout: Duration,
+    /// Bytes queued to one pipe before it counts as stuck. Default 16 MiB.
+    pub max_queued_bytes: usize,
+    /// Most pipes at once. Default 4096.
+    pub max_pipes: usize,
+    /// TTL of the names servers mount. Default 60 s.
+    pub mount_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8124".into(),
+            rpc_listen: "127.0.0.1".into(),
+            namespace_roots: vec![],
+            mounttable_listen: "127.0.0.1:0".into(),
+            allowed_origins: vec![],
+            lookup_timeout: Duration::from_secs(10),
+            max_message_bytes: 1 << 20,
+            workers: 16,
+            open_access: false,
+            serve_demo: false,
+            keepalive: pipe::DEFAULT_KEEPALIVE,
+            write_timeout: Duration::from_secs(10),
+            max_queued_bytes: 16 << 20,
+            max_pipes: 4096,
+            mount_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// Checks that the settings make sense.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::bad_arg(m.to_string()));
+        if self.workers == 0 {
+            return bad("workers must be at least 1");
+        }
+        if self.max_message_bytes < 1024 {
+            return bad("max_message_bytes must be at least 1024");
+        }
+        if self.lookup_timeout.is_zero() || self.write_timeout.is_zero() {
+            return bad("timeouts must be positive");
+        }
+        if self.keepalive < Duration::from_millis(100) {
+            return bad("keepalive must be at least 100 ms");
+        }
+        if self.max_pipes == 0 || self.max_queued_bytes < self.max_message_bytes {
+            return bad(
+                "max_pipes must be positive and max_queued_bytes at least max_message_bytes",
+            );
+        }
+        if self.mount_ttl < Duration::from_secs(1) {
+            return bad("mount_ttl must be at least 1 s");
+        }
+        for r in &self.namespace_roots {
+            if !r.starts_with('/') {
+                return Err(Error::bad_arg(format!(
+                    "namespace root {r:?} must be a rooted name such as /127.0.0.1:8125"
+                )));
+            }
+            crate::naming::Name::parse(r)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub pipes_opened: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// What every pipe shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub namespace: Arc<Namespace>,
+    pub workers: Pool,
+    /// Hosts the servers JavaScript serves.
+    pub listener: Listener,
+    pub signatures: Mutex<HashMap<String, (Value, Instant)>>,
+    pub pipes: Mutex<HashMap<u64, Arc<pipe::Pipe>>>,
+    pub stats: Stats,
+}
+
+impl Shared {
+    fn health(&self) -> Value {
+        let pipes: Vec<_> = self
+            .pipes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let flows: usize = pipes.iter().map(|p| p.flow_count()).sum();
+        let servers: usize = pipes
+            .iter()
+            .map(|p| p.servers.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum();
+        json!({
+            "namespaceRoots": self.namespace.roots(),
+            "pipes": pipes.len(),
+            "servers": servers,
+            "flows": flows,
+            "threads": thread_count(),
+            "workers": self.workers.threads(),
+            "pipesOpened": self.stats.pipes_opened.load(Ordering::Relaxed),
+            "errors": self.stats.errors.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Threads in this process (Linux; 0 elsewhere).
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A running daemon. Dropping it shuts it down.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    http: Option<http::Http>,
+    mount_table: Option<Server>,
+    demo: Option<Server>,
+}
+
+impl Daemon {
+    /// Starts the daemon: the embedded mount table (unless roots are
+    /// given), the RPC listener for JavaScript servers, the worker pool and
+    /// the HTTP listener.
+    pub fn spawn(config: Config) -> Result<Daemon> {
+        config.validate()?;
+        let namespace = Namespace::new(config.namespace_roots.clone());
+        let client = Client::new(namespace.clone());
+        let server_config = ServerConfig {
+            mount_ttl: config.mount_ttl,
+            write_timeout: config.write_timeout,
+            ..Default::default()
+        };
+        let mount_table = if config.namespace_roots.is_empty() {
+            let mt = Server::listen_with(
+                &config.mounttable_listen,
+                Arc::new(MountTable::new(MountTableConfig::default())),
+                client.clone(),
+                server_config.clone(),
+                true,
+            )?;
+            namespace.set_roots(vec![mt.name()]);
+            Some(mt)
+        } else {
+            None
+        };
+        let listener = Listener::bind(&format!("{}:0", config.rpc_listen), server_config, client)?;
+        let demo = if config.serve_demo {
+            let s = listener.serve(Arc::new(crate::demo::Demo), false)?;
+            s.add_name("demo/adder")?;
+            Some(s)
+        } else {
+            None
+        };
+        let mut pool = PoolConfig::with_threads(config.workers);
+        pool.max_queued = 4096;
+        let shared = Arc::new(Shared {
+            workers: Pool::new("wsprd-worker", pool),
+            namespace,
+            listener,
+            signatures: Mutex::new(HashMap::new()),
+            pipes: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+            config,
+        });
+        let http = http::Http::start(shared.clone())?;
+        log::info!(
+            "wsprd listening on http://{} (websocket at /ws), name space root {}",
+            http.local_addr(),
+            shared.namespace.roots().join(", ")
+        );
+        Ok(Daemon {
+            shared,
+            http: Some(http),
+            mount_table,
+            demo,
+        })
+    }
+
+    /// Where the HTTP listener is bound.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .as_ref()
+            .map(|h| h.local_addr())
+            .unwrap_or_else(|| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// The name space roots the daemon uses.
+    pub fn namespace_roots(&self) -> Vec<String> {
+        self.shared.namespace.roots()
+    }
+
+    /// What `GET /health` answers.
+    pub fn health(&self) -> Value {
+        self.shared.health()
+    }
+
+    /// Closes every pipe (close code 1001), unmounts their servers, and
+    /// joins every thread the daemon started.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(http) = self.http.take() else { return };
+        http.stop_accepting();
+        let pipes: Vec<_> = self
+            .shared
+            .pipes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for p in &pipes {
+            p.close(1001, "the daemon is shutting down");
+        }
+        drop(pipes);
+        http.join();
+        self.shared.workers.shutdown();
+        if let Some(d) = self.demo.take() {
+            d.stop();
+        }
+        self.shared.listener.close();
+        if let Some(mt) = self.mount_table.take() {
+            mt.stop();
+        }
+        log::info!("wsprd stopped");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

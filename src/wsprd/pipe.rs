@@ -1,0 +1,504 @@
+//! A pipe: one websocket connection and everything JavaScript does
+//! through it.
+//!
+//! The pipe thread (`wsprd-pipe-<n>`) reads frames. Replies that complete
+//! something already waiting (lookup, authorization and server responses,
+//! stream items, cancels) are routed at once through the flow table; new
+//! requests (calls, serve, signature, ...) go to the daemon's worker pool
+//! (`controller`). Anything sends to JavaScript through the pipe's outbox,
+//! in order, without a lock held while writing.
+//!
+//! The flow table maps a flow id to what waits on it: JavaScript's calls
+//! and requests (odd ids) and the daemon's lookups, authorizations and
+//! server requests (even ids, each a crossbeam channel the waiting thread
+//! blocks on). Closing the pipe empties the table: every waiting channel
+//! disconnects, so every waiter ends at once with `Aborted`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, ids};
+use crate::outbox::PushError;
+use crate::rpc::{CallHandle, Client, ClientConfig};
+use crate::wsprd::Shared;
+use crate::wsprd::dispatcher::{AuthReply, JsServer, LookupReply};
+use crate::wsprd::protocol::{self, InType, Incoming, OutType};
+use crate::wsprd::ws::{Read_, ReadFail, WsIo, WsOut, WsReader};
+
+/// Items JavaScript may send on one flow before the daemon has somewhere
+/// to put them (a call still starting, a caller not yet reading).
+pub(crate) const MAX_BUFFERED_ITEMS: usize = 1024;
+
+/// What JavaScript sends on a server request's flow.
+pub(crate) enum JsItem {
+    Item(Value),
+    Close,
+}
+
+/// Where a JavaScript call stands.
+pub(crate) enum CallState {
+    /// The worker is resolving the name and connecting; items wait.
+    Starting,
+    /// The worker is sending the items that waited; new ones wait too.
+    Draining(CallHandle),
+    /// Items go straight to the call.
+    Direct(CallHandle),
+}
+
+pub(crate) enum Buffered {
+    Item(Value),
+    Close,
+}
+
+/// A call of JavaScript's.
+pub(crate) struct CallFlow {
+    pub state: CallState,
+    pub buffered: VecDeque<Buffered>,
+    pub cancelled: bool,
+}
+
+/// What waits on a flow.
+pub(crate) enum Flow {
+    /// A request of JavaScript's in a worker (serve, signature, ...).
+    Request,
+    /// A call of JavaScript's.
+    Call(CallFlow),
+    /// A lookup waiting for lookupResponse.
+    Lookup(Sender<LookupReply>),
+    /// An authorization waiting for authResponse.
+    Auth(Sender<AuthReply>),
+    /// A server request: JavaScript's stream items, and its response.
+    ServerRequest {
+        items: Sender<JsItem>,
+        done: Sender<Result<Vec<Value>, Error>>,
+    },
+}
+
+/// One websocket connection. See the module documentation.
+pub(crate) struct Pipe {
+    pub id: u64,
+    out: Arc<WsOut>,
+    pub shared: Arc<Shared>,
+    flows: Mutex<HashMap<u64, Flow>>,
+    next_flow: AtomicU64,
+    pub servers: Mutex<HashMap<u64, Arc<JsServer>>>,
+    pub client: Client,
+    closed: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Pipe {
+    pub(crate) fn flows(&self) -> MutexGuard<'_, HashMap<u64, Flow>> {
+        lock(&self.flows)
+    }
+
+    /// Flows in flight.
+    pub(crate) fn flow_count(&self) -> usize {
+        self.flows().len()
+    }
+
+    /// Opens a flow of the daemon's (an even id).
+    pub(crate) fn open_flow(&self, flow: Flow) -> u64 {
+        let id = self.next_flow.fetch_add(2, Ordering::Relaxed);
+        self.flows().insert(id, flow);
+        id
+    }
+
+    /// Forgets a flow.
+    pub(crate) fn remove_flow(&self, id: u64) -> Option<Flow> {
+        self.flows().remove(&id)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Sends a message to JavaScript.
+    pub(crate) fn send(
+        &self,
+        id: u64,
+        kind: OutType,
+        message: &impl Serialize,
+    ) -> Result<(), Error> {
+        self.send_with(id, kind, message, None)
+    }
+
+    /// Sends a message; `token` is dropped once it is written.
+    pub(crate) fn send_with(
+        &self,
+        id: u64,
+        kind: OutType,
+        message: &impl Serialize,
+        token: Option<Box<dyn Send>>,
+    ) -> Result<(), Error> {
+        let res = self.out.text(protocol::envelope(id, kind, message), token);
+        self.pushed(res)
+    }
+
+    /// Queues a message without writing it; see [`Pipe::kick`].
+    pub(crate) fn send_later(
+        &self,
+        id: u64,
+        kind: OutType,
+        message: &impl Serialize,
+        token: Option<Box<dyn Send>>,
+    ) -> Result<(), Error> {
+        let res = self
+            .out
+            .text_later(protocol::envelope(id, kind, message), token);
+        self.pushed(res)
+    }
+
+    /// Writes messages queued with [`Pipe::send_later`].
+    pub(crate) fn kick(&self) {
+        let res = self.out.kick();
+        let _ = self.pushed(res);
+    }
+
+    fn pushed(&self, res: Result<(), PushError>) -> Result<(), Error> {
+        match res {
+            Ok(()) => Ok(()),
+            Err(PushError::Full { queued, max }) => {
+                log::warn!(
+                    "pipe {}: JavaScript is not reading ({queued} bytes queued, limit {max}); closing the pipe",
+                    self.id
+                );
+                self.out.close(1008, "not reading");
+                Err(Error::aborted("the pipe is not reading"))
+            }
+            Err(PushError::Closed(_)) => Err(Error::aborted("the pipe is closed")),
+        }
+    }
+
+    /// Answers flow `id` with an error, and logs it.
+    pub(crate) fn send_error(&self, id: u64, err: &Error) {
+        self.shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+        log::info!("pipe {}: flow {id}: {err}", self.id);
+        let _ = self.send(id, OutType::Error, &err.to_json());
+    }
+
+    /// Ends a request of JavaScript's with `result`.
+    pub(crate) fn finish_request(&self, id: u64, result: Result<Value, Error>) {
+        self.remove_flow(id);
+        match result {
+            Ok(v) => {
+                let _ = self.send(id, OutType::Final, &v);
+            }
+            Err(e) => self.send_error(id, &e),
+        }
+    }
+
+    fn on_text(self: &Arc<Self>, text: &str) {
+        let m = match protocol::parse_envelope(text) {
+            Ok(m) => m,
+            Err((id, e)) => return self.send_error(id, &e),
+        };
+        if m.kind.is_request() {
+            return self.on_request(m);
+        }
+        match m.kind {
+            InType::StreamValue => self.on_item(m.id, m.data.unwrap_or(Value::Null)),
+            InType::StreamClose => self.on_stream_close(m.id),
+            InType::Cancel => self.on_cancel(m.id),
+            InType::LookupResponse | InType::AuthResponse | InType::ServerResponse => {
+                self.on_reply(m)
+            }
+            _ => self.send_error(m.id, &Error::bad_protocol("unexpected message type")),
+        }
+    }
+
+    fn on_request(self: &Arc<Self>, m: Incoming) {
+        let id = m.id;
+        if id.is_multiple_of(2) {
+            return self.send_error(
+                id,
+                &Error::bad_arg(format!(
+                    "flow id {id} is even; JavaScript's flows use odd ids"
+                )),
+            );
+        }
+        {
+            let mut flows = self.flows();
+            if flows.contains_key(&id) {
+                drop(flows);
+                return self.send_error(id, &Error::bad_arg(format!("flow id {id} is in use")));
+            }
+            let flow = match m.kind {
+                InType::Call => Flow::Call(CallFlow {
+                    state: CallState::Starting,
+                    buffered: VecDeque::new(),
+                    cancelled: false,
+                }),
+                _ => Flow::Request,
+            };
+            flows.insert(id, flow);
+        }
+        let pipe = self.clone();
+        let job = Box::new(move || crate::wsprd::controller::handle(&pipe, m));
+        if self.shared.workers.execute(job).is_err() {
+            self.remove_flow(id);
+            self.send_error(
+                id,
+                &Error::internal("the daemon is overloaded: every worker is busy"),
+            );
+        }
+    }
+
+    fn on_item(&self, id: u64, value: Value) {
+        let mut flows = self.flows();
+        match flows.get_mut(&id) {
+            Some(Flow::Call(c)) => match &c.state {
+                CallState::Direct(h) => {
+                    let h = h.clone();
+                    drop(flows);
+                    if let Err(e) = h.offer(&value) {
+                        h.end(e);
+                    }
+                }
+                _ if c.buffered.len() >= MAX_BUFFERED_ITEMS => {
+                    drop(flows);
+                    log::warn!(
+                        "pipe {}: flow {id}: too many stream items before the call started",
+                        self.id
+                    );
+                    self.on_cancel(id);
+                }
+                _ => c.buffered.push_back(Buffered::Item(value)),
+            },
+            Some(Flow::ServerRequest { items, done }) => {
+                if let Err(TrySendError::Full(_)) = items.try_send(JsItem::Item(value)) {
+                    let _ = done.try_send(Err(Error::aborted(format!(
+                        "JavaScript streamed more than {MAX_BUFFERED_ITEMS} items ahead of the caller"
+                    ))));
+                }
+            }
+            _ => {
+                drop(flows);
+                log::debug!("pipe {}: stream item on unknown flow {id} ignored", self.id);
+            }
+        }
+    }
+
+    fn on_stream_close(&self, id: u64) {
+        let mut flows = self.flows();
+        match flows.get_mut(&id) {
+            Some(Flow::Call(c)) => match &c.state {
+                CallState::Direct(h) => {
+                    let h = h.clone();
+                    drop(flows);
+                    let _ = h.close_send();
+                }
+                _ => c.buffered.push_back(Buffered::Close),
+            },
+            Some(Flow::ServerRequest { items, .. }) => {
+                let _ = items.try_send(JsItem::Close);
+            }
+            _ => log::debug!(
+                "pipe {}: stream close on unknown flow {id} ignored",
+                self.id
+            ),
+        }
+    }
+
+    fn on_cancel(&self, id: u64) {
+        let mut flows = self.flows();
+        match flows.get_mut(&id) {
+            Some(Flow::Call(c)) => match &c.state {
+                CallState::Direct(h) | CallState::Draining(h) => {
+                    let h = h.clone();
+                    drop(flows);
+                    h.cancel();
+                }
+                CallState::Starting => c.cancelled = true,
+            },
+            _ => log::debug!("pipe {}: cancel on unknown flow {id} ignored", self.id),
+        }
+    }
+
+    fn on_reply(&self, m: Incoming) {
+        let id = m.id;
+        let mut flows = self.flows();
+        let matches = matches!(
+            (m.kind, flows.get(&id)),
+            (InType::LookupResponse, Some(Flow::Lookup(_)))
+                | (InType::AuthResponse, Some(Flow::Auth(_)))
+                | (InType::ServerResponse, Some(Flow::ServerRequest { .. }))
+        );
+        if !matches {
+            drop(flows);
+            log::info!(
+                "pipe {}: {:?} on flow {id}, which is not waiting for one; ignored",
+                self.id,
+                m.kind
+            );
+            return;
+        }
+        let flow = flows.remove(&id);
+        drop(flows);
+        let bad = |e: &Error| {
+            self.send_error(id, e);
+            Error::internal(format!("JavaScript's reply cannot be decoded: {}", e.msg()))
+        };
+        match flow {
+            Some(Flow::Lookup(tx)) => {
+                let reply = protocol::data::<protocol::LookupResponse>(m.data, "lookupResponse")
+                    .map_err(|e| bad(&e));
+                let _ = tx.try_send(reply);
+            }
+            Some(Flow::Auth(tx)) => {
+                let reply = protocol::data::<protocol::AuthResponse>(m.data, "authResponse")
+                    .map_err(|e| bad(&e));
+                let _ = tx.try_send(reply);
+            }
+            Some(Flow::ServerRequest { done, .. }) => {
+                let reply = protocol::data::<protocol::ServerResponse>(m.data, "serverResponse")
+                    .map_err(|e| bad(&e))
+                    .and_then(|r| match protocol::js_error(&r.err, ids::UNKNOWN) {
+                        Some(e) => Err(e),
+                        None => Ok(r.results),
+                    });
+                let _ = done.try_send(reply);
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes the websocket with `code` (the pipe thread then cleans up).
+    pub(crate) fn close(&self, code: u16, reason: &str) {
+        self.out.close(code, reason);
+    }
+
+    /// Ends everything the pipe holds: calls are cancelled, waiters see
+    /// their channels disconnect, servers are stopped.
+    fn clean_up(&self) -> usize {
+        self.closed.store(true, Ordering::SeqCst);
+        let flows: Vec<(u64, Flow)> = self.flows().drain().collect();
+        let n = flows.len();
+        for (_, f) in flows {
+            if let Flow::Call(CallFlow {
+                state: CallState::Direct(h) | CallState::Draining(h),
+                ..
+            }) = f
+            {
+                h.cancel();
+            }
+        }
+        let servers: Vec<_> = lock(&self.servers).drain().map(|(_, s)| s).collect();
+        for s in servers {
+            s.stop();
+        }
+        self.client.close();
+        n
+    }
+}
+
+/// Runs a pipe on the calling thread until it closes.
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    id: u64,
+    stream: TcpStream,
+    peer: SocketAddr,
+    origin: Option<String>,
+    leftover: Vec<u8>,
+) {
+    let config = &shared.config;
+    let setup = stream
+        .try_clone()
+        .and_then(|s| WsOut::new(s, config.max_queued_bytes))
+        .and_then(|out| {
+            stream.set_read_timeout(Some(config.keepalive))?;
+            stream.set_write_timeout(Some(config.write_timeout))?;
+            Ok(out)
+        });
+    let out = match setup {
+        Ok(o) => Arc::new(o),
+        Err(e) => {
+            log::warn!("pipe {id} from {peer}: {e}");
+            return;
+        }
+    };
+    let client_config = ClientConfig {
+        write_timeout: config.write_timeout,
+        ..Default::default()
+    };
+    let pipe = Arc::new(Pipe {
+        id,
+        out: out.clone(),
+        shared: shared.clone(),
+        flows: Mutex::new(HashMap::new()),
+        next_flow: AtomicU64::new(2),
+        servers: Mutex::new(HashMap::new()),
+        client: Client::with_config(shared.namespace.clone(), client_config),
+        closed: AtomicBool::new(false),
+    });
+    lock(&shared.pipes).insert(id, pipe.clone());
+    shared.stats.pipes_opened.fetch_add(1, Ordering::Relaxed);
+    log::info!(
+        "pipe {id} opened from {peer} (origin {})",
+        origin.as_deref().unwrap_or("none")
+    );
+    let mut reader = WsReader::new(
+        WsIo { tcp: stream, out },
+        leftover,
+        config.max_message_bytes,
+    );
+    let mut idle = 0;
+    let why = loop {
+        if pipe.out.is_closed() {
+            break "the daemon closed it".to_string();
+        }
+        match reader.read() {
+            Ok(Read_::Text(t)) => {
+                idle = 0;
+                pipe.on_text(&t);
+            }
+            Ok(Read_::Binary) => {
+                idle = 0;
+                pipe.send_error(
+                    0,
+                    &Error::bad_protocol("binary frames carry no messages; send text"),
+                );
+            }
+            Ok(Read_::Alive) => idle = 0,
+            Ok(Read_::Idle) => {
+                idle += 1;
+                if idle > 1 {
+                    pipe.close(1001, "no answer to pings");
+                    break "the peer stopped answering pings".to_string();
+                }
+                let _ = pipe.out.ping();
+            }
+            Ok(Read_::Closed) => {
+                pipe.out.finish("closed by the peer");
+                break "closed by JavaScript".to_string();
+            }
+            Err(ReadFail::TooBig(e)) => {
+                pipe.close(1009, "message too big");
+                break format!("message too big ({e})");
+            }
+            Err(ReadFail::Broken(e)) => {
+                if pipe.out.is_closed() {
+                    break "closed by the daemon".to_string();
+                }
+                pipe.out.finish(&e);
+                break e;
+            }
+        }
+    };
+    let flows = pipe.clean_up();
+    lock(&shared.pipes).remove(&id);
+    log::info!("pipe {id} closed: {why}; {flows} flows ended");
+}
+
+/// How long a pipe may go without a frame before it is pinged.
+pub(crate) const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);

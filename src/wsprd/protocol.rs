@@ -1,0 +1,378 @@
+//! The websocket protocol of the contract (sections 3 to 6): envelopes,
+//! message types, and the typed `data` of each request. Pure: parsing and
+//! encoding only; `pipe` and `controller` act on the results.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::rpc::{MethodSignature, Signature};
+
+/// Message types JavaScript sends (contract section 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InType {
+    /// 0: call a method.
+    Call,
+    /// 1: serve a server under a name.
+    Serve,
+    /// 2: the reply to a ServerRequest.
+    ServerResponse,
+    /// 3: a stream item.
+    StreamValue,
+    /// 4: the end of a stream.
+    StreamClose,
+    /// 5: the signature of a name.
+    Signature,
+    /// 6: stop a server.
+    StopServer,
+    /// 8: bless an identity.
+    BlessIdentity,
+    /// 9: forget an identity.
+    UnlinkIdentity,
+    /// 10: create an identity.
+    CreateIdentity,
+    /// 11: the reply to a DispatcherLookup.
+    LookupResponse,
+    /// 12: the reply to an AuthRequest.
+    AuthResponse,
+    /// 13: a name space operation.
+    Namespace,
+    /// 17: cancel a call.
+    Cancel,
+}
+
+impl InType {
+    /// The type for a number, if it is one.
+    pub fn from_number(n: u64) -> Option<InType> {
+        Some(match n {
+            0 => InType::Call,
+            1 => InType::Serve,
+            2 => InType::ServerResponse,
+            3 => InType::StreamValue,
+            4 => InType::StreamClose,
+            5 => InType::Signature,
+            6 => InType::StopServer,
+            8 => InType::BlessIdentity,
+            9 => InType::UnlinkIdentity,
+            10 => InType::CreateIdentity,
+            11 => InType::LookupResponse,
+            12 => InType::AuthResponse,
+            13 => InType::Namespace,
+            17 => InType::Cancel,
+            _ => return None,
+        })
+    }
+
+    /// Whether this type starts a flow of JavaScript's (odd, unused ids).
+    pub fn is_request(self) -> bool {
+        matches!(
+            self,
+            InType::Call
+                | InType::Serve
+                | InType::Signature
+                | InType::StopServer
+                | InType::BlessIdentity
+                | InType::UnlinkIdentity
+                | InType::CreateIdentity
+                | InType::Namespace
+        )
+    }
+}
+
+/// Message types the daemon sends (contract section 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OutType {
+    /// 0: the last message of a successful flow.
+    Final = 0,
+    /// 1: a stream item.
+    Stream = 1,
+    /// 2: the last message of a failed flow.
+    Error = 2,
+    /// 3: an incoming RPC for a JavaScript object.
+    ServerRequest = 3,
+    /// 4: the end of a stream.
+    StreamClose = 4,
+    /// 5: which object serves (suffix, method)?
+    DispatcherLookup = 5,
+    /// 6: may this caller call?
+    AuthRequest = 6,
+    /// 7: the caller of a ServerRequest went away.
+    Cancel = 7,
+}
+
+/// A parsed envelope from JavaScript.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The flow id.
+    pub id: u64,
+    /// The type.
+    pub kind: InType,
+    /// The data, if present.
+    pub data: Option<Value>,
+}
+
+/// Parses one text frame. On failure, the id to answer on (0 when the
+/// frame has none) and a `BadProtocol` error.
+pub fn parse_envelope(text: &str) -> Result<Incoming, (u64, Error)> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        (
+            0,
+            Error::bad_protocol(format!("the frame is not JSON: {e}")),
+        )
+    })?;
+    let Value::Object(mut map) = value else {
+        return Err((0, Error::bad_protocol("the frame is not a JSON object")));
+    };
+    let id = match map.get("id") {
+        Some(v) => v.as_u64().ok_or_else(|| {
+            (
+                0,
+                Error::bad_protocol(format!("id {v} is not an unsigned integer")),
+            )
+        })?,
+        None => return Err((0, Error::bad_protocol("the frame has no id"))),
+    };
+    let kind = match map.get("type") {
+        Some(v) => match v.as_u64().and_then(InType::from_number) {
+            Some(k) => k,
+            None => return Err((id, Error::bad_protocol(format!("unknown message type {v}")))),
+        },
+        None => return Err((id, Error::bad_protocol("the frame has no type"))),
+    };
+    Ok(Incoming {
+        id,
+        kind,
+        data: map.remove("data").filter(|v| !v.is_null()),
+    })
+}
+
+/// Decodes `data` into `T`; a missing or mistyped field is `BadArg`.
+pub fn data<T: serde::de::DeserializeOwned>(data: Option<Value>, what: &str) -> Result<T, Error> {
+    serde_json::from_value(data.unwrap_or(Value::Null))
+        .map_err(|e| Error::bad_arg(format!("bad {what} data: {e}")))
+}
+
+/// Encodes an outgoing envelope as JSON text.
+pub fn envelope(id: u64, kind: OutType, message: &impl Serialize) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Out<'a, M: Serialize> {
+        id: u64,
+        #[serde(rename = "type")]
+        kind: u8,
+        message: &'a M,
+    }
+    // Serializing plain data into a Vec cannot fail.
+    serde_json::to_vec(&Out {
+        id,
+        kind: kind as u8,
+        message,
+    })
+    .unwrap_or_default()
+}
+
+/// `data` of a call (0).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallRequest {
+    /// The name to call.
+    pub name: String,
+    /// The method, lowerCamelCase.
+    pub method: String,
+    /// The arguments.
+    #[serde(default)]
+    pub in_args: Vec<Value>,
+    /// Results plus the error slot (informational).
+    #[serde(default)]
+    pub num_out_args: Option<u32>,
+    /// Whether the method streams.
+    #[serde(default)]
+    pub is_streaming: bool,
+    /// Milliseconds; absent or 0: no deadline.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+}
+
+/// `data` of serve (1).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServeRequest {
+    /// The name to mount the server under.
+    pub name: String,
+    /// JavaScript's number for the server.
+    pub server_id: u64,
+}
+
+/// `data` of serverResponse (2).
+#[derive(Debug, Deserialize)]
+pub struct ServerResponse {
+    /// The results.
+    #[serde(default)]
+    pub results: Vec<Value>,
+    /// An error value, or null.
+    #[serde(default)]
+    pub err: Option<Value>,
+}
+
+/// `data` of signature (5).
+#[derive(Debug, Deserialize)]
+pub struct SignatureRequest {
+    /// The name.
+    pub name: String,
+}
+
+/// `data` of lookupResponse (11).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LookupResponse {
+    /// The JavaScript object; negative: no such object.
+    #[serde(default)]
+    pub handle: Option<i64>,
+    /// Whether JavaScript authorizes calls itself.
+    #[serde(default)]
+    pub has_authorizer: bool,
+    /// The object's signature, lowerCamelCase.
+    #[serde(default)]
+    pub signature: Option<Signature>,
+    /// An error value, or null.
+    #[serde(default)]
+    pub err: Option<Value>,
+    /// Whether the reply may be reused for the same suffix and method.
+    #[serde(default)]
+    pub cacheable: bool,
+}
+
+/// `data` of authResponse (12).
+#[derive(Debug, Deserialize)]
+pub struct AuthResponse {
+    /// An error value, or null to allow.
+    #[serde(default)]
+    pub err: Option<Value>,
+}
+
+/// `data` of namespace (13).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "method", rename_all = "camelCase")]
+pub enum NamespaceRequest {
+    /// Names matching a pattern.
+    Glob {
+        /// The pattern.
+        pattern: String,
+    },
+    /// Mount a server under a name.
+    Mount {
+        /// The name.
+        name: String,
+        /// The server's rooted name or endpoint.
+        server: String,
+        /// Seconds (default 60).
+        #[serde(default)]
+        ttl: Option<f64>,
+    },
+    /// Unmount a server from a name.
+    Unmount {
+        /// The name.
+        name: String,
+        /// The server (empty: all).
+        #[serde(default)]
+        server: String,
+    },
+    /// What a name resolves to.
+    Resolve {
+        /// The name.
+        name: String,
+    },
+}
+
+/// An error value from JavaScript (`err`), if it says there is one. A
+/// value with no id keeps `default_id`.
+pub fn js_error(err: &Option<Value>, default_id: &str) -> Option<Error> {
+    let v = err.as_ref().filter(|v| !v.is_null())?;
+    let has_id = v.as_object().is_some_and(|m| {
+        m.get("id")
+            .or_else(|| m.get("iD"))
+            .is_some_and(|i| i.is_string())
+    });
+    let e = Error::from_json(v).unwrap_or_else(|| Error::unknown(v.to_string()));
+    Some(if has_id {
+        e
+    } else {
+        Error::new(default_id, e.msg())
+    })
+}
+
+/// A signature with its method names' first letters changed by `f`.
+pub fn rename_methods(sig: &Signature, f: fn(&str) -> String) -> Signature {
+    sig.iter()
+        .map(|(k, v)| (f(k), v.clone()))
+        .collect::<std::collections::BTreeMap<String, MethodSignature>>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ids;
+    use serde_json::json;
+
+    #[test]
+    fn envelopes() {
+        let m = parse_envelope(r#"{"id": 3, "type": 0, "data": {"name": "a"}}"#).unwrap();
+        assert_eq!((m.id, m.kind), (3, InType::Call));
+        assert!(m.data.is_some());
+        let m = parse_envelope(r#"{"id": 4, "type": 4}"#).unwrap();
+        assert!(m.data.is_none());
+        for (text, id) in [
+            ("nope", 0),
+            ("[1]", 0),
+            (r#"{"type": 0}"#, 0),
+            (r#"{"id": -1, "type": 0}"#, 0),
+            (r#"{"id": 5, "type": 99}"#, 5),
+            (r#"{"id": 5, "type": "0"}"#, 5),
+            (r#"{"id": 5}"#, 5),
+        ] {
+            let (got, e) = parse_envelope(text).unwrap_err();
+            assert_eq!(got, id, "{text}");
+            assert_eq!(e.id(), ids::BAD_PROTOCOL, "{text}");
+        }
+    }
+
+    #[test]
+    fn typed_data() {
+        let c: CallRequest = data(
+            Some(json!({"name": "a", "method": "add", "inArgs": [1, 2], "numOutArgs": 2, "timeout": 50})),
+            "call",
+        )
+        .unwrap();
+        assert_eq!(c.in_args.len(), 2);
+        assert_eq!(c.timeout, Some(50.0));
+        let e = data::<CallRequest>(Some(json!({"method": "add"})), "call").unwrap_err();
+        assert_eq!(e.id(), ids::BAD_ARG);
+        assert!(e.msg().contains("name"), "{e}");
+        let e = data::<ServeRequest>(Some(json!({"name": 1, "serverId": 1})), "serve").unwrap_err();
+        assert_eq!(e.id(), ids::BAD_ARG);
+        let n: NamespaceRequest =
+            data(Some(json!({"method": "glob", "pattern": "*"})), "namespace").unwrap();
+        assert!(matches!(n, NamespaceRequest::Glob { .. }));
+        assert!(data::<NamespaceRequest>(Some(json!({"method": "dance"})), "namespace").is_err());
+    }
+
+    #[test]
+    fn js_errors_keep_their_ids() {
+        let e = js_error(&Some(json!({"id": "app.Err", "msg": "x"})), ids::NO_ACCESS).unwrap();
+        assert_eq!(e.id(), "app.Err");
+        let e = js_error(&Some(json!({"message": "no"})), ids::NO_ACCESS).unwrap();
+        assert_eq!(e.id(), ids::NO_ACCESS);
+        assert_eq!(e.msg(), "no");
+        assert!(js_error(&Some(Value::Null), ids::NO_ACCESS).is_none());
+        assert!(js_error(&None, ids::NO_ACCESS).is_none());
+    }
+
+    #[test]
+    fn out_envelope() {
+        let b = envelope(7, OutType::Final, &json!([5]));
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            r#"{"id":7,"type":0,"message":[5]}"#
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! A websocket client that plays JavaScript against a daemon.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tungstenite::{Message, WebSocket};
+
+pub const FINAL: u64 = 0;
+pub const STREAM: u64 = 1;
+pub const ERROR: u64 = 2;
+pub const SERVER_REQUEST: u64 = 3;
+pub const STREAM_CLOSE: u64 = 4;
+pub const LOOKUP: u64 = 5;
+pub const AUTH_REQUEST: u64 = 6;
+pub const CANCEL: u64 = 7;
+
+/// One message from the daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Msg {
+    pub id: u64,
+    pub kind: u64,
+    pub message: Value,
+}
+
+pub struct Js {
+    pub ws: WebSocket<TcpStream>,
+    next: u64,
+}
+
+/// A daemon started in this process with `f` applied to its config.
+pub fn daemon(f: impl FnOnce(&mut wspr::wsprd::Config)) -> wspr::wsprd::Daemon {
+    let mut c = wspr::wsprd::Config::default();
+    c.listen = "127.0.0.1:0".into();
+    f(&mut c);
+    wspr::wsprd::Daemon::spawn(c).expect("daemon")
+}
+
+impl Js {
+    pub fn connect(addr: SocketAddr) -> Js {
+        Self::connect_with(addr, None).expect("websocket")
+    }
+
+    pub fn connect_with(addr: SocketAddr, origin: Option<&str>) -> Result<Js, tungstenite::Error> {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut req =
+            tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}/ws"))
+                .unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("Origin", o.parse().unwrap());
+        }
+        let (ws, _) = tungstenite::client(req, stream).map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => e,
+            tungstenite::HandshakeError::Interrupted(_) => unreachable!(),
+        })?;
+        Ok(Js { ws, next: 1 })
+    }
+
+    /// The next odd flow id.
+    pub fn id(&mut self) -> u64 {
+        let id = self.next;
+        self.next += 2;
+        id
+    }
+
+    pub fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).unwrap();
+    }
+
+    pub fn send(&mut self, id: u64, kind: u64, data: Value) {
+        let mut m = json!({"id": id, "type": kind});
+        if !data.is_null() {
+            m["data"] = data;
+        }
+        self.send_raw(&m.to_string());
+    }
+
+    /// The next message, within `limit`; None if none came.
+    pub fn try_recv(&mut self, limit: Duration) -> Option<Msg> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.ws.get_ref().set_read_timeout(Some(left)).unwrap();
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("daemon sent JSON");
+                    return Some(Msg {
+                        id: v["id"].as_u64().expect("id"),
+                        kind: v["type"].as_u64().expect("type"),
+                        message: v["message"].clone(),
+                    });
+                }
+                Ok(Message::Close(_)) => return None,
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next message (within 10 s, or the test fails).
+    pub fn recv(&mut self) -> Msg {
+        self.try_recv(Duration::from_secs(10))
+            .expect("a message from the daemon")
+    }
+
+    /// Starts a call; returns its id.
+    pub fn call(&mut self, name: &str, method: &str, args: Value, streaming: bool) -> u64 {
+        let id = self.id();
+        self.send(
+            id,
+            0,
+            json!({"name": name, "method": method, "inArgs": args, "numOutArgs": 2, "isStreaming": streaming}),
+        );
+        id
+    }
+
+    /// Serves `server_id` under `name`; returns the endpoint.
+    pub fn serve(&mut self, name: &str, server_id: u64) -> String {
+        let id = self.id();
+        self.send(id, 1, json!({"name": name, "serverId": server_id}));
+        let m = self.recv();
+        assert_eq!((m.id, m.kind), (id, FINAL), "serve failed: {m:?}");
+        m.message.as_str().expect("endpoint").to_string()
+    }
+
+    /// Answers a lookup with a handle and signature.
+    pub fn answer_lookup(&mut self, id: u64, handle: i64, signature: Value, cacheable: bool) {
+        self.send(
+            id,
+            11,
+            json!({"handle": handle, "hasAuthorizer": false, "signature": signature, "cacheable": cacheable}),
+        );
+    }
+}
+
+/// The signature of the adder that the tests serve from "JavaScript".
+pub fn adder_signature() -> Value {
+    json!({
+        "add": {"inArgs": ["a", "b"], "numOutArgs": 2, "isStreaming": false},
+        "divide": {"inArgs": ["a", "b"], "numOutArgs": 2, "isStreaming": false},
+        "streamingAdd": {"inArgs": [], "numOutArgs": 2, "isStreaming": true},
+        "echoStream": {"inArgs": [], "numOutArgs": 2, "isStreaming": true},
+    })
+}
