@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 /// A unit of work.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -53,8 +53,8 @@ impl PoolConfig {
 struct State {
     tx: Option<Sender<Job>>,
     threads: usize,
+    /// Threads blocked waiting for a job.
     idle: usize,
-    queued: usize,
     next_id: usize,
     handles: HashMap<usize, JoinHandle<()>>,
     retired: Vec<usize>,
@@ -86,7 +86,6 @@ impl Pool {
                     tx: Some(tx),
                     threads: 0,
                     idle: 0,
-                    queued: 0,
                     next_id: 0,
                     handles: HashMap::new(),
                     retired: Vec::new(),
@@ -119,8 +118,9 @@ impl Pool {
         let Some(tx) = st.tx.clone() else {
             return Err(job);
         };
-        if st.idle > 0 {
-            st.idle -= 1;
+        let waiting = self.inner.rx.len();
+        if st.idle > waiting {
+            // An idle thread will take it.
             return tx.send(job).map_err(|e| e.into_inner());
         }
         if st.threads < self.inner.config.max_threads {
@@ -151,8 +151,7 @@ impl Pool {
                 }
             };
         }
-        if st.queued < self.inner.config.max_queued {
-            st.queued += 1;
+        if waiting < self.inner.config.max_queued {
             return tx.send(job).map_err(|e| e.into_inner());
         }
         Err(job)
@@ -187,53 +186,28 @@ fn worker(inner: Arc<Inner>, id: usize, first: Option<Job>) {
         run(job);
     }
     loop {
-        // Take queued work first; only then count ourselves idle, all
-        // under the lock so that `place` sees a consistent picture.
+        // Each thread counts itself idle only around its own wait, so the
+        // count never runs below zero whoever takes which job.
+        pool.lock().idle += 1;
+        let got = pool.inner.rx.recv_timeout(pool.inner.config.idle_timeout);
         let mut st = pool.lock();
-        match pool.inner.rx.try_recv() {
+        st.idle -= 1;
+        match got {
             Ok(job) => {
-                st.queued = st.queued.saturating_sub(1);
                 drop(st);
                 run(job);
-                continue;
             }
-            Err(TryRecvError::Disconnected) => {
-                st.threads -= 1;
-                return;
-            }
-            Err(TryRecvError::Empty) => {}
-        }
-        if st.tx.is_none() {
-            st.threads -= 1;
-            return;
-        }
-        st.idle += 1;
-        drop(st);
-        match pool.inner.rx.recv_timeout(pool.inner.config.idle_timeout) {
-            Ok(job) => run(job),
-            Err(RecvTimeoutError::Disconnected) => {
-                let mut st = pool.lock();
-                st.idle = st.idle.saturating_sub(1);
-                st.threads -= 1;
-                return;
-            }
+            Err(RecvTimeoutError::Timeout) if !pool.inner.rx.is_empty() => {}
             Err(RecvTimeoutError::Timeout) => {
-                let mut st = pool.lock();
-                match pool.inner.rx.try_recv() {
-                    // Sent to us as an idle thread just as we timed out.
-                    Ok(job) => {
-                        drop(st);
-                        run(job);
-                    }
-                    Err(_) => {
-                        st.idle -= 1;
-                        st.threads -= 1;
-                        if st.tx.is_some() {
-                            st.retired.push(id);
-                        }
-                        return;
-                    }
+                st.threads -= 1;
+                if st.tx.is_some() {
+                    st.retired.push(id);
                 }
+                return;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                st.threads -= 1;
+                return;
             }
         }
     }

@@ -44,15 +44,19 @@ fn stopping_and_dropping_leave_no_threads() {
         call.send(json!(1)).unwrap();
         assert_eq!(call.recv().unwrap(), Some(json!(1)));
         call.cancel();
-        let timed = client
+        let mut timed = client
             .start_call(
                 "demo/adder",
                 "StreamingAdd",
                 vec![],
-                CallOptions::timeout(Duration::from_millis(50)),
+                CallOptions::timeout(Duration::from_millis(200)),
             )
             .unwrap();
-        assert!(timed.finish().is_err());
+        timed.send(json!(1)).unwrap();
+        assert_eq!(timed.recv().unwrap(), Some(json!(1)));
+        // The server waits for more items, the caller for more totals.
+        let err = timed.recv().unwrap_err();
+        assert_eq!(err.id(), wspr::error::ids::TIMEOUT);
         // A call left open when everything stops.
         let open = client
             .start_call("demo/adder", "StreamingAdd", vec![], CallOptions::default())

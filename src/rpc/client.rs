@@ -160,6 +160,7 @@ struct ClientFlow {
     credit: Credit,
     pending: VecDeque<Pending>,
     pending_bytes: usize,
+    send_closed: bool,
     /// A blocked sender waiting for credit.
     waiter: Option<Sender<()>>,
     timer: Option<TimerId>,
@@ -192,6 +193,7 @@ impl ClientConn {
                 credit: Credit::new(self.config.stream_window),
                 pending: VecDeque::new(),
                 pending_bytes: 0,
+                send_closed: false,
                 waiter: None,
                 timer: None,
             },
@@ -750,6 +752,11 @@ impl CallHandle {
                 let Some(f) = flows.get_mut(&self.flow) else {
                     return Err(Error::aborted("the call has ended"));
                 };
+                if f.send_closed {
+                    return Err(Error::bad_arg(
+                        "the stream was closed; nothing more can be sent",
+                    ));
+                }
                 if f.pending.is_empty() && f.credit.can_send(size) {
                     f.credit.take_send(size);
                     drop(flows);
@@ -785,6 +792,11 @@ impl CallHandle {
         let Some(f) = flows.get_mut(&self.flow) else {
             return Err(Error::aborted("the call has ended"));
         };
+        if f.send_closed {
+            return Err(Error::bad_arg(
+                "the stream was closed; nothing more can be sent",
+            ));
+        }
         if f.pending.is_empty() && f.credit.can_send(size) {
             f.credit.take_send(size);
             drop(flows);
@@ -811,6 +823,9 @@ impl CallHandle {
         let Some(f) = flows.get_mut(&self.flow) else {
             return Ok(());
         };
+        if std::mem::replace(&mut f.send_closed, true) {
+            return Ok(());
+        }
         if !f.pending.is_empty() {
             f.pending.push_back(Pending::Close(buf));
             return Ok(());
@@ -910,8 +925,12 @@ impl Call {
         }
     }
 
-    /// Waits for the call's results, dropping any items not yet received.
+    /// Closes the caller's stream (if still open), then waits for the
+    /// call's results, dropping any items not yet received.
     pub fn finish(mut self) -> Result<Vec<Value>> {
+        if self.result.is_none() {
+            let _ = self.handle.close_send();
+        }
         loop {
             if let Some(r) = self.result.take() {
                 return r;

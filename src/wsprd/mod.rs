@@ -81,6 +81,8 @@ pub struct Config {
     pub max_pipes: usize,
     /// TTL of the names servers mount. Default 60 s.
     pub mount_ttl: Duration,
+    /// Idle worker and call threads retire after this. Default 10 s.
+    pub idle_thread_timeout: Duration,
 }
 
 impl Default for Config {
@@ -101,6 +103,7 @@ impl Default for Config {
             max_queued_bytes: 16 << 20,
             max_pipes: 4096,
             mount_ttl: Duration::from_secs(60),
+            idle_thread_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -212,6 +215,10 @@ impl Daemon {
         let server_config = ServerConfig {
             mount_ttl: config.mount_ttl,
             write_timeout: config.write_timeout,
+            pool: PoolConfig {
+                idle_timeout: config.idle_thread_timeout,
+                ..PoolConfig::default()
+            },
             ..Default::default()
         };
         let mount_table = if config.namespace_roots.is_empty() {
@@ -235,8 +242,12 @@ impl Daemon {
         } else {
             None
         };
-        let mut pool = PoolConfig::with_threads(config.workers);
-        pool.max_queued = 4096;
+        let pool = PoolConfig {
+            max_threads: config.workers,
+            max_queued: 4096,
+            idle_timeout: config.idle_thread_timeout,
+            ..PoolConfig::default()
+        };
         let shared = Arc::new(Shared {
             workers: Pool::new("wsprd-worker", pool),
             namespace,

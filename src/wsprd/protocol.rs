@@ -149,8 +149,14 @@ pub fn parse_envelope(text: &str) -> Result<Incoming, (u64, Error)> {
 
 /// Decodes `data` into `T`; a missing or mistyped field is `BadArg`.
 pub fn data<T: serde::de::DeserializeOwned>(data: Option<Value>, what: &str) -> Result<T, Error> {
-    serde_json::from_value(data.unwrap_or(Value::Null))
-        .map_err(|e| Error::bad_arg(format!("bad {what} data: {e}")))
+    serde_path_to_error::deserialize(data.unwrap_or(Value::Null)).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            Error::bad_arg(format!("bad {what} data: {}", e.inner()))
+        } else {
+            Error::bad_arg(format!("bad {what} data: {path}: {}", e.inner()))
+        }
+    })
 }
 
 /// Encodes an outgoing envelope as JSON text.
