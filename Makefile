@@ -21,7 +21,7 @@ test-rust:
 	$(CARGO) test --doc
 
 bench:
-	$(CARGO) bench --bench rpc
+	$(CARGO) bench --bench rpc --bench wsprd
 
 lint:
 	$(CARGO) fmt --all -- --check

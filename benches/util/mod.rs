@@ -118,3 +118,57 @@ pub fn iters(n: usize) -> usize {
         .unwrap_or(1.0);
     ((n as f64 * scale) as usize).max(64)
 }
+
+/// Runs several sequential scenarios in interleaved rounds, so that each
+/// sees the machine in the same states (this VM's wakeup latency drifts).
+pub fn interleaved(rounds: usize, n: usize, scenarios: &mut [(&str, &mut dyn FnMut())]) -> Vec<Row> {
+    let per = (n / rounds).max(1);
+    let mut samples: Vec<Vec<Duration>> = scenarios.iter().map(|_| Vec::with_capacity(n)).collect();
+    let mut walls = vec![Duration::ZERO; scenarios.len()];
+    for (_, f) in scenarios.iter_mut() {
+        for _ in 0..200 {
+            f();
+        }
+    }
+    for _ in 0..rounds {
+        for (i, (_, f)) in scenarios.iter_mut().enumerate() {
+            let start = Instant::now();
+            for _ in 0..per {
+                let t = Instant::now();
+                f();
+                samples[i].push(t.elapsed());
+            }
+            walls[i] += start.elapsed();
+        }
+    }
+    scenarios
+        .iter()
+        .zip(samples)
+        .zip(walls)
+        .map(|(((name, _), s), w)| Row::from_samples(name, s, w))
+        .collect()
+}
+
+/// A process's resident set size, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A process's CPU time (user + system), seconds.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 here.
+    (ticks(11) + ticks(12)) / 100.0
+}

@@ -1,0 +1,275 @@
+//! `make bench`, daemon part. Runs `wsprd serve` as a separate process and
+//! measures, in one run:
+//! - a loopback websocket echo round trip (the floor);
+//! - JavaScript calling a native object;
+//! - a native caller calling a JavaScript-served object, lookup uncached
+//!   and cacheable;
+//! - JavaScript calling JavaScript through the daemon;
+//!
+//! each sequential and with 64 in flight; then the daemon's RSS idle and
+//! with 1,000 idle pipes, and its CPU time per call. "JavaScript" is a
+//! small Rust websocket client that answers lookups and requests at once.
+
+mod util;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tungstenite::{Message, WebSocket};
+use util::*;
+use wspr::rpc::{CallOptions, Client, Namespace};
+
+type Ws = WebSocket<TcpStream>;
+
+fn ws_connect(addr: SocketAddr, path: &str) -> Ws {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let (ws, _) = tungstenite::client(format!("ws://{addr}{path}"), s).unwrap();
+    ws
+}
+
+fn read_json(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().unwrap() {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(_) => panic!("closed"),
+            _ => {}
+        }
+    }
+}
+
+fn send_json(ws: &mut Ws, v: &Value) {
+    ws.send(Message::text(v.to_string())).unwrap();
+}
+
+/// A websocket echo server on loopback (the floor).
+fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                s.set_nodelay(true).unwrap();
+                let mut ws = tungstenite::accept(s).unwrap();
+                while let Ok(m) = ws.read() {
+                    if m.is_text() && ws.send(m).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    root: String,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wsprd"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--demo", "--log-level", "warn"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let addr = first.rsplit("http://").next().unwrap().parse().unwrap();
+        let root = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
+        Daemon { child, addr, root }
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A "JavaScript" server: serves `name`, answers every lookup (cacheable
+/// or not) and every request at once, on its own thread.
+fn js_server(addr: SocketAddr, name: &str, cacheable: bool) {
+    let mut ws = ws_connect(addr, "/ws");
+    send_json(&mut ws, &json!({"id": 1, "type": 1, "data": {"name": name, "serverId": 1}}));
+    let m = read_json(&mut ws);
+    assert_eq!(m["type"], 0, "serve: {m}");
+    std::thread::spawn(move || {
+        let sig = json!({"add": {"inArgs": ["a", "b"], "numOutArgs": 2, "isStreaming": false}});
+        while let Ok(Message::Text(t)) = ws.read() {
+            let m: Value = serde_json::from_str(t.as_str()).unwrap();
+            let id = &m["id"];
+            match m["type"].as_u64() {
+                Some(5) => send_json(
+                    &mut ws,
+                    &json!({"id": id, "type": 11, "data": {"handle": 1, "signature": sig, "cacheable": cacheable}}),
+                ),
+                Some(3) => {
+                    let a = &m["message"]["args"];
+                    let sum = a[0].as_i64().unwrap_or(0) + a[1].as_i64().unwrap_or(0);
+                    send_json(&mut ws, &json!({"id": id, "type": 2, "data": {"results": [sum], "err": null}}));
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+/// A "JavaScript" caller over one pipe with up to `depth` calls in flight.
+struct JsCaller {
+    ws: Ws,
+    next: u64,
+}
+
+impl JsCaller {
+    fn new(addr: SocketAddr) -> JsCaller {
+        JsCaller { ws: ws_connect(addr, "/ws"), next: 1 }
+    }
+    fn start(&mut self, name: &str) -> u64 {
+        let id = self.next;
+        self.next += 2;
+        send_json(
+            &mut self.ws,
+            &json!({"id": id, "type": 0, "data": {"name": name, "method": "add", "inArgs": [2, 3], "numOutArgs": 2}}),
+        );
+        id
+    }
+    fn one(&mut self, name: &str) {
+        let id = self.start(name);
+        let m = read_json(&mut self.ws);
+        assert_eq!((m["id"].as_u64(), m["type"].as_u64()), (Some(id), Some(0)), "{m}");
+    }
+    /// `n` calls with `depth` in flight on this one pipe.
+    fn pipelined(&mut self, label: &str, name: &str, depth: usize, n: usize) -> Row {
+        let mut started: HashMap<u64, Instant> = HashMap::new();
+        let mut samples = Vec::with_capacity(n);
+        let begin = Instant::now();
+        let mut sent = 0;
+        while sent < depth.min(n) {
+            let id = self.start(name);
+            started.insert(id, Instant::now());
+            sent += 1;
+        }
+        while samples.len() < n {
+            let m = read_json(&mut self.ws);
+            let id = m["id"].as_u64().unwrap();
+            assert_eq!(m["type"], 0, "{m}");
+            samples.push(started.remove(&id).unwrap().elapsed());
+            if sent < n {
+                let id = self.start(name);
+                started.insert(id, Instant::now());
+                sent += 1;
+            }
+        }
+        Row::from_samples(label, samples, begin.elapsed())
+    }
+}
+
+fn main() {
+    let n = iters(20_000);
+    let d = Daemon::start();
+    let rss_idle = rss_kib(d.pid());
+    js_server(d.addr, "bench/uncached", false);
+    js_server(d.addr, "bench/cached", true);
+    let client = Client::new(Namespace::new(vec![d.root.clone()]));
+    let native = |name: &str| {
+        let r = client
+            .call(name, "Add", vec![json!(2), json!(3)], CallOptions::default())
+            .unwrap();
+        assert_eq!(r, vec![json!(5)]);
+    };
+
+    let echo_addr = echo_server();
+    let mut echo = ws_connect(echo_addr, "/");
+    let payload = json!({"id": 1, "type": 0, "data": {"name": "demo/adder", "method": "add", "inArgs": [2, 3], "numOutArgs": 2}}).to_string();
+    let mut echo_once = || {
+        echo.send(Message::text(payload.clone())).unwrap();
+        let _ = echo.read().unwrap();
+    };
+    let mut js_native = JsCaller::new(d.addr);
+    let mut js_js = JsCaller::new(d.addr);
+    let cpu0 = cpu_secs(d.pid());
+    let mut seq_native = || js_native.one("demo/adder");
+    let mut seq_cached = || native("bench/cached");
+    let mut seq_uncached = || native("bench/uncached");
+    let mut seq_js_js = || js_js.one("bench/cached");
+    let mut rows = interleaved(
+        10,
+        n,
+        &mut [
+            ("websocket echo (floor)", &mut echo_once),
+            ("JS -> native, sequential", &mut seq_native),
+            ("native -> JS cacheable, sequential", &mut seq_cached),
+            ("native -> JS uncached, sequential", &mut seq_uncached),
+            ("JS -> JS (cacheable), sequential", &mut seq_js_js),
+        ],
+    );
+    let cpu1 = cpu_secs(d.pid());
+    // Calls through the daemon in that run: 4 scenarios.
+    let daemon_calls = (rows.len() - 1) as f64 * (n + 200) as f64;
+    let cpu_per_call_us = (cpu1 - cpu0) / daemon_calls * 1e6;
+
+    let mut js_native = JsCaller::new(d.addr);
+    rows.push(js_native.pipelined("JS -> native, 64 in flight", "demo/adder", 64, n));
+    rows.push(concurrent("native -> JS cacheable, 64 in flight", 64, n, || native("bench/cached")));
+    rows.push(concurrent("native -> JS uncached, 64 in flight", 64, n, || native("bench/uncached")));
+    let mut js_js = JsCaller::new(d.addr);
+    rows.push(js_js.pipelined("JS -> JS (cacheable), 64 in flight", "bench/cached", 64, n));
+    print_table("wsprd (daemon in its own process, loopback)", &rows, "websocket echo (floor)");
+
+    // Memory: idle, then with 1,000 idle pipes.
+    let mut idle = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        idle.push(ws_connect(d.addr, "/ws"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h: Value = {
+            let mut s = TcpStream::connect(d.addr).unwrap();
+            use std::io::{Read, Write};
+            write!(s, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("{}")).unwrap_or(json!({}))
+        };
+        if h["pipes"].as_u64() >= Some(1002) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rss_1000 = rss_kib(d.pid());
+    let floor = rows[0].p50_us;
+    let find = |name: &str| rows.iter().find(|r| r.name == name).unwrap();
+    println!(
+        "native -> JS cacheable p50 / floor = {:.2} (target <= 2); uncached = {:.2} (target <= 3)",
+        find("native -> JS cacheable, sequential").p50_us / floor,
+        find("native -> JS uncached, sequential").p50_us / floor
+    );
+    println!("daemon CPU per call: {cpu_per_call_us:.1} µs (target <= 30)");
+    println!(
+        "daemon RSS: {:.1} MiB idle (target <= 8), {:.1} MiB with 1,000 idle pipes (target <= 64)",
+        rss_idle as f64 / 1024.0,
+        rss_1000 as f64 / 1024.0
+    );
+    write_json(
+        "wsprd.json",
+        &rows,
+        &[
+            ("daemon_cpu_us_per_call", format!("{cpu_per_call_us:.2}")),
+            ("rss_idle_kib", rss_idle.to_string()),
+            ("rss_1000_pipes_kib", rss_1000.to_string()),
+        ],
+    );
+    drop(idle);
+}
