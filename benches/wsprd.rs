@@ -75,7 +75,14 @@ struct Daemon {
 impl Daemon {
     fn start() -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wsprd"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--demo", "--log-level", "warn"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--demo",
+                "--log-level",
+                "warn",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -83,7 +90,14 @@ impl Daemon {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().unwrap().unwrap();
         let addr = first.rsplit("http://").next().unwrap().parse().unwrap();
-        let root = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
+        let root = lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string();
         Daemon { child, addr, root }
     }
     fn pid(&self) -> u32 {
@@ -102,7 +116,10 @@ impl Drop for Daemon {
 /// or not) and every request at once, on its own thread.
 fn js_server(addr: SocketAddr, name: &str, cacheable: bool) {
     let mut ws = ws_connect(addr, "/ws");
-    send_json(&mut ws, &json!({"id": 1, "type": 1, "data": {"name": name, "serverId": 1}}));
+    send_json(
+        &mut ws,
+        &json!({"id": 1, "type": 1, "data": {"name": name, "serverId": 1}}),
+    );
     let m = read_json(&mut ws);
     assert_eq!(m["type"], 0, "serve: {m}");
     std::thread::spawn(move || {
@@ -118,7 +135,10 @@ fn js_server(addr: SocketAddr, name: &str, cacheable: bool) {
                 Some(3) => {
                     let a = &m["message"]["args"];
                     let sum = a[0].as_i64().unwrap_or(0) + a[1].as_i64().unwrap_or(0);
-                    send_json(&mut ws, &json!({"id": id, "type": 2, "data": {"results": [sum], "err": null}}));
+                    send_json(
+                        &mut ws,
+                        &json!({"id": id, "type": 2, "data": {"results": [sum], "err": null}}),
+                    );
                 }
                 _ => {}
             }
@@ -134,7 +154,10 @@ struct JsCaller {
 
 impl JsCaller {
     fn new(addr: SocketAddr) -> JsCaller {
-        JsCaller { ws: ws_connect(addr, "/ws"), next: 1 }
+        JsCaller {
+            ws: ws_connect(addr, "/ws"),
+            next: 1,
+        }
     }
     fn start(&mut self, name: &str) -> u64 {
         let id = self.next;
@@ -148,7 +171,11 @@ impl JsCaller {
     fn one(&mut self, name: &str) {
         let id = self.start(name);
         let m = read_json(&mut self.ws);
-        assert_eq!((m["id"].as_u64(), m["type"].as_u64()), (Some(id), Some(0)), "{m}");
+        assert_eq!(
+            (m["id"].as_u64(), m["type"].as_u64()),
+            (Some(id), Some(0)),
+            "{m}"
+        );
     }
     /// `n` calls with `depth` in flight on this one pipe.
     fn pipelined(&mut self, label: &str, name: &str, depth: usize, n: usize) -> Row {
@@ -185,7 +212,12 @@ fn main() {
     let client = Client::new(Namespace::new(vec![d.root.clone()]));
     let native = |name: &str| {
         let r = client
-            .call(name, "Add", vec![json!(2), json!(3)], CallOptions::default())
+            .call(
+                name,
+                "Add",
+                vec![json!(2), json!(3)],
+                CallOptions::default(),
+            )
             .unwrap();
         assert_eq!(r, vec![json!(5)]);
     };
@@ -222,11 +254,25 @@ fn main() {
 
     let mut js_native = JsCaller::new(d.addr);
     rows.push(js_native.pipelined("JS -> native, 64 in flight", "demo/adder", 64, n));
-    rows.push(concurrent("native -> JS cacheable, 64 in flight", 64, n, || native("bench/cached")));
-    rows.push(concurrent("native -> JS uncached, 64 in flight", 64, n, || native("bench/uncached")));
+    rows.push(concurrent(
+        "native -> JS cacheable, 64 in flight",
+        64,
+        n,
+        || native("bench/cached"),
+    ));
+    rows.push(concurrent(
+        "native -> JS uncached, 64 in flight",
+        64,
+        n,
+        || native("bench/uncached"),
+    ));
     let mut js_js = JsCaller::new(d.addr);
     rows.push(js_js.pipelined("JS -> JS (cacheable), 64 in flight", "bench/cached", 64, n));
-    print_table("wsprd (daemon in its own process, loopback)", &rows, "websocket echo (floor)");
+    print_table(
+        "wsprd (daemon in its own process, loopback)",
+        &rows,
+        "websocket echo (floor)",
+    );
 
     // Memory: idle, then with 1,000 idle pipes.
     let mut idle = Vec::with_capacity(1000);

@@ -86,6 +86,7 @@ pub mod naming;
 mod outbox;
 pub mod pool;
 pub mod rpc;
+pub mod security;
 pub mod timer;
 pub mod wsprd;
 

@@ -11,7 +11,8 @@ use crossbeam_channel::{Sender, unbounded};
 use serde_json::{Value, json};
 use wspr::error::ids;
 use wspr::rpc::{
-    CallOptions, Dispatcher, Invoker, Lookup, Server, ServerCall, ServerEvent, Signature,
+    CallOptions, Dispatcher, Invoker, Lookup, RawSession, Server, ServerCall, ServerEvent,
+    Signature,
 };
 use wspr::{Error, Result};
 
@@ -240,32 +241,34 @@ fn bad_bytes_close_one_connection_and_the_server_goes_on() {
     });
     assert_eq!(add(), vec![json!(5)]);
 
-    // A good hello, then a frame that says it is 2 GiB long.
+    // Frames in the clear are not offered: session kind 0 is refused.
     let mut s = raw(&demo);
     s.write_all(&hello(1, rid)).unwrap();
-    let mut reply = [0u8; 15];
-    s.read_exact(&mut reply).unwrap();
-    assert_eq!(reply[6], 0, "status Ok");
-    s.write_all(&0x7fff_ffffu32.to_be_bytes()).unwrap();
-    read_to_close(s);
+    let reply = read_to_close(s);
+    assert_eq!(reply[6], 3, "status BadSession");
+
+    // An authenticated peer sends a frame that says it is 2 GiB long.
+    let principal = client.principal();
+    let mut s = RawSession::connect(demo.endpoint().address(), rid, principal).unwrap();
+    s.send(&0x7fff_ffffu32.to_be_bytes()).unwrap();
+    assert!(s.closed_by_peer(Duration::from_secs(10)));
     wait_until(Duration::from_secs(5), "a logged oversized frame", || {
         logged(&["over the limit"])
     });
 
-    // A good hello, then a frame of an unknown kind.
-    let mut s = raw(&demo);
-    s.write_all(&hello(1, rid)).unwrap();
-    s.read_exact(&mut reply).unwrap();
-    s.write_all(&[0, 0, 0, 9, 200, 0, 0, 0, 0, 0, 0, 0, 1])
-        .unwrap();
-    read_to_close(s);
+    // And a frame of an unknown kind.
+    let mut s = RawSession::connect(demo.endpoint().address(), rid, principal).unwrap();
+    s.send(&[0, 0, 0, 9, 200, 0, 0, 0, 0, 0, 0, 0, 1]).unwrap();
+    assert!(s.closed_by_peer(Duration::from_secs(10)));
     wait_until(Duration::from_secs(5), "a logged unknown frame", || {
         logged(&["unknown frame kind 200"])
     });
 
     // A routing id nobody has.
     let mut s = raw(&demo);
-    s.write_all(&hello(1, rid ^ 0xff00)).unwrap();
+    let mut h = hello(1, rid ^ 0xff00);
+    h[6] = 1;
+    s.write_all(&h).unwrap();
     let reply = read_to_close(s);
     assert_eq!(reply[6], 2, "status NoSuchServer");
 

@@ -121,7 +121,11 @@ pub fn iters(n: usize) -> usize {
 
 /// Runs several sequential scenarios in interleaved rounds, so that each
 /// sees the machine in the same states (this VM's wakeup latency drifts).
-pub fn interleaved(rounds: usize, n: usize, scenarios: &mut [(&str, &mut dyn FnMut())]) -> Vec<Row> {
+pub fn interleaved(
+    rounds: usize,
+    n: usize,
+    scenarios: &mut [(&str, &mut dyn FnMut())],
+) -> Vec<Row> {
     let per = (n / rounds).max(1);
     let mut samples: Vec<Vec<Duration>> = scenarios.iter().map(|_| Vec::with_capacity(n)).collect();
     let mut walls = vec![Duration::ZERO; scenarios.len()];

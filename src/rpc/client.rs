@@ -21,6 +21,7 @@ use crate::naming::{Endpoint, Name};
 use crate::rpc::conn::{self, Credit, FrameReader, ReadError, RemoteIdentity, Writer};
 use crate::rpc::namespace::Namespace;
 use crate::rpc::wire::{self, Frame};
+use crate::security::Principal;
 use crate::timer::{Timer, TimerId};
 
 /// Settings of a [`Client`].
@@ -339,6 +340,7 @@ impl Granter for ClientConn {
 pub(crate) struct ClientInner {
     config: ClientConfig,
     namespace: Arc<Namespace>,
+    principal: Arc<Principal>,
     conns: Mutex<HashMap<(String, u64), Arc<ClientConn>>>,
     timer: OnceLock<Timer>,
 }
@@ -381,17 +383,31 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client resolving names through `namespace`, with default settings.
+    /// A client resolving names through `namespace`, with default settings
+    /// and a new principal of its own (self-blessed `anonymous`, trusted by
+    /// nobody else).
     pub fn new(namespace: Arc<Namespace>) -> Client {
         Client::with_config(namespace, ClientConfig::default())
     }
 
-    /// A client with the given settings (see [`ClientConfig::validate`]).
+    /// Like [`Client::new`], with the given settings.
     pub fn with_config(namespace: Arc<Namespace>, config: ClientConfig) -> Client {
+        let principal = Principal::new_self_blessed("anonymous")
+            .unwrap_or_else(|e| panic!("cannot make a key: {e}"));
+        Client::with_principal(namespace, Arc::new(principal), config)
+    }
+
+    /// A client that authenticates as `principal`.
+    pub fn with_principal(
+        namespace: Arc<Namespace>,
+        principal: Arc<Principal>,
+        config: ClientConfig,
+    ) -> Client {
         Client {
             inner: Arc::new(ClientInner {
                 config,
                 namespace,
+                principal,
                 conns: Mutex::new(HashMap::new()),
                 timer: OnceLock::new(),
             }),
@@ -401,6 +417,11 @@ impl Client {
     /// The name space this client resolves names in.
     pub fn namespace(&self) -> &Arc<Namespace> {
         &self.inner.namespace
+    }
+
+    /// Who the client authenticates as.
+    pub fn principal(&self) -> &Arc<Principal> {
+        &self.inner.principal
     }
 
     /// The client's settings.
@@ -649,6 +670,7 @@ impl Client {
             ep.routing_id(),
             connect_deadline,
             self.inner.config.write_timeout,
+            &self.inner.principal,
         )?;
         let id = conn::next_conn_id();
         let c = Arc::new(ClientConn {

@@ -8,14 +8,16 @@
 //! plain session passes bytes through unchanged; the frame layer above does
 //! not know which session it runs over.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::outbox::{Outbox, PushError, Sink};
 use crate::rpc::wire::{self, Frame, HelloStatus, WireError};
+use crate::security::{Blessing, Principal};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -24,42 +26,43 @@ pub(crate) fn next_conn_id() -> u64 {
     NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Who is at the other end of a connection, as its session proved it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Who is at the other end of a connection: the key its session proved,
+/// and the blessings it presented for that key (each chain verified).
+/// Which of their names count for a call is decided per call (see
+/// [`Principal::proven_names`](crate::security::Principal::proven_names)).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteIdentity {
-    names: Vec<String>,
+    public_key: [u8; 32],
+    blessings: Vec<Blessing>,
 }
 
 impl RemoteIdentity {
-    /// An identity with these proven blessing names.
-    pub fn new(names: Vec<String>) -> RemoteIdentity {
-        RemoteIdentity { names }
+    pub(crate) fn new(public_key: [u8; 32], blessings: Vec<Blessing>) -> RemoteIdentity {
+        RemoteIdentity {
+            public_key,
+            blessings,
+        }
     }
 
-    /// The blessing names the peer proved (empty over a plain session).
-    pub fn names(&self) -> &[String] {
-        &self.names
+    /// The peer's public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public_key
+    }
+
+    /// The blessings the peer presented (chains verified, caveats not yet
+    /// checked, roots not yet recognized).
+    pub fn blessings(&self) -> &[Blessing] {
+        &self.blessings
+    }
+
+    /// The names the peer presented, proven or not: for messages only.
+    pub fn claimed_names(&self) -> Vec<String> {
+        self.blessings.iter().map(Blessing::name).collect()
     }
 }
 
 /// The byte streams of an established session.
-pub(crate) struct Session {
-    pub reader: Box<dyn Read + Send>,
-    pub sink: Box<dyn Sink>,
-    pub remote: RemoteIdentity,
-}
-
-/// The write half of a plain TCP session.
-pub(crate) struct TcpSink(pub TcpStream);
-
-impl Sink for TcpSink {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
-    }
-    fn shutdown(&mut self) {
-        let _ = self.0.shutdown(Shutdown::Both);
-    }
-}
+pub(crate) use crate::security::session::Established as Session;
 
 impl Sink for Box<dyn Sink> {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -80,12 +83,14 @@ fn io_err(what: &str, addr: &str, e: io::Error) -> Error {
 }
 
 /// Connects to `address`, says hello asking for server `routing_id`, and
-/// sets up the session. Everything happens before `deadline`.
+/// sets up the session as `principal`. Everything happens before
+/// `deadline`.
 pub(crate) fn client_session(
     address: &str,
     routing_id: u64,
     deadline: Instant,
     write_timeout: Duration,
+    principal: &Principal,
 ) -> Result<(TcpStream, Session)> {
     use std::net::ToSocketAddrs;
     let left = || {
@@ -117,7 +122,7 @@ pub(crate) fn client_session(
     stream
         .set_read_timeout(Some(left()?))
         .map_err(|e| io_err("configuring", address, e))?;
-    let hello = wire::encode_hello(wire::VERSION, wire::SessionKind::Plain as u8, routing_id);
+    let hello = wire::encode_hello(wire::VERSION, wire::SessionKind::Noise as u8, routing_id);
     stream
         .write_all(&hello)
         .map_err(|e| io_err("saying hello to", address, e))?;
@@ -147,18 +152,14 @@ pub(crate) fn client_session(
         }
     }
     stream
+        .set_read_timeout(Some(left()?))
+        .map_err(|e| io_err("configuring", address, e))?;
+    let session = crate::security::session::client(&mut stream, principal)
+        .map_err(|e| e.context(format!("connecting to {address}")))?;
+    stream
         .set_read_timeout(None)
         .map_err(|e| io_err("configuring", address, e))?;
-    let session = plain_session(&stream).map_err(|e| io_err("setting up", address, e))?;
     Ok((stream, session))
-}
-
-fn plain_session(stream: &TcpStream) -> io::Result<Session> {
-    Ok(Session {
-        reader: Box::new(BufReader::with_capacity(16 * 1024, stream.try_clone()?)),
-        sink: Box::new(TcpSink(stream.try_clone()?)),
-        remote: RemoteIdentity::default(),
-    })
 }
 
 /// Why a server refused a connection during setup (logged, then closed).
@@ -168,6 +169,7 @@ pub(crate) enum SetupError {
     Wire(WireError),
     NoSuchServer(u64),
     BadSession(u8),
+    Refused(Error),
 }
 
 impl std::fmt::Display for SetupError {
@@ -177,18 +179,20 @@ impl std::fmt::Display for SetupError {
             SetupError::Wire(e) => write!(f, "{e}"),
             SetupError::NoSuchServer(rid) => write!(f, "no server with routing id {rid:016x}"),
             SetupError::BadSession(k) => write!(f, "session kind {k} is not offered"),
+            SetupError::Refused(e) => write!(f, "{}", e.msg()),
         }
     }
 }
 
 /// Reads the client's hello (within `timeout`), finds the server it asks
-/// for with `find`, answers, and sets up the session.
+/// for with `find` (which also says who the server is), answers, and sets
+/// up the session, all within `timeout`.
 pub(crate) fn server_session<T>(
     stream: &mut TcpStream,
     timeout: Duration,
     write_timeout: Duration,
-    find: impl FnOnce(u64) -> Option<T>,
-) -> std::result::Result<(T, Session), SetupError> {
+    find: impl FnOnce(u64) -> Option<(T, Arc<Principal>)>,
+) -> std::result::Result<(T, Arc<Principal>, Session), SetupError> {
     let _ = stream.set_nodelay(true);
     stream
         .set_read_timeout(Some(timeout))
@@ -209,18 +213,19 @@ pub(crate) fn server_session<T>(
             theirs: version,
         }));
     }
-    if session != wire::SessionKind::Plain as u8 {
+    if session != wire::SessionKind::Noise as u8 {
         answer(HelloStatus::BadSession, stream);
         return Err(SetupError::BadSession(session));
     }
-    let Some(found) = find(rid) else {
+    let Some((found, principal)) = find(rid) else {
         answer(HelloStatus::NoSuchServer, stream);
         return Err(SetupError::NoSuchServer(rid));
     };
     answer(HelloStatus::Ok, stream);
+    let session =
+        crate::security::session::server(stream, &principal).map_err(SetupError::Refused)?;
     stream.set_read_timeout(None).map_err(SetupError::Io)?;
-    let session = plain_session(stream).map_err(SetupError::Io)?;
-    Ok((found, session))
+    Ok((found, principal, session))
 }
 
 /// Reads frames from a session's byte stream.
@@ -403,5 +408,54 @@ mod tests {
         assert!(!c.receive(30), "over the window");
         assert_eq!(c.consume(80), Some(80));
         assert!(c.receive(500), "one big item when nothing is outstanding");
+    }
+}
+
+/// A client session that sends whatever bytes it is given inside the
+/// encrypted stream: for testing how a server takes malformed frames from
+/// a peer that did authenticate.
+pub struct RawSession {
+    stream: TcpStream,
+    session: Session,
+}
+
+impl RawSession {
+    /// Connects to the server `routing_id` at `address` as `principal`.
+    pub fn connect(address: &str, routing_id: u64, principal: &Principal) -> Result<RawSession> {
+        let (stream, session) = client_session(
+            address,
+            routing_id,
+            std::time::Instant::now() + Duration::from_secs(10),
+            Duration::from_secs(10),
+            principal,
+        )?;
+        Ok(RawSession { stream, session })
+    }
+
+    /// Sends `bytes` as they are (encrypted, but not framed).
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.session.sink.write_all(bytes)
+    }
+
+    /// Reads until the server closes the connection or `timeout` passes;
+    /// whether it closed.
+    pub fn closed_by_peer(&mut self, timeout: Duration) -> bool {
+        let _ = self.stream.set_read_timeout(Some(timeout));
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.session.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return false;
+                }
+                Err(_) => return true,
+            }
+        }
     }
 }

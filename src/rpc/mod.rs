@@ -20,7 +20,7 @@ pub mod wire;
 pub use client::{
     Call, CallEvent, CallHandle, CallOptions, CallSink, Canceller, Client, ClientConfig, ItemToken,
 };
-pub use conn::RemoteIdentity;
+pub use conn::{RawSession, RemoteIdentity};
 pub use namespace::{GlobEntry, MAX_DEPTH, MountedServer, Namespace};
 pub use server::{
     AllowAll, Authorizer, Dispatcher, Invoker, Listener, Lookup, MethodSignature, Server,

@@ -27,6 +27,7 @@ use crate::rpc::client::{Client, Granter, ItemToken};
 use crate::rpc::conn::{self, Credit, FrameReader, ReadError, RemoteIdentity, Writer};
 use crate::rpc::publisher::Publisher;
 use crate::rpc::wire::{self, Frame};
+use crate::security::Principal;
 
 /// One method's signature. `num_out_args` counts the results plus the
 /// trailing error slot (a method returning one value has 2).
@@ -204,9 +205,23 @@ impl ServerCall {
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
-    /// Who is calling, as the session proved.
+    /// Who is calling: the key and the blessings the session proved.
     pub fn remote(&self) -> &RemoteIdentity {
         &self.conn.remote
+    }
+
+    /// The caller's blessing names that count for this call: chains that
+    /// verify, under a root this server trusts, with every caveat met (this
+    /// method, this server as the peer, now).
+    pub fn remote_names(&self) -> Vec<String> {
+        self.conn
+            .principal
+            .proven_names(&self.conn.remote, &self.method)
+    }
+
+    /// Who this server is.
+    pub fn local(&self) -> &Arc<Principal> {
+        &self.conn.principal
     }
     /// Whether the caller cancelled or the server is stopping.
     pub fn is_cancelled(&self) -> bool {
@@ -316,6 +331,7 @@ pub(crate) struct ServerConn {
     writer: Writer,
     flows: Mutex<HashMap<u64, ServerFlow>>,
     remote: RemoteIdentity,
+    principal: Arc<Principal>,
     config: ServerConfig,
 }
 
@@ -383,6 +399,7 @@ impl Granter for ServerConn {
 struct ServerEntry {
     routing_id: u64,
     endpoint: Endpoint,
+    principal: Arc<Principal>,
     dispatcher: Arc<dyn Dispatcher>,
     stopping: AtomicBool,
     /// Every call in flight holds a clone; stop drops this one and waits
@@ -400,6 +417,7 @@ struct ListenerInner {
     config: ServerConfig,
     pool: Pool,
     publisher: Publisher,
+    principal: Arc<Principal>,
     servers: RwLock<HashMap<u64, Arc<ServerEntry>>>,
     conn_threads: Mutex<HashMap<u64, JoinHandle<()>>>,
     finished: Mutex<Vec<u64>>,
@@ -457,6 +475,7 @@ impl Listener {
             local,
             address,
             pool: Pool::new("wspr-call", config.pool.clone()),
+            principal: client.principal().clone(),
             publisher: Publisher::new(client),
             config,
             servers: RwLock::new(HashMap::new()),
@@ -482,9 +501,20 @@ impl Listener {
         self.inner.local
     }
 
-    /// Adds a server answering through `dispatcher`; `mount_table` marks
-    /// its endpoint as a mount table's.
+    /// Adds a server answering through `dispatcher`, authenticating as the
+    /// listener's client does; `mount_table` marks its endpoint as a mount
+    /// table's.
     pub fn serve(&self, dispatcher: Arc<dyn Dispatcher>, mount_table: bool) -> Result<Server> {
+        self.serve_as(dispatcher, mount_table, self.inner.principal.clone())
+    }
+
+    /// Like [`Listener::serve`], authenticating as `principal`.
+    pub fn serve_as(
+        &self,
+        dispatcher: Arc<dyn Dispatcher>,
+        mount_table: bool,
+        principal: Arc<Principal>,
+    ) -> Result<Server> {
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(Error::aborted("the listener is closed"));
         }
@@ -494,6 +524,7 @@ impl Listener {
         let entry = Arc::new(ServerEntry {
             routing_id: rid,
             endpoint,
+            principal,
             dispatcher,
             stopping: AtomicBool::new(false),
             inflight: Mutex::new(Some(tx)),
@@ -678,9 +709,13 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
                 servers.get(&rid).cloned()
             }
             .filter(|s| !s.stopping.load(Ordering::SeqCst))
+            .map(|s| {
+                let p = s.principal.clone();
+                (s, p)
+            })
         },
     );
-    let (entry, session) = match setup {
+    let (entry, principal, session) = match setup {
         Ok(x) => x,
         Err(e) => {
             log::warn!("connection {id} from {peer} refused: {e}");
@@ -694,6 +729,7 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
         writer: Writer::new(session.sink, stream, inner.config.max_queued),
         flows: Mutex::new(HashMap::new()),
         remote: session.remote,
+        principal,
         config: inner.config.clone(),
     });
     entry

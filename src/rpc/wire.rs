@@ -22,13 +22,13 @@ pub const HELLO_LEN: usize = 15;
 /// The default limit on a frame's body, in bytes.
 pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
 
-/// How the session after the hello is protected.
+/// How the session after the hello is protected. (Kind 0, frames in the
+/// clear, is not offered.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum SessionKind {
-    /// Frames travel as they are; peers are anonymous.
-    Plain = 0,
-    /// A Noise handshake authenticates both ends; frames are encrypted.
+    /// A Noise handshake and signed blessings authenticate both ends;
+    /// every byte after is encrypted (see `security::session`).
     Noise = 1,
 }
 

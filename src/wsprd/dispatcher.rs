@@ -181,7 +181,7 @@ pub(crate) fn context(call: &ServerCall) -> Value {
     let mut ctx = json!({
         "name": call.name(),
         "suffix": call.suffix(),
-        "remoteId": {"handle": 0, "names": call.remote().names()},
+        "remoteId": {"handle": 0, "names": call.remote_names()},
     });
     if let Some(d) = call.deadline() {
         ctx["timeout"] = json!(d.saturating_duration_since(Instant::now()).as_millis() as u64);
