@@ -390,27 +390,6 @@ impl Credit {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credit_paces_and_refuses_overrun() {
-        let mut c = Credit::new(100);
-        assert!(c.can_send(60));
-        c.take_send(60);
-        assert!(!c.can_send(60));
-        c.grant_send(60);
-        assert!(c.can_send(100));
-        // An item over the window goes alone.
-        assert!(c.can_send(500));
-        assert!(c.receive(80));
-        assert!(!c.receive(30), "over the window");
-        assert_eq!(c.consume(80), Some(80));
-        assert!(c.receive(500), "one big item when nothing is outstanding");
-    }
-}
-
 /// A client session that sends whatever bytes it is given inside the
 /// encrypted stream: for testing how a server takes malformed frames from
 /// a peer that did authenticate.
@@ -457,5 +436,26 @@ impl RawSession {
                 Err(_) => return true,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credit_paces_and_refuses_overrun() {
+        let mut c = Credit::new(100);
+        assert!(c.can_send(60));
+        c.take_send(60);
+        assert!(!c.can_send(60));
+        c.grant_send(60);
+        assert!(c.can_send(100));
+        // An item over the window goes alone.
+        assert!(c.can_send(500));
+        assert!(c.receive(80));
+        assert!(!c.receive(30), "over the window");
+        assert_eq!(c.consume(80), Some(80));
+        assert!(c.receive(500), "one big item when nothing is outstanding");
     }
 }
