@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Number, Value};
 
 use crate::error::{Error, Result};
-use crate::rpc::{Dispatcher, Invoker, Lookup, MethodSignature, ServerCall, Signature};
+use crate::rpc::{AllowAll, Dispatcher, Invoker, Lookup, MethodSignature, ServerCall, Signature};
 
 /// The demo object's dispatcher: every suffix is the same adder.
 #[derive(Clone, Default)]
@@ -17,7 +17,8 @@ impl Dispatcher for Demo {
     fn lookup(&self, _call: &ServerCall) -> Result<Lookup> {
         Ok(Lookup {
             invoker: Arc::new(Adder),
-            authorizer: None,
+            // The demo object is public.
+            authorizer: Some(Arc::new(AllowAll)),
         })
     }
 }

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::glob::{Pattern, States};
 use crate::naming::{self, Name};
-use crate::rpc::{Dispatcher, Invoker, Lookup, MethodSignature, ServerCall, Signature};
+use crate::rpc::{AllowAll, Dispatcher, Invoker, Lookup, MethodSignature, ServerCall, Signature};
 use crate::rpc::{GlobEntry, MountedServer};
 
 /// Limits of a [`MountTable`].
@@ -286,7 +286,8 @@ impl Dispatcher for MountTable {
     fn lookup(&self, _call: &ServerCall) -> Result<Lookup> {
         Ok(Lookup {
             invoker: Arc::new(MountTableInvoker(self.clone())),
-            authorizer: None,
+            // Anyone may read and write names (see docs/security.md).
+            authorizer: Some(Arc::new(AllowAll)),
         })
     }
 }

@@ -7,13 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wspr::error::ids;
-use wspr::rpc::{CallOptions, Client, Namespace};
+use wspr::rpc::{CallOptions, Client};
 
 use common::js::*;
-
-fn native_client(d: &wspr::wsprd::Daemon) -> Client {
-    Client::new(Namespace::new(d.namespace_roots()))
-}
 
 #[test]
 fn javascript_calls_a_native_server() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wspr::error::ids;
-use wspr::rpc::{CallOptions, Client, Namespace};
+use wspr::rpc::{CallOptions, Client};
 
 use common::js::*;
 
@@ -31,7 +31,7 @@ fn call(client: &Client, name: &str, method: &str, args: Vec<Value>) -> Caller {
 #[test]
 fn javascript_that_never_answers_a_lookup_gives_timeout() {
     let d = daemon(|c| c.lookup_timeout = Duration::from_millis(300));
-    let client = Client::new(Namespace::new(d.namespace_roots()));
+    let client = native_client(&d);
     let mut js = Js::connect(d.http_addr());
     js.serve("silent", 0);
     let caller = call(&client, "silent", "Add", vec![json!(1), json!(2)]);
@@ -81,7 +81,7 @@ fn assert_aborted_at_once(c: Caller) {
 #[test]
 fn stop_server_aborts_waiting_lookups_and_requests() {
     let d = daemon(|c| c.lookup_timeout = Duration::from_secs(60));
-    let client = Client::new(Namespace::new(d.namespace_roots()));
+    let client = native_client(&d);
     let mut js = Js::connect(d.http_addr());
     let (a, b, req) = two_waiting(&mut js, &client);
     let id = js.id();
@@ -124,7 +124,7 @@ fn stop_server_aborts_waiting_lookups_and_requests() {
 #[test]
 fn closing_the_pipe_aborts_waiting_lookups_and_requests() {
     let d = daemon(|c| c.lookup_timeout = Duration::from_secs(60));
-    let client = Client::new(Namespace::new(d.namespace_roots()));
+    let client = native_client(&d);
     let mut js = Js::connect(d.http_addr());
     let (a, b, _) = two_waiting(&mut js, &client);
     drop(js);
@@ -140,7 +140,7 @@ fn closing_the_pipe_aborts_waiting_lookups_and_requests() {
 #[test]
 fn a_native_cancel_reaches_javascript() {
     let d = daemon(|_| {});
-    let client = Client::new(Namespace::new(d.namespace_roots()));
+    let client = native_client(&d);
     let mut js = Js::connect(d.http_addr());
     js.serve("slow", 0);
     let c = client
@@ -168,7 +168,7 @@ fn a_native_cancel_reaches_javascript() {
 #[test]
 fn a_callers_deadline_cancels_the_javascript_request() {
     let d = daemon(|_| {});
-    let client = Client::new(Namespace::new(d.namespace_roots()));
+    let client = native_client(&d);
     let mut js = Js::connect(d.http_addr());
     js.serve("slow", 0);
     let (c2, name) = (client.clone(), "slow".to_string());

@@ -173,7 +173,7 @@ fn replies_on_unknown_flows_are_ignored() {
 #[test]
 fn a_malformed_lookup_reply_is_internal_for_the_caller() {
     let d = daemon(|_| {});
-    let client = wspr::rpc::Client::new(wspr::rpc::Namespace::new(d.namespace_roots()));
+    let client = native_client(&d);
     let mut js = Js::connect(d.http_addr());
     js.serve("adder", 0);
     let c2 = client.clone();

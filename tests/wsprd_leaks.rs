@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wspr::error::ids;
-use wspr::rpc::{CallOptions, Client, Namespace};
+use wspr::rpc::CallOptions;
 
 use common::js::*;
 use common::*;
@@ -38,7 +38,7 @@ fn two_hundred_pipes_leave_nothing_behind() {
         assert_eq!(js.recv().id, id);
     }
     settled("the warm-up pipe to close");
-    let client = Client::new(Namespace::new(d.namespace_roots()));
+    let client = native_client(&d);
     wait_until(Duration::from_secs(20), "threads to settle", || {
         d.health()["threads"].as_u64().unwrap() as usize == threads()
     });

@@ -172,6 +172,19 @@ impl Principal {
         Ok(Blessing::from_chain(chain))
     }
 
+    /// The same key with `blessing` as its default blessing, trusting what
+    /// this principal trusts and the blessing's root.
+    pub fn with_blessing(&self, blessing: Blessing) -> Result<Principal> {
+        let mut p = Principal {
+            key: self.key.clone(),
+            blessings: self.blessings.clone(),
+            roots: self.roots.clone(),
+        };
+        p.trust(blessing.root_key());
+        p.add_blessing(blessing)?;
+        Ok(p)
+    }
+
     /// Signs `message`.
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()

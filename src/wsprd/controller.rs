@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::naming;
 use crate::rpc::{CallEvent, CallHandle, CallOptions, CallSink};
 use crate::wsprd::dispatcher::JsServer;
+use crate::wsprd::identity;
 use crate::wsprd::pipe::{Buffered, CallState, Flow, Pipe};
 use crate::wsprd::protocol::{self, InType, Incoming, NamespaceRequest, OutType};
 
@@ -32,9 +33,8 @@ pub(crate) fn handle(pipe: &Arc<Pipe>, m: Incoming) {
         InType::Serve => serve(pipe, m.data),
         InType::StopServer => stop_server(pipe, m.data),
         InType::Signature => signature(pipe, m.data),
-        InType::CreateIdentity | InType::BlessIdentity | InType::UnlinkIdentity => Err(
-            Error::no_exist("identities are not available in this daemon yet"),
-        ),
+        InType::CreateIdentity => create_identity(pipe, m.data),
+        InType::BlessIdentity => bless_identity(pipe, m.data),
         _ => Err(Error::bad_protocol("not a request")),
     };
     pipe.finish_request(id, result);
@@ -170,6 +170,24 @@ fn send_buffered(handle: &CallHandle, batch: VecDeque<Buffered>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn create_identity(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
+    let name: String = protocol::data(data, "createIdentity")?;
+    let id = identity::create(&name)?;
+    let handle = pipe.identities.add(id.clone())?;
+    Ok(identity::describe(handle, &id))
+}
+
+fn bless_identity(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
+    let req: identity::BlessRequest = protocol::data(data, "blessIdentity")?;
+    let id = pipe
+        .identities
+        .get(req.handle)
+        .ok_or_else(|| Error::no_exist(format!("no identity with handle {}", req.handle)))?;
+    let blessed = identity::bless(&pipe.shared.principal, &id, &req)?;
+    let handle = pipe.identities.add(blessed.clone())?;
+    Ok(identity::describe(handle, &blessed))
 }
 
 fn serve(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {

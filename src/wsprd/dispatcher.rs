@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result, ids};
 use crate::naming;
 use crate::rpc::{Authorizer, Dispatcher, Listener, Lookup, Server, ServerCall, Signature};
+use crate::security::Blessing;
+use crate::wsprd::identity::Identity;
 use crate::wsprd::invoker::JsInvoker;
 use crate::wsprd::pipe::{Flow, Pipe};
 use crate::wsprd::protocol::{self, OutType};
@@ -176,17 +178,30 @@ impl Dispatcher for JsDispatcher {
     }
 }
 
-/// The context JavaScript sees for a call (ServerRequest and AuthRequest).
-pub(crate) fn context(call: &ServerCall) -> Value {
+/// The context JavaScript sees for a call (ServerRequest and
+/// AuthRequest), and the identity handle it registered for the caller,
+/// which the flow's owner frees when the flow ends.
+pub(crate) fn context(pipe: &Pipe, call: &ServerCall) -> Result<(Value, u64)> {
+    let names = call.remote_names();
+    let proven: Vec<Blessing> = call
+        .remote()
+        .blessings()
+        .iter()
+        .filter(|b| names.contains(&b.name()))
+        .cloned()
+        .collect();
+    let handle = pipe
+        .identities
+        .add(Identity::remote(call.remote().public_key(), proven))?;
     let mut ctx = json!({
         "name": call.name(),
         "suffix": call.suffix(),
-        "remoteId": {"handle": 0, "names": call.remote_names()},
+        "remoteId": {"handle": handle, "names": names},
     });
     if let Some(d) = call.deadline() {
         ctx["timeout"] = json!(d.saturating_duration_since(Instant::now()).as_millis() as u64);
     }
-    ctx
+    Ok((ctx, handle))
 }
 
 /// Asks JavaScript whether a call may go ahead (AuthRequest).
@@ -197,15 +212,23 @@ struct JsAuthorizer {
 
 impl Authorizer for JsAuthorizer {
     fn authorize(&self, call: &ServerCall) -> Result<()> {
+        let pipe = self
+            .state
+            .pipe
+            .upgrade()
+            .ok_or_else(|| Error::aborted("the server's pipe has closed"))?;
+        let (ctx, identity) = context(&pipe, call)?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         let reply = self.state.ask(
             call,
             Flow::Auth(tx),
             &rx,
             OutType::AuthRequest,
-            &json!({"serverId": self.state.id, "handle": self.handle, "context": context(call)}),
+            &json!({"serverId": self.state.id, "handle": self.handle, "context": ctx}),
             "authorization request",
-        )?;
+        );
+        pipe.identities.remove(identity);
+        let reply = reply?;
         match protocol::js_error(&reply.err, ids::NO_ACCESS) {
             Some(e) => Err(e),
             None => Ok(()),
@@ -236,7 +259,11 @@ impl JsServer {
             cache: Mutex::new(HashMap::new()),
             lookup_timeout,
         });
-        let rpc = listener.serve(Arc::new(JsDispatcher(state.clone())), false)?;
+        let rpc = listener.serve_as(
+            Arc::new(JsDispatcher(state.clone())),
+            false,
+            pipe.principal.clone(),
+        )?;
         Ok(JsServer { state, rpc })
     }
 

@@ -135,7 +135,8 @@ fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, closing: Arc<AtomicBool>, 
                 "refusing {peer}: {open} connections open, limit {}",
                 shared.config.max_pipes
             );
-            let _ = respond(&mut stream, 503, "text/plain", b"too many connections\n");
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = respond_now(&mut stream, 503, "text/plain", b"too many connections\n");
             continue;
         }
         let id = NEXT_PIPE.fetch_add(1, Ordering::Relaxed);
@@ -163,7 +164,32 @@ fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, closing: Arc<AtomicBool>, 
     }
 }
 
+/// Answers and closes gently (see below); for connection threads.
 fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    respond_now(stream, status, content_type, body)?;
+    // Close gently: tell the client we are done, and read what it is still
+    // sending for a moment, so that the close does not reset the
+    // connection and destroy the answer before it is read.
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 256 * 1024 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+    Ok(())
+}
+
+/// Answers without waiting for anything (for the accept thread).
+fn respond_now(
     stream: &mut TcpStream,
     status: u16,
     content_type: &str,

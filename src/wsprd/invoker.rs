@@ -143,6 +143,7 @@ impl Invoker for JsInvoker {
             .upgrade()
             .filter(|p| !p.is_closed())
             .ok_or_else(|| Error::aborted("the server's pipe has closed"))?;
+        let (ctx, identity) = context(&pipe, call)?;
         let (items_tx, items) = crossbeam_channel::bounded(MAX_BUFFERED_ITEMS);
         let (done_tx, done) = crossbeam_channel::bounded(1);
         let id = pipe.open_flow(Flow::ServerRequest {
@@ -154,13 +155,14 @@ impl Invoker for JsInvoker {
             "handle": self.found.handle,
             "method": name,
             "args": args,
-            "context": context(call),
+            "context": ctx,
         });
         let result = match pipe.send(id, OutType::ServerRequest, &request) {
             Ok(()) => self.relay(&pipe, id, call, &items, &done),
             Err(e) => Err(e),
         };
         pipe.remove_flow(id);
+        pipe.identities.remove(identity);
         result
     }
 

@@ -26,6 +26,7 @@
 mod controller;
 mod dispatcher;
 mod http;
+pub mod identity;
 mod invoker;
 mod pipe;
 pub mod protocol;
@@ -42,7 +43,8 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::mounttable::{MountTable, MountTableConfig};
 use crate::pool::{Pool, PoolConfig};
-use crate::rpc::{Client, Listener, Namespace, Server, ServerConfig};
+use crate::rpc::{AllowAll, Client, Listener, Namespace, Server, ServerConfig};
+use crate::security::{Principal, SameFamily};
 
 /// Settings of the daemon. Every field has a documented default; see
 /// [`Config::validate`].
@@ -83,6 +85,9 @@ pub struct Config {
     pub mount_ttl: Duration,
     /// Idle worker and call threads retire after this. Default 10 s.
     pub idle_thread_timeout: Duration,
+    /// Who the daemon is. Default: a new principal self-blessed `wsprd`
+    /// (the command line loads `--credentials`).
+    pub principal: Option<Arc<Principal>>,
 }
 
 impl Default for Config {
@@ -104,6 +109,7 @@ impl Default for Config {
             max_pipes: 4096,
             mount_ttl: Duration::from_secs(60),
             idle_thread_timeout: Duration::from_secs(10),
+            principal: None,
         }
     }
 }
@@ -153,6 +159,7 @@ pub(crate) struct Stats {
 /// What every pipe shares.
 pub(crate) struct Shared {
     pub config: Config,
+    pub principal: Arc<Principal>,
     pub namespace: Arc<Namespace>,
     pub workers: Pool,
     /// Hosts the servers JavaScript serves.
@@ -210,8 +217,18 @@ impl Daemon {
     /// the HTTP listener.
     pub fn spawn(config: Config) -> Result<Daemon> {
         config.validate()?;
+        let principal = match &config.principal {
+            Some(p) => p.clone(),
+            None => Arc::new(Principal::new_self_blessed("wsprd")?),
+        };
         let namespace = Namespace::new(config.namespace_roots.clone());
-        let client = Client::new(namespace.clone());
+        let client =
+            Client::with_principal(namespace.clone(), principal.clone(), Default::default());
+        let default_authorizer: Arc<dyn crate::rpc::Authorizer> = if config.open_access {
+            Arc::new(AllowAll)
+        } else {
+            Arc::new(SameFamily)
+        };
         let server_config = ServerConfig {
             mount_ttl: config.mount_ttl,
             write_timeout: config.write_timeout,
@@ -219,6 +236,7 @@ impl Daemon {
                 idle_timeout: config.idle_thread_timeout,
                 ..PoolConfig::default()
             },
+            default_authorizer,
             ..Default::default()
         };
         let mount_table = if config.namespace_roots.is_empty() {
@@ -249,6 +267,7 @@ impl Daemon {
             ..PoolConfig::default()
         };
         let shared = Arc::new(Shared {
+            principal,
             workers: Pool::new("wsprd-worker", pool),
             namespace,
             listener,
@@ -259,9 +278,10 @@ impl Daemon {
         });
         let http = http::Http::start(shared.clone())?;
         log::info!(
-            "wsprd listening on http://{} (websocket at /ws), name space root {}",
+            "wsprd listening on http://{} (websocket at /ws), name space root {}, principal {}",
             http.local_addr(),
-            shared.namespace.roots().join(", ")
+            shared.namespace.roots().join(", "),
+            shared.principal.names().join(", ")
         );
         Ok(Daemon {
             shared,
@@ -277,6 +297,11 @@ impl Daemon {
             .as_ref()
             .map(|h| h.local_addr())
             .unwrap_or_else(|| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// Who the daemon is: it blesses every pipe's principal.
+    pub fn principal(&self) -> &Arc<Principal> {
+        &self.shared.principal
     }
 
     /// The name space roots the daemon uses.

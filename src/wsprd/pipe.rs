@@ -27,8 +27,10 @@ use serde_json::Value;
 use crate::error::{Error, ids};
 use crate::outbox::PushError;
 use crate::rpc::{CallHandle, Client, ClientConfig};
+use crate::security::Principal;
 use crate::wsprd::Shared;
 use crate::wsprd::dispatcher::{AuthReply, JsServer, LookupReply};
+use crate::wsprd::identity::{self, Identities};
 use crate::wsprd::protocol::{self, InType, Incoming, OutType};
 use crate::wsprd::ws::{Read_, ReadFail, WsIo, WsOut, WsReader};
 
@@ -90,6 +92,9 @@ pub(crate) struct Pipe {
     next_flow: AtomicU64,
     pub servers: Mutex<HashMap<u64, Arc<JsServer>>>,
     pub client: Client,
+    /// This pipe's principal, blessed by the daemon under its Origin.
+    pub principal: Arc<Principal>,
+    pub identities: Identities,
     closed: AtomicBool,
 }
 
@@ -232,6 +237,15 @@ impl Pipe {
             if flows.contains_key(&id) {
                 drop(flows);
                 return self.send_error(id, &Error::bad_arg(format!("flow id {id} is in use")));
+            }
+            if m.kind == InType::UnlinkIdentity {
+                // No reply, nothing to wait for.
+                drop(flows);
+                match protocol::data::<u64>(m.data, "unlinkIdentity") {
+                    Ok(handle) => self.identities.remove(handle),
+                    Err(e) => self.send_error(id, &e),
+                }
+                return;
             }
             let flow = match m.kind {
                 InType::Call => Flow::Call(CallFlow {
@@ -431,6 +445,15 @@ pub(crate) fn run(
         write_timeout: config.write_timeout,
         ..Default::default()
     };
+    let extension = identity::origin_extension(origin.as_deref());
+    let principal = match Principal::new_blessed_by(&shared.principal, &extension, vec![]) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            log::error!("pipe {id} from {peer}: cannot bless its principal: {e}");
+            out.close(1011, "cannot make an identity");
+            return;
+        }
+    };
     let pipe = Arc::new(Pipe {
         id,
         out: out.clone(),
@@ -438,14 +461,17 @@ pub(crate) fn run(
         flows: Mutex::new(HashMap::new()),
         next_flow: AtomicU64::new(2),
         servers: Mutex::new(HashMap::new()),
-        client: Client::with_config(shared.namespace.clone(), client_config),
+        client: Client::with_principal(shared.namespace.clone(), principal.clone(), client_config),
+        principal,
+        identities: Identities::default(),
         closed: AtomicBool::new(false),
     });
     lock(&shared.pipes).insert(id, pipe.clone());
     shared.stats.pipes_opened.fetch_add(1, Ordering::Relaxed);
     log::info!(
-        "pipe {id} opened from {peer} (origin {})",
-        origin.as_deref().unwrap_or("none")
+        "pipe {id} opened from {peer} (origin {}) as {}",
+        origin.as_deref().unwrap_or("none"),
+        pipe.principal.names().join(", ")
     );
     let mut reader = WsReader::new(
         WsIo { tcp: stream, out },

@@ -155,3 +155,12 @@ pub fn adder_signature() -> Value {
         "echoStream": {"inArgs": [], "numOutArgs": 2, "isStreaming": true},
     })
 }
+
+/// A native client of the daemon's principal family (its own principal).
+pub fn native_client(d: &wspr::wsprd::Daemon) -> wspr::rpc::Client {
+    wspr::rpc::Client::with_principal(
+        wspr::rpc::Namespace::new(d.namespace_roots()),
+        d.principal().clone(),
+        Default::default(),
+    )
+}
