@@ -2,6 +2,7 @@
 //! command does. Errors go to stderr with a non-zero exit status.
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMod
 
 use wspr::mounttable::{MountTable, MountTableConfig};
 use wspr::rpc::{CallOptions, Client, Namespace, Server, ServerConfig};
+use wspr::security::{BlessingPattern, Caveat, Principal, hex};
 use wspr::{Error, Result};
 
 /// The mount table address the tools use when no root is given.
@@ -27,6 +29,7 @@ struct Top {
 #[argh(subcommand)]
 enum Cmd {
     Serve(ServeCmd),
+    Principal(PrincipalCmd),
     MountTable(MountTableCmd),
     Call(CallCmd),
     Glob(GlobCmd),
@@ -38,6 +41,10 @@ enum Cmd {
 /// Prints where it listens and the name space root.
 #[argh(subcommand, name = "serve")]
 struct ServeCmd {
+    /// credentials directory (default: $WSPR_CREDENTIALS, else
+    /// ~/.config/wspr/credentials); created with a new principal if empty
+    #[argh(option)]
+    credentials: Option<String>,
     /// HTTP address (default 127.0.0.1:8124)
     #[argh(option, default = "String::from(\"127.0.0.1:8124\")")]
     listen: String,
@@ -80,9 +87,89 @@ struct ServeCmd {
 }
 
 #[derive(FromArgs)]
+/// Show, create and bless principals (credentials directories).
+#[argh(subcommand, name = "principal")]
+struct PrincipalCmd {
+    #[argh(subcommand)]
+    cmd: PrincipalSub,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum PrincipalSub {
+    Show(PrincipalShow),
+    Create(PrincipalCreate),
+    Bless(PrincipalBless),
+    Trust(PrincipalTrust),
+}
+
+#[derive(FromArgs)]
+/// Print a principal's public key, blessings and trusted roots.
+#[argh(subcommand, name = "show")]
+struct PrincipalShow {
+    /// credentials directory
+    #[argh(option)]
+    credentials: Option<String>,
+}
+
+#[derive(FromArgs)]
+/// Create a new principal self-blessed as NAME (refuses to replace one).
+#[argh(subcommand, name = "create")]
+struct PrincipalCreate {
+    /// credentials directory
+    #[argh(option)]
+    credentials: Option<String>,
+    /// the blessing name
+    #[argh(positional)]
+    name: String,
+}
+
+#[derive(FromArgs)]
+/// Bless the principal in --to as <this principal>/EXTENSION; it gets the
+/// blessing as its default and trusts this principal's root.
+#[argh(subcommand, name = "bless")]
+struct PrincipalBless {
+    /// credentials directory of the blesser
+    #[argh(option)]
+    credentials: Option<String>,
+    /// credentials directory of the principal to bless
+    #[argh(option)]
+    to: String,
+    /// the blessing expires after this many seconds
+    #[argh(option)]
+    for_secs: Option<u64>,
+    /// only for calls of this method (repeatable)
+    #[argh(option)]
+    method: Vec<String>,
+    /// only when presented to peers matching this pattern (repeatable)
+    #[argh(option)]
+    peer: Vec<String>,
+    /// the name component to add
+    #[argh(positional)]
+    extension: String,
+}
+
+#[derive(FromArgs)]
+/// Trust the roots of the principal in --from (so that its blessings
+/// count here).
+#[argh(subcommand, name = "trust")]
+struct PrincipalTrust {
+    /// credentials directory of the principal that trusts
+    #[argh(option)]
+    credentials: Option<String>,
+    /// credentials directory of the principal to trust
+    #[argh(option)]
+    from: String,
+}
+
+#[derive(FromArgs)]
 /// Run a mount table on its own; prints its rooted name on stdout.
 #[argh(subcommand, name = "mounttable")]
 struct MountTableCmd {
+    /// credentials directory (default: $WSPR_CREDENTIALS, else
+    /// ~/.config/wspr/credentials); created with a new principal if empty
+    #[argh(option)]
+    credentials: Option<String>,
     /// address to listen on (default 127.0.0.1:8125)
     #[argh(option, default = "String::from(\"127.0.0.1:8125\")")]
     listen: String,
@@ -96,6 +183,10 @@ struct MountTableCmd {
 /// any, each on a line before it).
 #[argh(subcommand, name = "call")]
 struct CallCmd {
+    /// credentials directory (default: $WSPR_CREDENTIALS, else
+    /// ~/.config/wspr/credentials); created with a new principal if empty
+    #[argh(option)]
+    credentials: Option<String>,
     /// a name space root, such as /127.0.0.1:8125 (repeatable; default:
     /// $WSPR_NAMESPACE_ROOT, else /127.0.0.1:8125)
     #[argh(option)]
@@ -125,6 +216,10 @@ struct CallCmd {
 /// one line per name, its servers after tabs.
 #[argh(subcommand, name = "glob")]
 struct GlobCmd {
+    /// credentials directory (default: $WSPR_CREDENTIALS, else
+    /// ~/.config/wspr/credentials); created with a new principal if empty
+    #[argh(option)]
+    credentials: Option<String>,
     /// a name space root (repeatable)
     #[argh(option)]
     namespace_root: Vec<String>,
@@ -141,6 +236,10 @@ struct GlobCmd {
 /// name on stdout.
 #[argh(subcommand, name = "demo")]
 struct DemoCmd {
+    /// credentials directory (default: $WSPR_CREDENTIALS, else
+    /// ~/.config/wspr/credentials); created with a new principal if empty
+    #[argh(option)]
+    credentials: Option<String>,
     /// a name space root (repeatable)
     #[argh(option)]
     namespace_root: Vec<String>,
@@ -167,6 +266,29 @@ fn init_log(level: LevelFilter) {
     let _ = TermLogger::init(level, config, TerminalMode::Stderr, ColorChoice::Never);
 }
 
+fn credentials_dir(flag: &Option<String>) -> PathBuf {
+    flag.as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(Principal::default_dir)
+}
+
+/// The principal of `--credentials`, created if the directory has none.
+fn credentials(flag: &Option<String>) -> Result<Arc<Principal>> {
+    let dir = credentials_dir(flag);
+    Ok(Arc::new(Principal::load_or_create(
+        &dir,
+        &Principal::default_name(),
+    )?))
+}
+
+fn client(roots_flag: &[String], credentials_flag: &Option<String>) -> Result<Client> {
+    Ok(Client::with_principal(
+        Namespace::new(roots(roots_flag)),
+        credentials(credentials_flag)?,
+        Default::default(),
+    ))
+}
+
 fn roots(flags: &[String]) -> Vec<String> {
     if !flags.is_empty() {
         return flags.to_vec();
@@ -182,6 +304,7 @@ pub fn main() -> i32 {
     let top: Top = argh::from_env();
     let result = match top.cmd {
         Cmd::Serve(c) => serve(c),
+        Cmd::Principal(c) => principal(c),
         Cmd::MountTable(c) => mounttable(c),
         Cmd::Call(c) => call(c),
         Cmd::Glob(c) => glob(c),
@@ -235,6 +358,7 @@ fn serve(c: ServeCmd) -> Result<()> {
     config.serve_demo = c.demo;
     config.mount_ttl = Duration::from_secs(c.mount_ttl_secs);
     config.keepalive = Duration::from_millis(c.keepalive_ms);
+    config.principal = Some(credentials(&c.credentials)?);
     let daemon = wspr::wsprd::Daemon::spawn(config)?;
     print_line(&format!("wsprd listening on http://{}", daemon.http_addr()))?;
     print_line(&format!(
@@ -248,7 +372,11 @@ fn serve(c: ServeCmd) -> Result<()> {
 
 fn mounttable(c: MountTableCmd) -> Result<()> {
     init_log(c.log_level);
-    let client = Client::new(Namespace::new(vec![]));
+    let client = Client::with_principal(
+        Namespace::new(vec![]),
+        credentials(&c.credentials)?,
+        Default::default(),
+    );
     let server = Server::listen_with(
         &c.listen,
         Arc::new(MountTable::new(MountTableConfig::default())),
@@ -279,7 +407,7 @@ fn call(c: CallCmd) -> Result<()> {
         .enumerate()
         .map(|(i, a)| parse_json(a, &format!("argument {}", i + 1)))
         .collect::<Result<Vec<_>>>()?;
-    let client = Client::new(Namespace::new(roots(&c.namespace_root)));
+    let client = client(&c.namespace_root, &c.credentials)?;
     let opts = match c.timeout_ms {
         Some(ms) => CallOptions::timeout(Duration::from_millis(ms)),
         None => CallOptions::default(),
@@ -317,7 +445,7 @@ fn call(c: CallCmd) -> Result<()> {
 
 fn glob(c: GlobCmd) -> Result<()> {
     init_log(c.log_level);
-    let client = Client::new(Namespace::new(roots(&c.namespace_root)));
+    let client = client(&c.namespace_root, &c.credentials)?;
     for e in client.glob(&c.pattern)? {
         let mut line = e.name.clone();
         for s in &e.servers {
@@ -331,7 +459,7 @@ fn glob(c: GlobCmd) -> Result<()> {
 
 fn demo(c: DemoCmd) -> Result<()> {
     init_log(c.log_level);
-    let client = Client::new(Namespace::new(roots(&c.namespace_root)));
+    let client = client(&c.namespace_root, &c.credentials)?;
     let mut config = ServerConfig::default();
     config.mount_ttl = Duration::from_secs(c.mount_ttl_secs.max(1));
     let server = Server::listen_with(&c.listen, Arc::new(wspr::demo::Demo), client, config, false)?;
@@ -341,4 +469,82 @@ fn demo(c: DemoCmd) -> Result<()> {
     wait_for_signal()?;
     server.stop();
     Ok(())
+}
+
+fn principal(c: PrincipalCmd) -> Result<()> {
+    init_log(LevelFilter::Warn);
+    match c.cmd {
+        PrincipalSub::Show(s) => {
+            let dir = credentials_dir(&s.credentials);
+            let p = Principal::load(&dir)?;
+            print_line(&format!("credentials {}", dir.display()))?;
+            print_line(&format!("public key {}", hex(&p.public_key())))?;
+            for b in p.blessings() {
+                print_line(&format!(
+                    "blessing {} (root {})",
+                    b.name(),
+                    hex(&b.root_key())
+                ))?;
+            }
+            for r in p.roots() {
+                print_line(&format!("trusts root {}", hex(r)))?;
+            }
+            Ok(())
+        }
+        PrincipalSub::Create(s) => {
+            let dir = credentials_dir(&s.credentials);
+            if dir.join(wspr::security::CREDENTIALS_FILE).exists() {
+                return Err(Error::exists(format!(
+                    "{} already holds a principal",
+                    dir.display()
+                )));
+            }
+            let p = Principal::load_or_create(&dir, &s.name)?;
+            print_line(&format!(
+                "created {} in {}",
+                p.names().join(", "),
+                dir.display()
+            ))
+        }
+        PrincipalSub::Bless(s) => {
+            let blesser = Principal::load(&credentials_dir(&s.credentials))?;
+            let to = PathBuf::from(&s.to);
+            let mut blessee = Principal::load(&to)?;
+            let mut caveats = vec![];
+            if let Some(secs) = s.for_secs {
+                caveats.push(Caveat::expiry_in(Duration::from_secs(secs)));
+            }
+            if !s.method.is_empty() {
+                caveats.push(Caveat::Method(s.method.clone()));
+            }
+            if !s.peer.is_empty() {
+                caveats.push(Caveat::PeerBlessings(
+                    s.peer
+                        .iter()
+                        .map(|p| BlessingPattern::new(p))
+                        .collect::<Result<_>>()?,
+                ));
+            }
+            let b = blesser.bless(&blessee.public_key(), &s.extension, caveats)?;
+            let name = b.name();
+            blessee.trust(b.root_key());
+            blessee.add_blessing(b)?;
+            blessee.save(&to)?;
+            print_line(&format!("blessed {} as {name}", to.display()))
+        }
+        PrincipalSub::Trust(s) => {
+            let dir = credentials_dir(&s.credentials);
+            let mut p = Principal::load(&dir)?;
+            let other = Principal::load(&PathBuf::from(&s.from))?;
+            for b in other.blessings() {
+                p.trust(b.root_key());
+            }
+            p.save(&dir)?;
+            print_line(&format!(
+                "{} now trusts the roots of {}",
+                dir.display(),
+                s.from
+            ))
+        }
+    }
 }

@@ -172,12 +172,12 @@ impl Principal {
         Ok(Blessing::from_chain(chain))
     }
 
-    /// The same key with `blessing` as its default blessing, trusting what
-    /// this principal trusts and the blessing's root.
+    /// The same key named only by `blessing`, trusting what this
+    /// principal trusts and the blessing's root.
     pub fn with_blessing(&self, blessing: Blessing) -> Result<Principal> {
         let mut p = Principal {
             key: self.key.clone(),
-            blessings: self.blessings.clone(),
+            blessings: vec![],
             roots: self.roots.clone(),
         };
         p.trust(blessing.root_key());

@@ -312,3 +312,103 @@ impl Read for RecordReader {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ids;
+    use crate::security::Certificate;
+    use std::net::TcpListener;
+
+    /// Runs a handshake between `client` and `server` over loopback; the
+    /// client's result and what the server concluded.
+    fn handshake(
+        client_p: Principal,
+        server_p: Principal,
+    ) -> (Result<RemoteIdentity>, Result<RemoteIdentity>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            server(&mut s, &server_p).map(|e| e.remote)
+        });
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let got = client(&mut c, &client_p).map(|e| e.remote);
+        (got, server.join().unwrap())
+    }
+
+    #[test]
+    fn both_ends_learn_who_the_other_is() {
+        let alice = Principal::new_self_blessed("alice").unwrap();
+        let bob = Principal::new_self_blessed("bob").unwrap();
+        let (a_key, b_key) = (alice.public_key(), bob.public_key());
+        let (c, s) = handshake(alice, bob);
+        let (c, s) = (c.unwrap(), s.unwrap());
+        assert_eq!(c.public_key(), b_key);
+        assert_eq!(c.claimed_names(), vec!["bob"]);
+        assert_eq!(s.public_key(), a_key);
+    }
+
+    #[test]
+    fn blessings_presented_without_their_private_key_are_refused() {
+        let alice = Principal::new_self_blessed("alice").unwrap();
+        // Mallory presents alice's blessings but signs with her own key.
+        let mallory = Principal {
+            key: Principal::new_self_blessed("m").unwrap().key,
+            blessings: alice.blessings().to_vec(),
+            roots: vec![],
+        };
+        let (c, s) = handshake(mallory, Principal::new_self_blessed("server").unwrap());
+        let e = c.unwrap_err();
+        assert_eq!(e.id(), ids::NO_ACCESS);
+        assert!(e.msg().contains("private key"), "{e}");
+        assert!(s.is_err());
+    }
+
+    #[test]
+    fn a_tampered_certificate_is_refused() {
+        let root = Principal::new_self_blessed("root").unwrap();
+        let mut p = Principal::new_blessed_by(&root, "alice", vec![]).unwrap();
+        let mut chain: Vec<Certificate> = p.blessings[0].chain().to_vec();
+        chain[1].extension = "admin".into();
+        p.blessings = vec![Blessing::from_chain(chain)];
+        let (c, s) = handshake(p, Principal::new_self_blessed("server").unwrap());
+        let e = c.unwrap_err();
+        assert_eq!(e.id(), ids::NO_ACCESS);
+        assert!(e.msg().contains("bad signature"), "{e}");
+        assert!(s.is_err());
+    }
+
+    #[test]
+    fn a_record_changed_in_transit_fails_authentication() {
+        let mut i = snow::Builder::new(NOISE.parse().unwrap())
+            .build_initiator()
+            .unwrap();
+        let mut r = snow::Builder::new(NOISE.parse().unwrap())
+            .build_responder()
+            .unwrap();
+        let mut b = [0u8; 1024];
+        let mut p = [0u8; 1024];
+        let n = i.write_message(&[], &mut b).unwrap();
+        r.read_message(&b[..n], &mut p).unwrap();
+        let n = r.write_message(&[], &mut b).unwrap();
+        i.read_message(&b[..n], &mut p).unwrap();
+        let sender = Transport {
+            state: i.into_stateless_transport_mode().unwrap(),
+        };
+        let receiver = Transport {
+            state: r.into_stateless_transport_mode().unwrap(),
+        };
+        let sealed = sender.seal(0, b"hello").unwrap();
+        assert_eq!(receiver.open(0, &sealed).unwrap(), b"hello");
+        let mut changed = sealed.clone();
+        changed[0] ^= 1;
+        assert!(receiver.open(0, &changed).is_err());
+        // A replayed record under the next nonce fails too.
+        assert!(receiver.open(1, &sealed).is_err());
+    }
+}

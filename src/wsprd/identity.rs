@@ -69,6 +69,11 @@ impl Identity {
         }
     }
 
+    /// The blessings.
+    pub fn blessings(&self) -> &[Blessing] {
+        &self.blessings
+    }
+
     /// The blessing names.
     pub fn names(&self) -> Vec<String> {
         self.blessings.iter().map(Blessing::name).collect()

@@ -13,9 +13,17 @@ use std::time::{Duration, Instant};
 use wspr::mounttable::{MountTable, MountTableConfig};
 use wspr::rpc::{Client, Namespace, Server, ServerConfig};
 
+/// The credentials every wsprd process of the tests shares (one
+/// principal family), kept out of the user's home.
+pub fn test_credentials() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("credentials")
+}
+
 /// The wsprd binary built for these tests.
 pub fn wsprd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wsprd"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wsprd"));
+    c.env("WSPR_CREDENTIALS", test_credentials());
+    c
 }
 
 /// A mount table on its own listener, and a client whose root it is.
