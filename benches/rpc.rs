@@ -36,6 +36,35 @@ fn tcp_echo_floor(n: usize) -> Row {
     row
 }
 
+/// The time to seal and open one ~100-byte request record and one ~40-byte
+/// response record with the session's cipher (ChaCha20-Poly1305 through
+/// snow's Noise NN transport), which is what encryption adds to a call.
+fn crypto_per_call(n: usize) -> f64 {
+    let pattern: snow::params::NoiseParams = "Noise_NN_25519_ChaChaPoly_BLAKE2s".parse().unwrap();
+    let mut i = snow::Builder::new(pattern.clone())
+        .build_initiator()
+        .unwrap();
+    let mut r = snow::Builder::new(pattern).build_responder().unwrap();
+    let (mut b, mut p) = ([0u8; 1024], [0u8; 1024]);
+    let len = i.write_message(&[], &mut b).unwrap();
+    r.read_message(&b[..len], &mut p).unwrap();
+    let len = r.write_message(&[], &mut b).unwrap();
+    i.read_message(&b[..len], &mut p).unwrap();
+    let (i, r) = (
+        i.into_stateless_transport_mode().unwrap(),
+        r.into_stateless_transport_mode().unwrap(),
+    );
+    let (req, resp) = ([7u8; 100], [9u8; 40]);
+    let start = std::time::Instant::now();
+    for nonce in 0..n as u64 {
+        let l = i.write_message(nonce, &req, &mut b).unwrap();
+        r.read_message(nonce, &b[..l], &mut p).unwrap();
+        let l = r.write_message(nonce, &resp, &mut b).unwrap();
+        i.read_message(nonce, &b[..l], &mut p).unwrap();
+    }
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
 fn main() {
     let n = iters(20_000);
     let mut rows = vec![tcp_echo_floor(n)];
@@ -57,7 +86,47 @@ fn main() {
     rows.push(sequential("native call Add, sequential", 1000, n, add));
     rows.push(concurrent("native call Add, 64 in flight", 64, n * 2, add));
 
+    // Connection setup: TCP, hello, Noise handshake and both proofs, then
+    // one call; against a call on a warm connection.
+    let principal = client.principal().clone();
+    let setups: Vec<std::time::Duration> = (0..iters(400))
+        .map(|_| {
+            let fresh = Client::with_principal(
+                Namespace::new(vec![]),
+                principal.clone(),
+                Default::default(),
+            );
+            let t = std::time::Instant::now();
+            fresh
+                .call(
+                    &name,
+                    "Add",
+                    vec![json!(2), json!(3)],
+                    CallOptions::default(),
+                )
+                .unwrap();
+            t.elapsed()
+        })
+        .collect();
+    let setup = Row::from_samples(
+        "new connection + first call",
+        setups,
+        std::time::Duration::from_secs(1),
+    );
+    let crypto = crypto_per_call(iters(200_000));
+    rows.push(setup);
+
     print_table("RPC runtime (loopback)", &rows, "tcp echo, 64 B (floor)");
+    let seq_p50 = rows[1].p50_us;
+    println!(
+        "handshake cost (new connection + first call, minus a warm call): p50 {:.0} µs",
+        rows[3].p50_us - seq_p50
+    );
+    println!(
+        "encryption per call (seal + open of a request and a response record): {:.2} µs = {:.1}% of the sequential call p50 (target <= 10%)",
+        crypto,
+        crypto / seq_p50 * 100.0
+    );
     let seq = &rows[1];
     let par = &rows[2];
     println!(
@@ -65,6 +134,10 @@ fn main() {
         seq.p50_us / rows[0].p50_us,
         par.calls_per_sec / seq.calls_per_sec
     );
-    write_json("rpc.json", &rows, &[]);
+    write_json(
+        "rpc.json",
+        &rows,
+        &[("encryption_us_per_call", format!("{crypto:.3}"))],
+    );
     demo.stop();
 }
