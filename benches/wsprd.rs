@@ -46,24 +46,44 @@ fn send_json(ws: &mut Ws, v: &Value) {
     ws.send(Message::text(v.to_string())).unwrap();
 }
 
-/// A websocket echo server on loopback (the floor).
-fn echo_server() -> SocketAddr {
+/// The websocket echo server (the floor), run in a process of its own
+/// like the daemon: this bench re-executed with `WSPR_BENCH_ECHO=1`. It
+/// prints its address and echoes text messages until stdin closes.
+fn echo_server_main() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                s.set_nodelay(true).unwrap();
-                let mut ws = tungstenite::accept(s).unwrap();
-                while let Ok(m) = ws.read() {
-                    if m.is_text() && ws.send(m).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+    println!("{}", l.local_addr().unwrap());
+    std::thread::spawn(|| {
+        let mut sink = String::new();
+        let _ = std::io::stdin().read_line(&mut sink);
+        std::process::exit(0);
     });
-    addr
+    for s in l.incoming().flatten() {
+        std::thread::spawn(move || {
+            s.set_nodelay(true).unwrap();
+            let mut ws = tungstenite::accept(s).unwrap();
+            while let Ok(m) = ws.read() {
+                if m.is_text() && ws.send(m).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Starts the echo process; its address.
+fn echo_server() -> (Child, SocketAddr) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("WSPR_BENCH_ECHO", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    (child, line.parse().unwrap())
 }
 
 struct Daemon {
@@ -72,9 +92,16 @@ struct Daemon {
     root: String,
 }
 
+/// Credentials the daemon and the bench's native callers share (one
+/// principal family, so that the daemon's default policy admits them).
+fn credentials() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/credentials")
+}
+
 impl Daemon {
     fn start() -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wsprd"))
+            .env("WSPR_CREDENTIALS", credentials())
             .args([
                 "serve",
                 "--listen",
@@ -204,12 +231,20 @@ impl JsCaller {
 }
 
 fn main() {
+    if std::env::var_os("WSPR_BENCH_ECHO").is_some() {
+        return echo_server_main();
+    }
     let n = iters(20_000);
     let d = Daemon::start();
     let rss_idle = rss_kib(d.pid());
     js_server(d.addr, "bench/uncached", false);
     js_server(d.addr, "bench/cached", true);
-    let client = Client::new(Namespace::new(vec![d.root.clone()]));
+    let principal = wspr::security::Principal::load_or_create(&credentials(), "bench").unwrap();
+    let client = Client::with_principal(
+        Namespace::new(vec![d.root.clone()]),
+        std::sync::Arc::new(principal),
+        Default::default(),
+    );
     let native = |name: &str| {
         let r = client
             .call(
@@ -222,7 +257,7 @@ fn main() {
         assert_eq!(r, vec![json!(5)]);
     };
 
-    let echo_addr = echo_server();
+    let (mut echo_child, echo_addr) = echo_server();
     let mut echo = ws_connect(echo_addr, "/");
     let payload = json!({"id": 1, "type": 0, "data": {"name": "demo/adder", "method": "add", "inArgs": [2, 3], "numOutArgs": 2}}).to_string();
     let mut echo_once = || {
@@ -269,7 +304,7 @@ fn main() {
     let mut js_js = JsCaller::new(d.addr);
     rows.push(js_js.pipelined("JS -> JS (cacheable), 64 in flight", "bench/cached", 64, n));
     print_table(
-        "wsprd (daemon in its own process, loopback)",
+        "wsprd (the daemon and the echo server each in a process of their own; loopback)",
         &rows,
         "websocket echo (floor)",
     );
@@ -318,4 +353,6 @@ fn main() {
         ],
     );
     drop(idle);
+    let _ = echo_child.kill();
+    let _ = echo_child.wait();
 }

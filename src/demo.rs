@@ -7,7 +7,9 @@ use std::sync::Arc;
 use serde_json::{Number, Value};
 
 use crate::error::{Error, Result};
-use crate::rpc::{AllowAll, Dispatcher, Invoker, Lookup, MethodSignature, ServerCall, Signature};
+use crate::rpc::{
+    AllowAll, Dispatcher, Invoker, Lookup, MethodSignature, Now, Reply, ServerCall, Signature,
+};
 
 /// The demo object's dispatcher: every suffix is the same adder.
 #[derive(Clone, Default)]
@@ -20,6 +22,10 @@ impl Dispatcher for Demo {
             // The demo object is public.
             authorizer: Some(Arc::new(AllowAll)),
         })
+    }
+
+    fn lookup_now(&self, call: &ServerCall) -> Option<Result<Lookup>> {
+        Some(self.lookup(call))
     }
 }
 
@@ -67,19 +73,37 @@ fn float(f: f64) -> Result<Value> {
         .ok_or_else(|| Error::bad_arg("the result is not a finite number"))
 }
 
+/// Checks `method` and its arguments against the signature.
+fn check(method: &str, args: &[Value]) -> Result<()> {
+    let sig = signature();
+    let m = sig
+        .get(method)
+        .ok_or_else(|| Error::no_exist(format!("the demo object has no method {method}")))?;
+    if args.len() != m.in_args.len() {
+        return Err(Error::bad_arg(format!(
+            "{method} takes {} arguments, got {}",
+            m.in_args.len(),
+            args.len()
+        )));
+    }
+    Ok(())
+}
+
 impl Invoker for Adder {
-    fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
-        let sig = signature();
-        let m = sig
-            .get(method)
-            .ok_or_else(|| Error::no_exist(format!("the demo object has no method {method}")))?;
-        if args.len() != m.in_args.len() {
-            return Err(Error::bad_arg(format!(
-                "{method} takes {} arguments, got {}",
-                m.in_args.len(),
-                args.len()
-            )));
+    fn invoke_now(&self, method: &str, args: Vec<Value>, call: ServerCall, reply: Reply) -> Now {
+        // Add and Divide never block: answer on the connection's thread.
+        match method {
+            "Add" | "Divide" => {
+                let mut call = call;
+                reply.send(self.invoke(method, args, &mut call));
+                Now::Handled
+            }
+            _ => Now::Blocking(call, args, reply),
         }
+    }
+
+    fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
+        check(method, &args)?;
         match method {
             "Add" => Ok(vec![add(&number(&args[0], "a")?, &number(&args[1], "b")?)?]),
             "Divide" => {

@@ -23,7 +23,9 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::glob::{Pattern, States};
 use crate::naming::{self, Name};
-use crate::rpc::{AllowAll, Dispatcher, Invoker, Lookup, MethodSignature, ServerCall, Signature};
+use crate::rpc::{
+    AllowAll, Dispatcher, Invoker, Lookup, MethodSignature, Now, Reply, ServerCall, Signature,
+};
 use crate::rpc::{GlobEntry, MountedServer};
 
 /// Limits of a [`MountTable`].
@@ -290,6 +292,10 @@ impl Dispatcher for MountTable {
             authorizer: Some(Arc::new(AllowAll)),
         })
     }
+
+    fn lookup_now(&self, call: &ServerCall) -> Option<Result<Lookup>> {
+        Some(self.lookup(call))
+    }
 }
 
 struct MountTableInvoker(MountTable);
@@ -301,6 +307,16 @@ fn arg_str<'a>(args: &'a [Value], i: usize, what: &str) -> Result<&'a str> {
 }
 
 impl Invoker for MountTableInvoker {
+    fn invoke_now(&self, method: &str, args: Vec<Value>, call: ServerCall, reply: Reply) -> Now {
+        // Only Glob streams (and may wait for credit).
+        if method == "Glob" {
+            return Now::Blocking(call, args, reply);
+        }
+        let mut call = call;
+        reply.send(self.invoke(method, args, &mut call));
+        Now::Handled
+    }
+
     fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
         let want = signature()
             .get(method)

@@ -218,7 +218,7 @@ fn the_cache_is_dropped_when_a_server_is_gone() {
     };
     assert_eq!(add().unwrap(), vec![json!(2)]);
     assert_eq!(client.resolve("svc").unwrap(), vec![first_name.clone()]);
-    assert_eq!(client.namespace().cached(), 1);
+    assert_eq!(client.namespace().cache_len(), 1);
 
     // The first server dies without unmounting; a second mounts the name.
     first.signal("-KILL");
@@ -227,7 +227,7 @@ fn the_cache_is_dropped_when_a_server_is_gone() {
     let other = Client::new(Namespace::new(vec![root.clone()]));
     let second = Server::listen("127.0.0.1:0", Arc::new(wspr::demo::Demo), other).unwrap();
     second.add_name("svc").unwrap();
-    assert_eq!(client.namespace().cached(), 1);
+    assert_eq!(client.namespace().cache_len(), 1);
     // The cache still says "first"; the call fails to reach it, forgets
     // the cached answer, asks the mount table again and reaches the second.
     assert_eq!(add().unwrap(), vec![json!(2)]);

@@ -237,14 +237,17 @@ fn run_case(case: Case) {
             }
         );
     }
-    assert_eq!(
-        js.recv(),
-        Msg {
-            id: req.id,
-            kind: STREAM_CLOSE,
-            message: Value::Null
-        }
-    );
+    // Only a streaming method's request carries the caller's stream.
+    if case.method != "Add" {
+        assert_eq!(
+            js.recv(),
+            Msg {
+                id: req.id,
+                kind: STREAM_CLOSE,
+                message: Value::Null
+            }
+        );
+    }
 
     for v in &case.server_stream {
         js.send(req.id, 3, v.clone());
@@ -407,15 +410,6 @@ fn a_cacheable_lookup_is_asked_once() {
         }
         let r = js.recv();
         assert_eq!(r.kind, SERVER_REQUEST, "call {i}: {r:?}");
-        // The caller closed its (empty) stream.
-        assert_eq!(
-            js.recv(),
-            Msg {
-                id: r.id,
-                kind: STREAM_CLOSE,
-                message: Value::Null
-            }
-        );
         js.send(r.id, 2, json!({"results": [i + 1]}));
         assert_eq!(caller.join().unwrap().1.unwrap(), vec![json!(i + 1)]);
     }

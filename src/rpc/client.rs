@@ -474,6 +474,59 @@ impl Client {
         self.start(name, method, args, opts.deadline, sink, true)
     }
 
+    /// Starts a call like [`Client::start_call_with_sink`], but only if it
+    /// can without blocking: the name's resolution is cached (or the name
+    /// is rooted) and a connection to the server is open. `Ok(None)`: it
+    /// would have to wait; nothing was sent.
+    pub fn try_start_call_with_sink(
+        &self,
+        name: &str,
+        method: &str,
+        args: &[Value],
+        opts: &CallOptions,
+        sink: &Arc<dyn CallSink>,
+    ) -> Result<Option<CallHandle>> {
+        if method.is_empty() {
+            return Err(Error::bad_arg("empty method name"));
+        }
+        let Some(targets) = self.inner.namespace.cached(name) else {
+            return Ok(None);
+        };
+        let method = crate::naming::upper_first(method);
+        for target in &targets {
+            let Ok(parsed) = Name::parse(target) else {
+                continue;
+            };
+            let Some(ep) = parsed.endpoint() else {
+                continue;
+            };
+            let key = (ep.address().to_string(), ep.routing_id());
+            let conn = self
+                .inner
+                .conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .filter(|c| !c.dead.load(Ordering::SeqCst))
+                .cloned();
+            if let Some(conn) = conn {
+                return self
+                    .request(
+                        &conn,
+                        name,
+                        parsed.suffix(),
+                        &method,
+                        args,
+                        opts.deadline,
+                        sink.clone(),
+                        true,
+                    )
+                    .map(Some);
+            }
+        }
+        Ok(None)
+    }
+
     /// Calls `method` on the object `suffix` of the server at `endpoint`,
     /// without resolving any name.
     pub(crate) fn call_endpoint(

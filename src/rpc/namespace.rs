@@ -81,8 +81,22 @@ impl Namespace {
     }
 
     /// Entries in the resolution cache.
-    pub fn cached(&self) -> usize {
+    pub fn cache_len(&self) -> usize {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// What `name` resolves to, if that is known without asking anyone: a
+    /// rooted name that needs no resolution, or a live cache entry.
+    pub fn cached(&self, name: &str) -> Option<Vec<String>> {
+        let parsed = Name::parse(name).ok()?;
+        if parsed.endpoint().is_some() && (parsed.is_terminal() || parsed.suffix().is_empty()) {
+            return Some(vec![name.to_string()]);
+        }
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(name)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(t, _)| t.clone())
     }
 
     fn initial(&self, name: &str) -> Result<Vec<String>> {

@@ -28,6 +28,7 @@ use crate::rpc::conn::{self, Credit, FrameReader, ReadError, RemoteIdentity, Wri
 use crate::rpc::publisher::Publisher;
 use crate::rpc::wire::{self, Frame};
 use crate::security::Principal;
+use crate::timer::Timer;
 
 /// One method's signature. `num_out_args` counts the results plus the
 /// trailing error slot (a method returning one value has 2).
@@ -59,17 +60,88 @@ pub struct Lookup {
 /// Finds the object that serves a call: `call.suffix()` and
 /// `call.method()` to an invoker and an authorizer.
 pub trait Dispatcher: Send + Sync + 'static {
-    /// Looks up the object for `call`. May block, but should honour
-    /// `call.deadline()` and `call.is_cancelled()`.
+    /// Looks up the object for `call`, on a pool thread. May block, but
+    /// should honour `call.deadline()` and `call.done()`.
     fn lookup(&self, call: &ServerCall) -> Result<Lookup>;
+
+    /// Looks up the object without blocking, on the connection's reader
+    /// thread, if it can; `None` sends the call to [`Dispatcher::lookup`]
+    /// on a pool thread. An authorizer returned here must not block.
+    fn lookup_now(&self, _call: &ServerCall) -> Option<Result<Lookup>> {
+        None
+    }
 }
 
 /// Runs calls on one object.
 pub trait Invoker: Send + Sync + 'static {
-    /// Runs `method` (UpperCamelCase) with `args`.
+    /// Runs `method` (UpperCamelCase) with `args`, on a pool thread.
     fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>>;
-    /// The object's signature, for the predefined `Signature` method.
+
+    /// The object's signature, for the predefined `Signature` method. Must
+    /// not block.
     fn signature(&self, call: &ServerCall) -> Result<Signature>;
+
+    /// Runs `method` without blocking the calling thread (which may be the
+    /// connection's reader): answer now or later through `reply`, and
+    /// return [`Now::Handled`]; or give everything back with
+    /// [`Now::Blocking`] to have [`Invoker::invoke`] run on a pool thread.
+    fn invoke_now(&self, method: &str, args: Vec<Value>, call: ServerCall, reply: Reply) -> Now {
+        let _ = method;
+        Now::Blocking(call, args, reply)
+    }
+}
+
+/// What [`Invoker::invoke_now`] did.
+// Returned by value once per call and consumed at once: boxing the large
+// variant would only add an allocation per call.
+#[allow(clippy::large_enum_variant)]
+pub enum Now {
+    /// The call is answered, or will be through its [`Reply`].
+    Handled,
+    /// The call needs a thread that may block: run [`Invoker::invoke`].
+    Blocking(ServerCall, Vec<Value>, Reply),
+}
+
+/// Answers one call. Dropping it unanswered answers `Aborted`, so a call
+/// whose reply is lost (its holder went away) still ends.
+pub struct Reply {
+    conn: Arc<ServerConn>,
+    flow: u64,
+    sent: bool,
+    _inflight: Option<Sender<()>>,
+}
+
+impl Reply {
+    /// Sends the call's results or error.
+    pub fn send(mut self, result: Result<Vec<Value>>) {
+        self.sent = true;
+        self.conn.respond(self.flow, &result);
+    }
+
+    /// Runs `f` if the call is cancelled, times out or is aborted before it
+    /// is answered (at once if that already happened). `f` runs on the
+    /// thread that noticed, and must not block.
+    pub fn on_cancel(&self, f: impl FnOnce() + Send + 'static) {
+        let mut flows = self.conn.flows();
+        match flows.get_mut(&self.flow) {
+            Some(fl) if !fl.cancelled.load(Ordering::SeqCst) => fl.on_cancel = Some(Box::new(f)),
+            _ => {
+                drop(flows);
+                f();
+            }
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.conn.respond(
+                self.flow,
+                &Err(Error::aborted("the call was dropped unanswered")),
+            );
+        }
+    }
 }
 
 /// Decides whether a call may go ahead.
@@ -172,6 +244,8 @@ struct ServerFlow {
     /// Never sent on; dropped when the call is cancelled or aborted, which
     /// wakes everything selecting on [`ServerCall::done`].
     done: Option<Sender<()>>,
+    /// Set by a call answered later ([`Reply::on_cancel`]).
+    on_cancel: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// A call being served: who called, what for, and its streams.
@@ -365,6 +439,23 @@ impl ServerConn {
         }
     }
 
+    /// Ends a call at its deadline if it is still unanswered: its cancel
+    /// hook runs and the caller gets `Timeout`.
+    fn expire(&self, flow: u64) {
+        let Some(mut f) = self.flows().remove(&flow) else {
+            return;
+        };
+        f.cancelled.store(true, Ordering::SeqCst);
+        let _ = f.events.send(ServerEvent::Cancelled);
+        f.done.take();
+        if let Some(hook) = f.on_cancel.take() {
+            hook();
+        }
+        let _ = self.writer.send_with(|b| {
+            wire::encode_response(b, flow, &Err(Error::timeout("the call's deadline passed")))
+        });
+    }
+
     /// Aborts every call in flight: invokers see `Cancelled`, callers get
     /// `Aborted`.
     fn abort_all(&self, why: &str) {
@@ -374,6 +465,9 @@ impl ServerConn {
             f.cancelled.store(true, Ordering::SeqCst);
             let _ = f.events.send(ServerEvent::Cancelled);
             drop(f.done);
+            if let Some(hook) = f.on_cancel {
+                hook();
+            }
             wire::encode_response(&mut buf, flow, &Err(Error::aborted(why)));
         }
         if !buf.is_empty() {
@@ -424,6 +518,9 @@ struct ListenerInner {
     accept: Mutex<Option<JoinHandle<()>>>,
     closing: AtomicBool,
     next_rid: AtomicU64,
+    /// Deadlines of calls answered later; started on first use, joined on
+    /// close.
+    timer: Mutex<Option<Arc<Timer>>>,
 }
 
 /// Accepts connections on one address for any number of servers. Cloning
@@ -484,6 +581,7 @@ impl Listener {
             accept: Mutex::new(None),
             closing: AtomicBool::new(false),
             next_rid: AtomicU64::new(random_u64() | 1),
+            timer: Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
         let h = std::thread::Builder::new()
@@ -600,7 +698,31 @@ impl Listener {
         }
         self.inner.pool.shutdown();
         self.inner.publisher.shutdown();
+        // Dropping the last handle joins the timer thread.
+        self.inner
+            .timer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         log::info!("stopped listening on {}", self.inner.address);
+    }
+
+    /// Runs `f` at `at` on the listener's timer thread (started on first
+    /// use). Nothing runs once the listener is closed.
+    fn at(&self, at: Instant, f: impl FnOnce() + Send + 'static) {
+        let timer = {
+            let mut t = self.inner.timer.lock().unwrap_or_else(|p| p.into_inner());
+            if t.is_none() && !self.inner.closing.load(Ordering::SeqCst) {
+                match Timer::new("wspr-server-timer") {
+                    Ok(timer) => *t = Some(Arc::new(timer)),
+                    Err(e) => log::error!("cannot start the timer thread: {e}"),
+                }
+            }
+            t.clone()
+        };
+        if let Some(timer) = timer {
+            timer.schedule(at, f);
+        }
     }
 
     /// Threads of the call pool alive now.
@@ -809,6 +931,7 @@ fn on_frame(
                         waiter: None,
                         cancelled: cancelled.clone(),
                         done: Some(done_tx),
+                        on_cancel: None,
                     },
                 );
             }
@@ -825,23 +948,25 @@ fn on_frame(
                 done: done_rx,
                 stream_closed: false,
             };
+            let reply = Reply {
+                conn: conn.clone(),
+                flow,
+                sent: false,
+                _inflight: Some(inflight),
+            };
             let dispatcher = entry.dispatcher.clone();
-            let default_auth = listener.inner.config.default_authorizer.clone();
-            let job = Box::new(move || {
-                let _inflight = inflight;
-                run_call(dispatcher, default_auth, call, r.args);
-            });
-            if listener.inner.pool.execute(job).is_err() {
-                log::warn!(
-                    "connection {}: refusing a call, every worker is busy",
-                    conn.id
-                );
-                conn.respond(
-                    flow,
-                    &Err(Error::internal(
-                        "the server is overloaded: every worker is busy",
-                    )),
-                );
+            if call.deadline.is_some_and(|d| d <= Instant::now()) {
+                reply.send(Err(Error::timeout(
+                    "the call's deadline passed before it started",
+                )));
+            } else if let Some(found) = dispatcher.lookup_now(&call) {
+                run_found(listener, found, call, r.args, reply, false);
+            } else {
+                let l = listener.clone();
+                run_blocking(listener, move || {
+                    let found = dispatcher.lookup(&call);
+                    run_found(&l, found, call, r.args, reply, true);
+                });
             }
         }
         Frame::Item { flow, value, size } => {
@@ -866,10 +991,14 @@ fn on_frame(
             }
         }
         Frame::Cancel { flow } => {
-            if let Some(f) = conn.flows().get_mut(&flow) {
+            let hook = conn.flows().get_mut(&flow).and_then(|f| {
                 f.cancelled.store(true, Ordering::SeqCst);
                 let _ = f.events.send(ServerEvent::Cancelled);
                 f.done.take();
+                f.on_cancel.take()
+            });
+            if let Some(hook) = hook {
+                hook();
             }
         }
         Frame::Credit { flow, bytes } => {
@@ -885,34 +1014,72 @@ fn on_frame(
     Ok(())
 }
 
-fn run_call(
-    dispatcher: Arc<dyn Dispatcher>,
-    default_auth: Arc<dyn Authorizer>,
-    mut call: ServerCall,
+/// Runs `job` on the call pool; if the pool is full, the job is dropped,
+/// and with it its [`Reply`], which answers the caller.
+fn run_blocking(listener: &Listener, job: impl FnOnce() + Send + 'static) {
+    if listener.inner.pool.execute(Box::new(job)).is_err() {
+        log::warn!("refusing a call: every call thread is busy");
+    }
+}
+
+/// Goes on with a call whose lookup is done: authorize, then answer
+/// `Signature`, or invoke (now if the invoker can, else on the pool;
+/// `on_pool` says whether this already is a pool thread).
+fn run_found(
+    listener: &Listener,
+    found: Result<Lookup>,
+    call: ServerCall,
     args: Vec<Value>,
+    reply: Reply,
+    on_pool: bool,
 ) {
-    let result = (|| {
-        if call.deadline.is_some_and(|d| d <= Instant::now()) {
-            return Err(Error::timeout(
-                "the call's deadline passed before it started",
-            ));
-        }
-        let lookup = dispatcher.lookup(&call)?;
-        lookup
-            .authorizer
+    let default_auth = &listener.inner.config.default_authorizer;
+    let lookup = match found.and_then(|l| {
+        l.authorizer
             .as_ref()
-            .unwrap_or(&default_auth)
+            .unwrap_or(default_auth)
             .authorize(&call)?;
-        if call.method == "Signature" && args.is_empty() {
-            let sig = lookup.invoker.signature(&call)?;
-            return Ok(vec![
-                serde_json::to_value(sig).map_err(|e| Error::internal(e.to_string()))?,
-            ]);
+        Ok(l)
+    }) {
+        Ok(l) => l,
+        Err(e) => return reply.send(Err(e)),
+    };
+    if call.method == "Signature" && args.is_empty() {
+        let sig = lookup
+            .invoker
+            .signature(&call)
+            .and_then(|s| serde_json::to_value(s).map_err(|e| Error::internal(e.to_string())));
+        return reply.send(sig.map(|s| vec![s]));
+    }
+    let (conn, flow, deadline) = (call.conn.clone(), call.flow, call.deadline);
+    let method = call.method.clone();
+    match lookup.invoker.invoke_now(&method, args, call, reply) {
+        Now::Handled => {
+            // Answered later: hold the caller's deadline for it.
+            if let Some(d) = deadline
+                && conn.flows().contains_key(&flow)
+            {
+                let weak = Arc::downgrade(&conn);
+                listener.at(d, move || {
+                    if let Some(c) = weak.upgrade() {
+                        c.expire(flow);
+                    }
+                });
+            }
         }
-        let method = call.method.clone();
-        lookup.invoker.invoke(&method, args, &mut call)
-    })();
-    call.conn.respond(call.flow, &result);
+        Now::Blocking(mut call, args, reply) => {
+            let invoker = lookup.invoker;
+            let run = move || {
+                let result = invoker.invoke(&method, args, &mut call);
+                reply.send(result);
+            };
+            if on_pool {
+                run();
+            } else {
+                run_blocking(listener, run);
+            }
+        }
+    }
 }
 
 /// A server hosted by a [`Listener`]. Dropping it stops it.

@@ -28,7 +28,6 @@ const MAX_SIGNATURES: usize = 1024;
 pub(crate) fn handle(pipe: &Arc<Pipe>, m: Incoming) {
     let id = m.id;
     let result: Result<Value> = match m.kind {
-        InType::Call => return call(pipe, id, m.data),
         InType::Namespace => return namespace(pipe, id, m.data),
         InType::Serve => serve(pipe, m.data),
         InType::StopServer => stop_server(pipe, m.data),
@@ -103,32 +102,76 @@ impl CallSink for JsCallSink {
     }
 }
 
-fn call(pipe: &Arc<Pipe>, id: u64, data: Option<Value>) {
-    let req: protocol::CallRequest = match protocol::data(data, "call") {
-        Ok(r) => r,
-        Err(e) => return pipe.finish_request(id, Err(e)),
-    };
+/// A call of JavaScript's, checked and ready to start.
+pub(crate) struct PreparedCall {
+    name: String,
+    method: String,
+    args: Vec<Value>,
+    opts: CallOptions,
+    sink: Arc<dyn CallSink>,
+}
+
+/// Checks a call's data (on the pipe thread).
+pub(crate) fn prepare_call(pipe: &Arc<Pipe>, id: u64, data: Option<Value>) -> Result<PreparedCall> {
+    let req: protocol::CallRequest = protocol::data(data, "call")?;
     if req.method.is_empty() {
-        return pipe.finish_request(id, Err(Error::bad_arg("bad call data: empty method")));
+        return Err(Error::bad_arg("bad call data: empty method"));
     }
     let opts = match req.timeout {
         Some(t) if t.is_nan() || t < 0.0 => {
-            return pipe.finish_request(id, Err(Error::bad_arg("bad call data: negative timeout")));
+            return Err(Error::bad_arg("bad call data: negative timeout"));
         }
         Some(t) if t > 0.0 => CallOptions::timeout(Duration::from_secs_f64(t.min(1e9) / 1000.0)),
         _ => CallOptions::default(),
     };
-    let sink = Arc::new(JsCallSink {
-        pipe: Arc::downgrade(pipe),
-        id,
-        streaming: req.is_streaming,
-        state: Mutex::new(SinkState::default()),
-    });
-    let method = naming::upper_first(&req.method);
-    let handle = match pipe
-        .client
-        .start_call_with_sink(&req.name, &method, req.in_args, opts, sink)
-    {
+    Ok(PreparedCall {
+        name: req.name,
+        method: naming::upper_first(&req.method),
+        args: req.in_args,
+        opts,
+        sink: Arc::new(JsCallSink {
+            pipe: Arc::downgrade(pipe),
+            id,
+            streaming: req.is_streaming,
+            state: Mutex::new(SinkState::default()),
+        }),
+    })
+}
+
+/// Starts the call on the pipe thread if that needs no waiting (cached
+/// name, open connection); gives it back otherwise.
+pub(crate) fn call_now(pipe: &Arc<Pipe>, id: u64, call: PreparedCall) -> Option<PreparedCall> {
+    match pipe.client.try_start_call_with_sink(
+        &call.name,
+        &call.method,
+        &call.args,
+        &call.opts,
+        &call.sink,
+    ) {
+        Ok(Some(handle)) => {
+            // Nothing can have been buffered: items come on this thread.
+            if let Some(Flow::Call(c)) = pipe.flows().get_mut(&id) {
+                c.state = CallState::Direct(handle);
+            }
+            None
+        }
+        Ok(None) => Some(call),
+        Err(e) => {
+            pipe.finish_request(id, Err(e));
+            None
+        }
+    }
+}
+
+/// Starts the call on a worker (it may resolve the name and connect).
+pub(crate) fn call_blocking(pipe: &Arc<Pipe>, id: u64, call: PreparedCall) {
+    let handle = match pipe.client.start_call_with_sink(
+        &call.name,
+        &call.method,
+        call.args,
+        call.opts,
+        call.sink,
+    ) {
         Ok(h) => h,
         Err(e) => return pipe.finish_request(id, Err(e)),
     };

@@ -113,6 +113,32 @@ impl ServerState {
 pub(crate) struct JsDispatcher(pub Arc<ServerState>);
 
 impl Dispatcher for JsDispatcher {
+    /// A cached lookup reply without an authorizer of JavaScript's needs
+    /// no thread; anything else goes to `lookup` on a pool thread.
+    fn lookup_now(&self, call: &ServerCall) -> Option<Result<Lookup>> {
+        let state = &self.0;
+        let key = (
+            call.suffix().to_string(),
+            naming::lower_first(call.method()),
+        );
+        let found = state
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()?;
+        if found.has_authorizer {
+            return None;
+        }
+        Some(Ok(Lookup {
+            invoker: Arc::new(JsInvoker {
+                state: state.clone(),
+                found,
+            }),
+            authorizer: None,
+        }))
+    }
+
     fn lookup(&self, call: &ServerCall) -> Result<Lookup> {
         let state = &self.0;
         let method = naming::lower_first(call.method());

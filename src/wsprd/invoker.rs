@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::naming;
-use crate::rpc::{Invoker, ServerCall, ServerEvent, Signature};
+use crate::rpc::{Invoker, Now, Reply, ServerCall, ServerEvent, Signature};
 use crate::wsprd::dispatcher::{Found, ServerState, context};
 use crate::wsprd::pipe::{Flow, JsItem, MAX_BUFFERED_ITEMS, Pipe};
 use crate::wsprd::protocol::{self, OutType};
@@ -122,8 +122,10 @@ impl JsInvoker {
     }
 }
 
-impl Invoker for JsInvoker {
-    fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
+impl JsInvoker {
+    /// Checks the call against the signature; the method's lowerCamelCase
+    /// name and whether it streams.
+    fn check(&self, method: &str, args: &[Value]) -> Result<(String, bool)> {
         let name = naming::lower_first(method);
         let Some(sig) = self.found.signature.get(&name) else {
             return Err(Error::no_exist(format!(
@@ -137,6 +139,64 @@ impl Invoker for JsInvoker {
                 args.len()
             )));
         }
+        Ok((name, sig.is_streaming))
+    }
+
+    /// Sends the ServerRequest of a non-streaming method and leaves the
+    /// reply in the pipe's flow table: JavaScript's response answers the
+    /// caller from the pipe thread, with no thread waiting meanwhile.
+    fn defer(&self, name: String, args: Vec<Value>, call: ServerCall, reply: Reply) {
+        let Some(pipe) = self.state.pipe.upgrade().filter(|p| !p.is_closed()) else {
+            return reply.send(Err(Error::aborted("the server's pipe has closed")));
+        };
+        if call.is_cancelled() {
+            return reply.send(Err(Error::aborted("the caller cancelled")));
+        }
+        let (ctx, identity) = match context(&pipe, &call) {
+            Ok(c) => c,
+            Err(e) => return reply.send(Err(e)),
+        };
+        let id = pipe.new_flow_id();
+        let weak = Arc::downgrade(&pipe);
+        // Caller gone, deadline passed, or server stopped: JavaScript hears
+        // Cancel and the flow is forgotten.
+        reply.on_cancel(move || {
+            if let Some(p) = weak.upgrade()
+                && p.remove_flow(id).is_some()
+            {
+                p.identities.remove(identity);
+                let _ = p.send(id, OutType::Cancel, &Value::Null);
+            }
+        });
+        pipe.insert_flow(id, Flow::Deferred { reply, identity });
+        let request = json!({
+            "serverId": self.state.id,
+            "handle": self.found.handle,
+            "method": name,
+            "args": args,
+            "context": ctx,
+        });
+        if let Err(e) = pipe.send(id, OutType::ServerRequest, &request)
+            && let Some(Flow::Deferred { reply, identity }) = pipe.remove_flow(id)
+        {
+            pipe.identities.remove(identity);
+            reply.send(Err(e));
+        }
+    }
+}
+
+impl Invoker for JsInvoker {
+    fn invoke_now(&self, method: &str, args: Vec<Value>, call: ServerCall, reply: Reply) -> Now {
+        match self.check(method, &args) {
+            Err(e) => reply.send(Err(e)),
+            Ok((_, true)) => return Now::Blocking(call, args, reply),
+            Ok((name, false)) => self.defer(name, args, call, reply),
+        }
+        Now::Handled
+    }
+
+    fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
+        let (name, _) = self.check(method, &args)?;
         let pipe = self
             .state
             .pipe

@@ -26,9 +26,10 @@ use serde_json::Value;
 
 use crate::error::{Error, ids};
 use crate::outbox::PushError;
-use crate::rpc::{CallHandle, Client, ClientConfig};
+use crate::rpc::{CallHandle, Client, ClientConfig, Reply};
 use crate::security::Principal;
 use crate::wsprd::Shared;
+use crate::wsprd::controller;
 use crate::wsprd::dispatcher::{AuthReply, JsServer, LookupReply};
 use crate::wsprd::identity::{self, Identities};
 use crate::wsprd::protocol::{self, InType, Incoming, OutType};
@@ -76,10 +77,19 @@ pub(crate) enum Flow {
     Lookup(Sender<LookupReply>),
     /// An authorization waiting for authResponse.
     Auth(Sender<AuthReply>),
-    /// A server request: JavaScript's stream items, and its response.
+    /// A server request of a streaming method: JavaScript's stream items,
+    /// and its response, for the call thread relaying them.
     ServerRequest {
         items: Sender<JsItem>,
         done: Sender<Result<Vec<Value>, Error>>,
+    },
+    /// A server request of a non-streaming method: no thread waits; the
+    /// response goes straight to the caller. Dropping it (pipe closed)
+    /// answers the caller `Aborted`.
+    Deferred {
+        reply: Reply,
+        /// The caller's identity handle, freed with the flow.
+        identity: u64,
     },
 }
 
@@ -114,9 +124,20 @@ impl Pipe {
 
     /// Opens a flow of the daemon's (an even id).
     pub(crate) fn open_flow(&self, flow: Flow) -> u64 {
-        let id = self.next_flow.fetch_add(2, Ordering::Relaxed);
+        let id = self.new_flow_id();
         self.flows().insert(id, flow);
         id
+    }
+
+    /// A new id for a flow of the daemon's, to open with
+    /// [`Pipe::insert_flow`].
+    pub(crate) fn new_flow_id(&self) -> u64 {
+        self.next_flow.fetch_add(2, Ordering::Relaxed)
+    }
+
+    /// Opens a flow under an id from [`Pipe::new_flow_id`].
+    pub(crate) fn insert_flow(&self, id: u64, flow: Flow) {
+        self.flows().insert(id, flow);
     }
 
     /// Forgets a flow.
@@ -258,7 +279,18 @@ impl Pipe {
             flows.insert(id, flow);
         }
         let pipe = self.clone();
-        let job = Box::new(move || crate::wsprd::controller::handle(&pipe, m));
+        let job: Box<dyn FnOnce() + Send> = if m.kind == InType::Call {
+            let prepared = match controller::prepare_call(self, id, m.data) {
+                Ok(p) => p,
+                Err(e) => return self.finish_request(id, Err(e)),
+            };
+            match controller::call_now(self, id, prepared) {
+                None => return,
+                Some(p) => Box::new(move || controller::call_blocking(&pipe, id, p)),
+            }
+        } else {
+            Box::new(move || controller::handle(&pipe, m))
+        };
         if self.shared.workers.execute(job).is_err() {
             self.remove_flow(id);
             self.send_error(
@@ -347,6 +379,7 @@ impl Pipe {
             (InType::LookupResponse, Some(Flow::Lookup(_)))
                 | (InType::AuthResponse, Some(Flow::Auth(_)))
                 | (InType::ServerResponse, Some(Flow::ServerRequest { .. }))
+                | (InType::ServerResponse, Some(Flow::Deferred { .. }))
         );
         if !matches {
             drop(flows);
@@ -375,13 +408,11 @@ impl Pipe {
                 let _ = tx.try_send(reply);
             }
             Some(Flow::ServerRequest { done, .. }) => {
-                let reply = protocol::data::<protocol::ServerResponse>(m.data, "serverResponse")
-                    .map_err(|e| bad(&e))
-                    .and_then(|r| match protocol::js_error(&r.err, ids::UNKNOWN) {
-                        Some(e) => Err(e),
-                        None => Ok(r.results),
-                    });
-                let _ = done.try_send(reply);
+                let _ = done.try_send(server_response(m.data).map_err(|e| bad(&e)).and_then(|r| r));
+            }
+            Some(Flow::Deferred { reply, identity }) => {
+                reply.send(server_response(m.data).map_err(|e| bad(&e)).and_then(|r| r));
+                self.identities.remove(identity);
             }
             _ => {}
         }
@@ -414,6 +445,16 @@ impl Pipe {
         self.client.close();
         n
     }
+}
+
+/// Decodes a serverResponse: JavaScript's results or error (outer error:
+/// the data cannot be decoded).
+fn server_response(data: Option<Value>) -> Result<Result<Vec<Value>, Error>, Error> {
+    let r = protocol::data::<protocol::ServerResponse>(data, "serverResponse")?;
+    Ok(match protocol::js_error(&r.err, ids::UNKNOWN) {
+        Some(e) => Err(e),
+        None => Ok(r.results),
+    })
 }
 
 /// Runs a pipe on the calling thread until it closes.
