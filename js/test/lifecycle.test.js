@@ -227,3 +227,52 @@ test('connect takes the daemon\'s http URL, and a WebSocket passed in', async ()
     rt.close();
   }
 });
+
+/** How many timers the process has running. */
+const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+
+test('nothing of a finished call outlives it: no timer, no signal listener', async (t) => {
+  const sent = [];
+  const rt = await connect(url, { trace: (dir, m) => dir === 'send' && sent.push(m) });
+  t.after(() => rt.close());
+  const before = timers();
+  const adder = await rt.bindTo('demo/adder', { timeout: 60_000 });
+  const names = (await rt.glob('demo/*', { timeout: 60_000 })).map((e) => e.name);
+  assert.deepEqual(names, ['demo/adder']);
+  assert.equal(timers(), before, 'the timers of bindTo and glob were cleared');
+
+  const controller = new AbortController();
+  assert.equal(await adder.add(1, 2, { signal: controller.signal, timeout: 60_000 }), 3);
+  const call = adder.streamingAdd({ signal: controller.signal });
+  call.stream.write(4);
+  call.stream.end();
+  assert.equal(await call, 4);
+  const sentBefore = sent.length;
+  // The calls are over: aborting their signal now sends no cancel.
+  controller.abort();
+  await rt.call('demo/adder', 'add', [0, 0]); // a round trip, for anything stray to show
+  assert.deepEqual(sent.slice(sentBefore).map((m) => m.type), [0]);
+});
+
+test('a request with a local deadline fails with Timeout and its late answer is dropped', async (t) => {
+  const serving = await connect(url);
+  t.after(() => serving.close());
+  let release;
+  const gate = new Promise((r) => {
+    release = r;
+  });
+  // The signature lookup waits for the gate.
+  await serving.serve('gated', async () => {
+    await gate;
+    return { service: { ping: (ctx) => 'pong' } };
+  });
+  const rt = await connect(url);
+  t.after(() => rt.close());
+  const err = await failure(rt.bindTo('gated', { timeout: 100 }));
+  assert.ok(err instanceof TimeoutError);
+  assert.match(err.message, /no answer within 100 ms/);
+  release();
+  // The pipe goes on; the late answer went nowhere.
+  const stub = await rt.bindTo('gated');
+  assert.equal(await stub.ping(), 'pong');
+});
