@@ -4,7 +4,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8124
 MOUNTTABLE ?= 127.0.0.1:8125
 
-.PHONY: build run test test-rust bench lint fmt doc clean
+.PHONY: build run test test-rust test-node test-browser js-deps bench lint fmt doc clean
 
 build:
 	$(CARGO) build --release
@@ -14,11 +14,32 @@ build:
 run: build
 	./target/release/wsprd serve --listen $(LISTEN) --mounttable-listen $(MOUNTTABLE) --demo
 
-test: test-rust
+test: test-rust test-node test-browser
 
 test-rust:
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+
+# The JavaScript library (js/) against a real daemon: node's test runner.
+# Node 20 has its WebSocket behind a flag; later versions accept it too.
+NODE ?= node
+NODE_TEST = $(NODE) --experimental-websocket --test
+
+# npm ci when the lockfile is newer than node_modules (or there is none).
+js/node_modules/.package-lock.json: js/package-lock.json
+	cd js && npm ci --no-audit --no-fund
+
+js-deps: js/node_modules/.package-lock.json
+
+test-node: js-deps
+	$(CARGO) build --bin wsprd
+	cd js && $(NODE_TEST) test/*.test.js
+
+# The demo page in headless Chromium (/usr/bin/chromium, Debian's package),
+# driven by playwright-core; leaves target/artifacts/demo.png.
+test-browser: js-deps
+	$(CARGO) build --bin wsprd
+	cd js && $(NODE_TEST) test/browser/*.test.js
 
 bench:
 	$(CARGO) bench --bench rpc --bench wsprd

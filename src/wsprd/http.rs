@@ -1,5 +1,7 @@
 //! The HTTP listener: `GET /ws` upgrades to a websocket pipe after the
-//! Origin check, `GET /health` answers JSON, everything else is 404.
+//! Origin check, `GET /health` answers JSON, `GET /` is the demo page and
+//! `GET /wspr.js` the JavaScript library (both built into the binary),
+//! everything else is 404.
 //!
 //! One accept thread (`wsprd-http`), and one thread per connection
 //! (`wsprd-pipe-<n>`) that reads the request (bounded in size and time)
@@ -15,6 +17,11 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::wsprd::{Shared, pipe};
+
+/// The demo page, served at `/`.
+const DEMO_PAGE: &str = include_str!("../../js/demo.html");
+/// The JavaScript library, served at `/wspr.js`.
+const WSPR_JS: &str = include_str!("../../js/wspr.js");
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -338,6 +345,17 @@ fn serve_http(shared: Arc<Shared>, id: u64, mut stream: TcpStream, peer: SocketA
         "/health" => {
             let body = shared.health().to_string();
             let _ = respond(&mut stream, 200, "application/json", body.as_bytes());
+        }
+        "/" => {
+            let _ = respond(
+                &mut stream,
+                200,
+                "text/html; charset=utf-8",
+                DEMO_PAGE.as_bytes(),
+            );
+        }
+        "/wspr.js" => {
+            let _ = respond(&mut stream, 200, "text/javascript", WSPR_JS.as_bytes());
         }
         _ => {
             let _ = respond(&mut stream, 404, "text/plain", b"not found\n");
