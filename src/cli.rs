@@ -313,7 +313,8 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("wsprd: {e}");
+            // The whole id: an application's own ids are not abbreviated.
+            eprintln!("wsprd: {}: {}", e.id(), e.msg());
             1
         }
     }

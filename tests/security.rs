@@ -274,6 +274,7 @@ fn a_javascript_authorizer_decides() {
         assert_eq!(a.kind, AUTH_REQUEST, "{a:?}");
         assert_eq!(a.message["serverId"], 0);
         assert_eq!(a.message["handle"], 4);
+        assert_eq!(a.message["context"]["method"], "add");
         assert_eq!(
             a.message["context"]["remoteId"]["names"], names,
             "the caller's proven names"

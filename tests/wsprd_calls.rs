@@ -512,3 +512,43 @@ fn javascript_calls_javascript_through_two_pipes() {
         }
     );
 }
+
+#[test]
+fn signatures_follow_the_server_that_serves_the_name() {
+    let d = daemon(|_| {});
+    let mut server = Js::connect(d.http_addr());
+    let mut asker = Js::connect(d.http_addr());
+    let sig = |name: &str| json!({name: {"inArgs": [], "numOutArgs": 2, "isStreaming": false}});
+    // Asks for the signature of "x"; `answer` answers the lookup it causes.
+    let ask = |asker: &mut Js, server: &mut Js, answer: Option<Value>| -> Msg {
+        let id = asker.id();
+        asker.send(id, 5, json!({"name": "x"}));
+        if let Some(s) = answer {
+            let l = server.recv();
+            assert_eq!(l.message["method"], "signature");
+            server.answer_lookup(l.id, 1, s, false);
+        }
+        asker.recv()
+    };
+    server.serve("x", 1);
+    assert_eq!(
+        ask(&mut asker, &mut server, Some(sig("first"))).message,
+        sig("first")
+    );
+    // Cached: JavaScript is not asked again.
+    assert_eq!(ask(&mut asker, &mut server, None).message, sig("first"));
+    let id = server.id();
+    server.send(id, 6, json!(1));
+    assert_eq!(server.recv().message, json!(true));
+    let m = ask(&mut asker, &mut server, None);
+    assert_eq!(
+        (m.kind, m.message["id"].clone()),
+        (ERROR, json!(ids::NO_EXIST)),
+        "{m:?}"
+    );
+    server.serve("x", 2);
+    assert_eq!(
+        ask(&mut asker, &mut server, Some(sig("second"))).message,
+        sig("second")
+    );
+}

@@ -10,6 +10,15 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const WSPRD = process.env.WSPRD ?? path.resolve(here, '../../target/debug/wsprd');
 
 /**
+ * Credentials shared by every wsprd the tests start (one principal family,
+ * so the daemon's default policy admits `wsprd call`), kept out of the
+ * user's home: $WSPR_CREDENTIALS, else target/tmp/js-credentials.
+ */
+export const CREDENTIALS =
+  process.env.WSPR_CREDENTIALS ?? path.resolve(here, '../../target/tmp/js-credentials');
+const env = { ...process.env, WSPR_CREDENTIALS: CREDENTIALS };
+
+/**
  * Starts `wsprd serve --listen 127.0.0.1:0 --demo` (plus `extra` flags) and
  * waits, up to 20 s, for the two lines that say where it listens and its
  * name space root.
@@ -21,7 +30,7 @@ export async function startDaemon(extra = []) {
   const child = spawn(
     WSPRD,
     ['serve', '--listen', '127.0.0.1:0', '--demo', '--log-level', 'warn', ...extra],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    { stdio: ['ignore', 'pipe', 'pipe'], env },
   );
   let stderr = '';
   child.stderr.setEncoding('utf8');
@@ -85,7 +94,7 @@ export function wsprdCall(root, name, method, args = [], { input, timeoutMs = 20
   if (input !== undefined) argv.push('--stdin');
   argv.push(name, method, ...args.map((a) => JSON.stringify(a)));
   return new Promise((resolve) => {
-    const child = execFile(WSPRD, argv, { timeout: timeoutMs }, (err, stdout, stderr) => {
+    const child = execFile(WSPRD, argv, { timeout: timeoutMs, env }, (err, stdout, stderr) => {
       resolve({ code: err ? (err.code ?? 1) : 0, stdout, stderr });
     });
     if (input !== undefined) child.stdin.end(input);
@@ -95,7 +104,7 @@ export function wsprdCall(root, name, method, args = [], { input, timeoutMs = 20
 /** `wsprd glob`: the names (first column) it prints. */
 export function wsprdGlob(root, pattern) {
   return new Promise((resolve, reject) => {
-    execFile(WSPRD, ['glob', '--namespace-root', root, pattern], { timeout: 20_000 }, (err, stdout, stderr) => {
+    execFile(WSPRD, ['glob', '--namespace-root', root, pattern], { timeout: 20_000, env }, (err, stdout, stderr) => {
       if (err) reject(new Error(`wsprd glob failed: ${stderr}`));
       else resolve(stdout.split('\n').filter(Boolean).map((l) => l.split('\t')[0]));
     });

@@ -284,22 +284,32 @@ fn stop_server(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
         .remove(&server_id)
         .ok_or_else(|| Error::no_exist(format!("no server {server_id} on this pipe")))?;
     server.stop();
+    forget_signatures(pipe, &server.endpoint());
     Ok(json!(true))
 }
 
+/// The signature of a name, cached by the server object the name resolves
+/// to (its endpoint carries the server's routing id, so a server that is
+/// replaced is a new key), and dropped when a server of this daemon stops.
 fn signature(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
     let req: protocol::SignatureRequest = protocol::data(data, "signature")?;
     let shared = &pipe.shared;
+    let target = pipe
+        .client
+        .resolve(&req.name)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::no_exist(format!("{} resolves to no server", req.name)))?;
     {
         let cache = shared.signatures.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((sig, until)) = cache.get(&req.name)
+        if let Some((sig, until)) = cache.get(&target)
             && *until > Instant::now()
         {
             return Ok(sig.clone());
         }
     }
     let results = pipe.client.call(
-        &req.name,
+        &target,
         "Signature",
         vec![],
         CallOptions::timeout(Duration::from_secs(10)),
@@ -315,8 +325,18 @@ fn signature(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
     if cache.len() >= MAX_SIGNATURES {
         cache.clear();
     }
-    cache.insert(req.name, (sig.clone(), Instant::now() + SIGNATURE_TTL));
+    cache.insert(target, (sig.clone(), Instant::now() + SIGNATURE_TTL));
     Ok(sig)
+}
+
+/// Drops the cached signatures of objects of the server at `endpoint`.
+pub(crate) fn forget_signatures(pipe: &Pipe, endpoint: &str) {
+    let prefix = format!("/{endpoint}");
+    pipe.shared
+        .signatures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|k, _| k != &prefix && !k.starts_with(&format!("{prefix}/")));
 }
 
 fn namespace(pipe: &Arc<Pipe>, id: u64, data: Option<Value>) {

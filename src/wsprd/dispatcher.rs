@@ -222,6 +222,7 @@ pub(crate) fn context(pipe: &Pipe, call: &ServerCall) -> Result<(Value, u64)> {
     let mut ctx = json!({
         "name": call.name(),
         "suffix": call.suffix(),
+        "method": naming::lower_first(call.method()),
         "remoteId": {"handle": handle, "names": names},
     });
     if let Some(d) = call.deadline() {

@@ -441,6 +441,7 @@ impl Pipe {
         let servers: Vec<_> = lock(&self.servers).drain().map(|(_, s)| s).collect();
         for s in servers {
             s.stop();
+            controller::forget_signatures(self, &s.endpoint());
         }
         self.client.close();
         n
