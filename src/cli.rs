@@ -125,7 +125,7 @@ struct PrincipalCreate {
 }
 
 #[derive(FromArgs)]
-/// Bless the principal in --to as <this principal>/EXTENSION; it gets the
+/// Bless the principal in --to as BLESSER/EXTENSION; it gets the
 /// blessing as its default and trusts this principal's root.
 #[argh(subcommand, name = "bless")]
 struct PrincipalBless {
