@@ -80,6 +80,8 @@
 
 pub mod demo;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod glob;
 pub mod mounttable;
 pub mod naming;

@@ -43,14 +43,14 @@ pub(crate) struct Established {
     pub remote: RemoteIdentity,
 }
 
-fn write_record(s: &mut TcpStream, b: &[u8]) -> io::Result<()> {
+fn write_record(s: &mut impl Write, b: &[u8]) -> io::Result<()> {
     let mut out = Vec::with_capacity(b.len() + 2);
     out.extend_from_slice(&(b.len() as u16).to_be_bytes());
     out.extend_from_slice(b);
     s.write_all(&out)
 }
 
-fn read_record(s: &mut TcpStream) -> io::Result<Vec<u8>> {
+fn read_record(s: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 2];
     s.read_exact(&mut len)?;
     let mut b = vec![0u8; u16::from_be_bytes(len) as usize];
@@ -66,7 +66,7 @@ fn noise_err(e: snow::Error) -> Error {
     Error::no_access(format!("session handshake failed: {e}"))
 }
 
-struct Transport {
+pub(crate) struct Transport {
     state: StatelessTransportState,
 }
 
@@ -110,7 +110,7 @@ fn signed(role: &[u8], hash: &[u8]) -> Vec<u8> {
 
 /// Checks a peer's proof: every chain verifies, all name one key, and that
 /// key signed this session's hash.
-fn check_proof(b: &[u8], role: &[u8], hash: &[u8]) -> Result<RemoteIdentity> {
+pub(crate) fn check_proof(b: &[u8], role: &[u8], hash: &[u8]) -> Result<RemoteIdentity> {
     let refuse = |why: &str| Error::no_access(format!("the peer's identity was refused: {why}"));
     let n = *b.first().ok_or_else(|| refuse("empty proof"))? as usize;
     if n == 0 || n > MAX_BLESSINGS {
@@ -205,6 +205,16 @@ pub(crate) fn client(stream: &mut TcpStream, principal: &Principal) -> Result<Es
 /// The server side: returns the session and the client's identity. A
 /// client whose proof fails is told why before the error is returned.
 pub(crate) fn server(stream: &mut TcpStream, principal: &Principal) -> Result<Established> {
+    let (t, remote) = server_handshake(stream, principal)?;
+    established(stream, t, remote, 2, 1)
+}
+
+/// The server's half of the handshake over any byte stream (the fuzz
+/// target drives it with arbitrary bytes).
+pub(crate) fn server_handshake(
+    stream: &mut (impl Read + Write),
+    principal: &Principal,
+) -> Result<(Transport, RemoteIdentity)> {
     let mut hs = snow::Builder::new(NOISE.parse().map_err(noise_err)?)
         .build_responder()
         .map_err(noise_err)?;
@@ -233,8 +243,7 @@ pub(crate) fn server(stream: &mut TcpStream, principal: &Principal) -> Result<Es
         }
     };
     write_record(stream, &t.seal(1, &verdict)?).map_err(io_err("session handshake"))?;
-    let remote = checked?;
-    established(stream, t, remote, 2, 1)
+    Ok((t, checked?))
 }
 
 struct RecordSink {
