@@ -69,6 +69,22 @@ struct ServeCmd {
     /// worker threads for JavaScript's requests (default 16)
     #[argh(option, default = "16")]
     workers: usize,
+    /// most pipes at once; more get HTTP 503 (default 1024)
+    #[argh(option, default = "1024")]
+    max_pipes: usize,
+    /// most flows in flight on one pipe (default 1024)
+    #[argh(option, default = "1024")]
+    max_flows_per_pipe: usize,
+    /// most servers one pipe may serve (default 64)
+    #[argh(option, default = "64")]
+    max_servers_per_pipe: usize,
+    /// most names one server may be mounted under (default 32)
+    #[argh(option, default = "32")]
+    max_names_per_server: usize,
+    /// bytes of stream items JavaScript may send ahead of their reader on
+    /// one flow (default 1048576)
+    #[argh(option, default = "1 << 20")]
+    max_stream_buffer_bytes: usize,
     /// let callers of any principal family call JavaScript servers
     #[argh(switch)]
     open_access: bool,
@@ -355,6 +371,11 @@ fn serve(c: ServeCmd) -> Result<()> {
     config.lookup_timeout = Duration::from_millis(c.lookup_timeout_ms);
     config.max_message_bytes = c.max_message_bytes;
     config.workers = c.workers;
+    config.max_pipes = c.max_pipes;
+    config.max_flows_per_pipe = c.max_flows_per_pipe;
+    config.max_servers_per_pipe = c.max_servers_per_pipe;
+    config.max_names_per_server = c.max_names_per_server;
+    config.max_stream_buffer_bytes = c.max_stream_buffer_bytes;
     config.open_access = c.open_access;
     config.serve_demo = c.demo;
     config.mount_ttl = Duration::from_secs(c.mount_ttl_secs);

@@ -351,33 +351,11 @@ impl ServerCall {
     /// Sends a stream item to the caller, waiting for credit until the
     /// deadline.
     pub fn send(&self, item: &Value) -> Result<()> {
-        let json = serde_json::to_vec(item).map_err(|e| Error::bad_arg(e.to_string()))?;
-        if json.len() + 13 > self.conn.config.max_frame {
-            return Err(Error::bad_arg(format!(
-                "stream item of {} bytes is over the frame limit of {}",
-                json.len(),
-                self.conn.config.max_frame
-            )));
-        }
-        let mut buf = Vec::with_capacity(json.len() + 17);
-        let size = wire::encode_item_json(&mut buf, self.flow, &json);
+        let (buf, size) = self.encode_item(item)?;
         loop {
-            if self.is_cancelled() {
-                return Err(Error::aborted("the call was cancelled"));
-            }
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            {
-                let mut flows = self.conn.flows();
-                let Some(f) = flows.get_mut(&self.flow) else {
-                    return Err(Error::aborted("the call has ended"));
-                };
-                if f.credit.can_send(size) {
-                    f.credit.take_send(size);
-                    drop(flows);
-                    return self.conn.writer.send(&buf, None);
-                }
-                f.waiter = Some(tx);
-            }
+            let Some(rx) = self.send_encoded(&buf, size)? else {
+                return Ok(());
+            };
             let woke = match self.deadline {
                 Some(d) => rx.recv_deadline(d),
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -388,6 +366,46 @@ impl ServerCall {
                 ));
             }
         }
+    }
+
+    /// Sends a stream item if there is credit for it now: `Ok(None)` sent;
+    /// `Ok(Some(rx))` not sent, and `rx` fires (or disconnects) when credit
+    /// comes or the call ends, for use in a `select!`.
+    pub fn try_send(&self, item: &Value) -> Result<Option<Receiver<()>>> {
+        let (buf, size) = self.encode_item(item)?;
+        self.send_encoded(&buf, size)
+    }
+
+    fn encode_item(&self, item: &Value) -> Result<(Vec<u8>, u32)> {
+        let json = serde_json::to_vec(item).map_err(|e| Error::bad_arg(e.to_string()))?;
+        if json.len() + 13 > self.conn.config.max_frame {
+            return Err(Error::bad_arg(format!(
+                "stream item of {} bytes is over the frame limit of {}",
+                json.len(),
+                self.conn.config.max_frame
+            )));
+        }
+        let mut buf = Vec::with_capacity(json.len() + 17);
+        let size = wire::encode_item_json(&mut buf, self.flow, &json);
+        Ok((buf, size))
+    }
+
+    fn send_encoded(&self, buf: &[u8], size: u32) -> Result<Option<Receiver<()>>> {
+        if self.is_cancelled() {
+            return Err(Error::aborted("the call was cancelled"));
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut flows = self.conn.flows();
+        let Some(f) = flows.get_mut(&self.flow) else {
+            return Err(Error::aborted("the call has ended"));
+        };
+        if f.credit.can_send(size) {
+            f.credit.take_send(size);
+            drop(flows);
+            return self.conn.writer.send(buf, None).map(|_| None);
+        }
+        f.waiter = Some(tx);
+        Ok(Some(rx))
     }
 
     /// Closes the server's stream: the caller sees it end after every item
@@ -963,7 +981,7 @@ fn on_frame(
                 run_found(listener, found, call, r.args, reply, false);
             } else {
                 let l = listener.clone();
-                run_blocking(listener, move || {
+                run_blocking(listener, reply, move |reply| {
                     let found = dispatcher.lookup(&call);
                     run_found(&l, found, call, r.args, reply, true);
                 });
@@ -995,6 +1013,8 @@ fn on_frame(
                 f.cancelled.store(true, Ordering::SeqCst);
                 let _ = f.events.send(ServerEvent::Cancelled);
                 f.done.take();
+                // A sender waiting for credit wakes and sees the cancel.
+                f.waiter.take();
                 f.on_cancel.take()
             });
             if let Some(hook) = hook {
@@ -1016,9 +1036,28 @@ fn on_frame(
 
 /// Runs `job` on the call pool; if the pool is full, the job is dropped,
 /// and with it its [`Reply`], which answers the caller.
-fn run_blocking(listener: &Listener, job: impl FnOnce() + Send + 'static) {
-    if listener.inner.pool.execute(Box::new(job)).is_err() {
-        log::warn!("refusing a call: every call thread is busy");
+/// Runs `job` with `reply` on the call pool; if the pool and its queue are
+/// full, the caller is told so at once.
+fn run_blocking(listener: &Listener, reply: Reply, job: impl FnOnce(Reply) + Send + 'static) {
+    // The job takes the reply from this slot; if the pool refuses the job,
+    // the reply is still here to answer with.
+    let slot = Arc::new(Mutex::new(Some(reply)));
+    let taken = slot.clone();
+    let run = move || {
+        let reply = taken.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(reply) = reply {
+            job(reply);
+        }
+    };
+    if listener.inner.pool.execute(Box::new(run)).is_err() {
+        let max = listener.inner.config.pool.max_threads;
+        log::warn!("refusing a call: all {max} call threads are busy and the queue is full");
+        let reply = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(reply) = reply {
+            reply.send(Err(Error::aborted(format!(
+                "the server is overloaded: all {max} call threads are busy"
+            ))));
+        }
     }
 }
 
@@ -1069,14 +1108,14 @@ fn run_found(
         }
         Now::Blocking(mut call, args, reply) => {
             let invoker = lookup.invoker;
-            let run = move || {
+            let run = move |reply: Reply| {
                 let result = invoker.invoke(&method, args, &mut call);
                 reply.send(result);
             };
             if on_pool {
-                run();
+                run(reply);
             } else {
-                run_blocking(listener, run);
+                run_blocking(listener, reply, run);
             }
         }
     }

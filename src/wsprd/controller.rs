@@ -187,8 +187,12 @@ pub(crate) fn call_blocking(pipe: &Arc<Pipe>, id: u64, call: PreparedCall) {
                 return;
             };
             if c.cancelled {
+                let why = c.failure.take();
                 drop(flows);
-                handle.cancel();
+                match why {
+                    Some(e) => handle.end(e),
+                    None => handle.cancel(),
+                }
                 return;
             }
             if c.buffered.is_empty() {
@@ -243,6 +247,15 @@ fn serve(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
         let mut servers = pipe.servers.lock().unwrap_or_else(|p| p.into_inner());
         match servers.get(&req.server_id) {
             Some(s) => (s.clone(), false),
+            None if servers.len() >= shared.config.max_servers_per_pipe => {
+                return Err(crate::wsprd::limit_reached(
+                    &shared.stats.limits.servers,
+                    format!(
+                        "this pipe serves {} servers (--max-servers-per-pipe)",
+                        servers.len()
+                    ),
+                ));
+            }
             None => {
                 let s = Arc::new(JsServer::new(
                     &shared.listener,
@@ -255,6 +268,16 @@ fn serve(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
             }
         }
     };
+    let names = server.rpc.names().len();
+    if names >= shared.config.max_names_per_server {
+        return Err(crate::wsprd::limit_reached(
+            &shared.stats.limits.names,
+            format!(
+                "server {} has {names} names (--max-names-per-server)",
+                req.server_id
+            ),
+        ));
+    }
     if let Err(e) = server.rpc.add_name(&req.name) {
         if created {
             pipe.servers

@@ -71,7 +71,7 @@ impl ServerState {
         if pipe.is_closed() {
             return Err(Error::aborted("the server's pipe has closed"));
         }
-        let id = pipe.open_flow(flow);
+        let id = pipe.open_flow(flow)?;
         if let Err(e) = pipe.send(id, kind, message) {
             pipe.remove_flow(id);
             return Err(e);

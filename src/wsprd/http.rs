@@ -138,6 +138,7 @@ fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, closing: Arc<AtomicBool>, 
             .unwrap_or_else(|p| p.into_inner())
             .len();
         if open >= shared.config.max_pipes {
+            shared.stats.limits.pipes.fetch_add(1, Ordering::Relaxed);
             log::warn!(
                 "refusing {peer}: {open} connections open, limit {}",
                 shared.config.max_pipes

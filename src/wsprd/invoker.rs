@@ -5,7 +5,9 @@
 //! its deadline passes, JavaScript gets Cancel on the flow and whatever it
 //! answers later is ignored.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, select};
@@ -24,25 +26,46 @@ pub(crate) struct JsInvoker {
     pub found: Arc<Found>,
 }
 
-enum Step {
-    Continue,
-    Done(Result<Vec<Value>>),
+/// JavaScript's side of a streaming request, waiting to go to the caller
+/// as credit allows.
+struct Outgoing {
+    queue: VecDeque<JsItem>,
+    /// Fires when credit comes, while the head of `queue` waits for it.
+    credit: Option<Receiver<()>>,
+}
+
+impl Outgoing {
+    /// Sends what credit allows; the item sizes sent are taken off
+    /// `buffered` (the pipe's count for the flow's stream limit).
+    fn pump(&mut self, call: &ServerCall, buffered: &AtomicUsize) -> Result<()> {
+        self.credit = None;
+        while let Some(item) = self.queue.front() {
+            match item {
+                JsItem::Item(v, size) => match call.try_send(v)? {
+                    None => {
+                        buffered.fetch_sub(*size, Ordering::Relaxed);
+                        self.queue.pop_front();
+                    }
+                    Some(rx) => {
+                        self.credit = Some(rx);
+                        return Ok(());
+                    }
+                },
+                JsItem::Close => {
+                    call.close_send()?;
+                    self.queue.pop_front();
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl JsInvoker {
-    fn forward_js_item(&self, call: &ServerCall, item: JsItem) -> Step {
-        match item {
-            JsItem::Item(v) => match call.send(&v) {
-                Ok(()) => Step::Continue,
-                Err(e) => Step::Done(Err(e)),
-            },
-            JsItem::Close => match call.close_send() {
-                Ok(()) => Step::Continue,
-                Err(e) => Step::Done(Err(e)),
-            },
-        }
-    }
-
+    /// Relays a streaming request until JavaScript answers: the caller's
+    /// items to JavaScript, JavaScript's items to the caller (paced by the
+    /// caller's credit, never blocking outside the `select!`), and the
+    /// caller's cancel, the server's stop and the deadline to JavaScript.
     fn relay(
         &self,
         pipe: &Arc<Pipe>,
@@ -50,73 +73,81 @@ impl JsInvoker {
         call: &mut ServerCall,
         items: &Receiver<JsItem>,
         done: &Receiver<Result<Vec<Value>>>,
+        buffered: &AtomicUsize,
     ) -> Result<Vec<Value>> {
         let events = call.events().clone();
         let caller_gone = call.done().clone();
         let deadline = call.deadline();
+        let never = crossbeam_channel::never();
+        let mut out = Outgoing {
+            queue: VecDeque::new(),
+            credit: None,
+        };
+        let mut answer: Option<Vec<Value>> = None;
         let mut caller_open = true;
+        let cancel = |why: Error| {
+            let _ = pipe.send(id, OutType::Cancel, &Value::Null);
+            Err(why)
+        };
         loop {
+            if let Err(e) = out.pump(call, buffered) {
+                return cancel(e);
+            }
+            // JavaScript has answered and everything it streamed is sent.
+            if out.queue.is_empty()
+                && let Some(results) = answer.take()
+            {
+                return Ok(results);
+            }
+            let credit = out.credit.clone().unwrap_or_else(|| never.clone());
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let step = select! {
+            select! {
+                recv(credit) -> _ => {}
                 recv(items) -> m => match m {
-                    Ok(item) => self.forward_js_item(call, item),
+                    Ok(item) => out.queue.push_back(item),
                     // The flow left the table: JavaScript's response is on
                     // its way, or the pipe closed (then `done` disconnects).
-                    Err(_) => Step::Done(
-                        done.recv()
-                            .unwrap_or_else(|_| Err(Error::aborted("the server's pipe has closed"))),
-                    ),
+                    Err(_) => match done.recv() {
+                        Ok(Ok(results)) => answer = Some(results),
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => return Err(Error::aborted("the server's pipe has closed")),
+                    },
                 },
-                recv(done) -> r => {
+                recv(done) -> r => match r {
                     // Items JavaScript sent before its response go first.
-                    while let Ok(item) = items.try_recv() {
-                        if let Step::Done(e) = self.forward_js_item(call, item) {
-                            return e;
-                        }
+                    Ok(Ok(results)) => {
+                        out.queue.extend(items.try_iter());
+                        answer = Some(results);
                     }
-                    Step::Done(r.unwrap_or_else(|_| Err(Error::aborted("the server's pipe has closed"))))
+                    Ok(Err(e)) => return cancel(e),
+                    Err(_) => return Err(Error::aborted("the server's pipe has closed")),
                 },
                 recv(events) -> ev => match ev {
                     Ok(ServerEvent::Item(v, token)) if caller_open => {
                         // The credit goes back to the caller once the item
                         // is written to the websocket.
-                        match pipe.send_with(id, OutType::Stream, &v, Some(Box::new(token))) {
-                            Ok(()) => Step::Continue,
-                            Err(e) => Step::Done(Err(e)),
+                        if let Err(e) = pipe.send_with(id, OutType::Stream, &v, Some(Box::new(token))) {
+                            return Err(e);
                         }
                     }
-                    Ok(ServerEvent::Item(..)) => Step::Continue,
+                    Ok(ServerEvent::Item(..)) => {}
                     Ok(ServerEvent::StreamClosed) => {
                         caller_open = false;
-                        match pipe.send(id, OutType::StreamClose, &Value::Null) {
-                            Ok(()) => Step::Continue,
-                            Err(e) => Step::Done(Err(e)),
+                        if let Err(e) = pipe.send(id, OutType::StreamClose, &Value::Null) {
+                            return Err(e);
                         }
                     }
                     Ok(ServerEvent::Cancelled) | Err(_) => {
-                        let _ = pipe.send(id, OutType::Cancel, &Value::Null);
-                        Step::Done(Err(Error::aborted("the caller cancelled")))
+                        return cancel(Error::aborted("the caller cancelled"));
                     }
                 },
-                recv(caller_gone) -> _ => {
-                    let _ = pipe.send(id, OutType::Cancel, &Value::Null);
-                    Step::Done(Err(Error::aborted("the caller cancelled")))
-                },
-                recv(self.state.stop_rx) -> _ => {
-                    let _ = pipe.send(id, OutType::Cancel, &Value::Null);
-                    Step::Done(Err(Error::aborted("the server has stopped")))
-                },
+                recv(caller_gone) -> _ => return cancel(Error::aborted("the caller cancelled")),
+                recv(self.state.stop_rx) -> _ => return cancel(Error::aborted("the server has stopped")),
                 default(timeout.unwrap_or(std::time::Duration::from_secs(86_400))) => {
                     if deadline.is_some_and(|d| d <= Instant::now()) {
-                        let _ = pipe.send(id, OutType::Cancel, &Value::Null);
-                        Step::Done(Err(Error::timeout("the call's deadline passed")))
-                    } else {
-                        Step::Continue
+                        return cancel(Error::timeout("the call's deadline passed"));
                     }
-                },
-            };
-            if let Step::Done(r) = step {
-                return r;
+                }
             }
         }
     }
@@ -168,7 +199,12 @@ impl JsInvoker {
                 let _ = p.send(id, OutType::Cancel, &Value::Null);
             }
         });
-        pipe.insert_flow(id, Flow::Deferred { reply, identity });
+        if let Err((e, Flow::Deferred { reply, identity })) =
+            pipe.insert_flow(id, Flow::Deferred { reply, identity })
+        {
+            pipe.identities.remove(identity);
+            return reply.send(Err(e));
+        }
         let request = json!({
             "serverId": self.state.id,
             "handle": self.found.handle,
@@ -206,10 +242,18 @@ impl Invoker for JsInvoker {
         let (ctx, identity) = context(&pipe, call)?;
         let (items_tx, items) = crossbeam_channel::bounded(MAX_BUFFERED_ITEMS);
         let (done_tx, done) = crossbeam_channel::bounded(1);
-        let id = pipe.open_flow(Flow::ServerRequest {
+        let buffered = Arc::new(AtomicUsize::new(0));
+        let id = match pipe.open_flow(Flow::ServerRequest {
             items: items_tx,
             done: done_tx,
-        });
+            buffered: buffered.clone(),
+        }) {
+            Ok(id) => id,
+            Err(e) => {
+                pipe.identities.remove(identity);
+                return Err(e);
+            }
+        };
         let request = json!({
             "serverId": self.state.id,
             "handle": self.found.handle,
@@ -218,7 +262,7 @@ impl Invoker for JsInvoker {
             "context": ctx,
         });
         let result = match pipe.send(id, OutType::ServerRequest, &request) {
-            Ok(()) => self.relay(&pipe, id, call, &items, &done),
+            Ok(()) => self.relay(&pipe, id, call, &items, &done, &buffered),
             Err(e) => Err(e),
         };
         pipe.remove_flow(id);

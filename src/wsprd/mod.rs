@@ -79,8 +79,20 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Bytes queued to one pipe before it counts as stuck. Default 16 MiB.
     pub max_queued_bytes: usize,
-    /// Most pipes at once. Default 4096.
+    /// Most pipes (HTTP connections) at once; more are answered 503.
+    /// Default 1024.
     pub max_pipes: usize,
+    /// Most flows in flight on one pipe: JavaScript's calls and requests,
+    /// and the lookups and requests the daemon has sent it. Default 1024.
+    pub max_flows_per_pipe: usize,
+    /// Most servers one pipe may serve. Default 64.
+    pub max_servers_per_pipe: usize,
+    /// Most names one server may be mounted under. Default 32.
+    pub max_names_per_server: usize,
+    /// Bytes of stream items JavaScript may send on one flow ahead of the
+    /// reader (a call still starting, a server that does not take them, a
+    /// caller that does not read). Default 1 MiB.
+    pub max_stream_buffer_bytes: usize,
     /// TTL of the names servers mount. Default 60 s.
     pub mount_ttl: Duration,
     /// Idle worker and call threads retire after this. Default 10 s.
@@ -106,7 +118,11 @@ impl Default for Config {
             keepalive: pipe::DEFAULT_KEEPALIVE,
             write_timeout: Duration::from_secs(10),
             max_queued_bytes: 16 << 20,
-            max_pipes: 4096,
+            max_pipes: 1024,
+            max_flows_per_pipe: 1024,
+            max_servers_per_pipe: 64,
+            max_names_per_server: 32,
+            max_stream_buffer_bytes: 1 << 20,
             mount_ttl: Duration::from_secs(60),
             idle_thread_timeout: Duration::from_secs(10),
             principal: None,
@@ -129,6 +145,13 @@ impl Config {
         }
         if self.keepalive < Duration::from_millis(100) {
             return bad("keepalive must be at least 100 ms");
+        }
+        if self.max_flows_per_pipe == 0
+            || self.max_servers_per_pipe == 0
+            || self.max_names_per_server == 0
+            || self.max_stream_buffer_bytes < 1024
+        {
+            return bad("the per-pipe limits must be positive (stream buffer at least 1024 bytes)");
         }
         if self.max_pipes == 0 || self.max_queued_bytes < self.max_message_bytes {
             return bad(
@@ -154,6 +177,40 @@ impl Config {
 pub(crate) struct Stats {
     pub pipes_opened: AtomicU64,
     pub errors: AtomicU64,
+    pub limits: Limits,
+}
+
+/// How often each limit was reached.
+#[derive(Default)]
+pub(crate) struct Limits {
+    pub pipes: AtomicU64,
+    pub flows: AtomicU64,
+    pub servers: AtomicU64,
+    pub names: AtomicU64,
+    pub stream_buffer: AtomicU64,
+    pub message: AtomicU64,
+    pub stuck: AtomicU64,
+}
+
+impl Limits {
+    fn json(&self) -> Value {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        json!({
+            "pipes": n(&self.pipes),
+            "flowsPerPipe": n(&self.flows),
+            "serversPerPipe": n(&self.servers),
+            "namesPerServer": n(&self.names),
+            "streamBuffer": n(&self.stream_buffer),
+            "messageBytes": n(&self.message),
+            "stuckPipes": n(&self.stuck),
+        })
+    }
+}
+
+/// The error a request gets when a limit is reached; `counter` counts it.
+pub(crate) fn limit_reached(counter: &AtomicU64, what: String) -> Error {
+    counter.fetch_add(1, Ordering::Relaxed);
+    Error::aborted(format!("limit reached: {what}"))
 }
 
 /// What every pipe shares.
@@ -192,6 +249,7 @@ impl Shared {
             "workers": self.workers.threads(),
             "pipesOpened": self.stats.pipes_opened.load(Ordering::Relaxed),
             "errors": self.stats.errors.load(Ordering::Relaxed),
+            "limitsReached": self.stats.limits.json(),
         })
     }
 }

@@ -16,11 +16,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -39,9 +39,10 @@ use crate::wsprd::ws::{Read_, ReadFail, WsIo, WsOut, WsReader};
 /// to put them (a call still starting, a caller not yet reading).
 pub(crate) const MAX_BUFFERED_ITEMS: usize = 1024;
 
-/// What JavaScript sends on a server request's flow.
+/// What JavaScript sends on a server request's flow (an item with its
+/// size on the wire).
 pub(crate) enum JsItem {
-    Item(Value),
+    Item(Value, usize),
     Close,
 }
 
@@ -64,7 +65,11 @@ pub(crate) enum Buffered {
 pub(crate) struct CallFlow {
     pub state: CallState,
     pub buffered: VecDeque<Buffered>,
+    /// Bytes of the items in `buffered`.
+    pub buffered_bytes: usize,
     pub cancelled: bool,
+    /// Why the call is to end as soon as it has started.
+    pub failure: Option<Error>,
 }
 
 /// What waits on a flow.
@@ -82,6 +87,8 @@ pub(crate) enum Flow {
     ServerRequest {
         items: Sender<JsItem>,
         done: Sender<Result<Vec<Value>, Error>>,
+        /// Bytes of the items in `items`, taken off as they are forwarded.
+        buffered: Arc<AtomicUsize>,
     },
     /// A server request of a non-streaming method: no thread waits; the
     /// response goes straight to the caller. Dropping it (pipe closed)
@@ -122,11 +129,12 @@ impl Pipe {
         self.flows().len()
     }
 
-    /// Opens a flow of the daemon's (an even id).
-    pub(crate) fn open_flow(&self, flow: Flow) -> u64 {
+    /// Opens a flow of the daemon's (an even id), unless the pipe holds
+    /// its limit of flows.
+    pub(crate) fn open_flow(&self, flow: Flow) -> Result<u64, Error> {
         let id = self.new_flow_id();
-        self.flows().insert(id, flow);
-        id
+        self.insert_flow(id, flow).map_err(|(e, _)| e)?;
+        Ok(id)
     }
 
     /// A new id for a flow of the daemon's, to open with
@@ -135,9 +143,26 @@ impl Pipe {
         self.next_flow.fetch_add(2, Ordering::Relaxed)
     }
 
-    /// Opens a flow under an id from [`Pipe::new_flow_id`].
-    pub(crate) fn insert_flow(&self, id: u64, flow: Flow) {
-        self.flows().insert(id, flow);
+    /// Opens a flow under an id from [`Pipe::new_flow_id`], unless the
+    /// pipe holds its limit of flows (the flow is handed back then).
+    pub(crate) fn insert_flow(&self, id: u64, flow: Flow) -> Result<(), (Error, Flow)> {
+        let mut flows = self.flows();
+        if flows.len() >= self.shared.config.max_flows_per_pipe {
+            drop(flows);
+            return Err((self.flow_limit(), flow));
+        }
+        flows.insert(id, flow);
+        Ok(())
+    }
+
+    fn flow_limit(&self) -> Error {
+        crate::wsprd::limit_reached(
+            &self.shared.stats.limits.flows,
+            format!(
+                "{} flows in flight on pipe {} (--max-flows-per-pipe)",
+                self.shared.config.max_flows_per_pipe, self.id
+            ),
+        )
     }
 
     /// Forgets a flow.
@@ -195,6 +220,11 @@ impl Pipe {
         match res {
             Ok(()) => Ok(()),
             Err(PushError::Full { queued, max }) => {
+                self.shared
+                    .stats
+                    .limits
+                    .stuck
+                    .fetch_add(1, Ordering::Relaxed);
                 log::warn!(
                     "pipe {}: JavaScript is not reading ({queued} bytes queued, limit {max}); closing the pipe",
                     self.id
@@ -233,7 +263,7 @@ impl Pipe {
             return self.on_request(m);
         }
         match m.kind {
-            InType::StreamValue => self.on_item(m.id, m.data.unwrap_or(Value::Null)),
+            InType::StreamValue => self.on_item(m.id, m.data.unwrap_or(Value::Null), text.len()),
             InType::StreamClose => self.on_stream_close(m.id),
             InType::Cancel => self.on_cancel(m.id),
             InType::LookupResponse | InType::AuthResponse | InType::ServerResponse => {
@@ -259,6 +289,10 @@ impl Pipe {
                 drop(flows);
                 return self.send_error(id, &Error::bad_arg(format!("flow id {id} is in use")));
             }
+            if flows.len() >= self.shared.config.max_flows_per_pipe {
+                drop(flows);
+                return self.send_error(id, &self.flow_limit());
+            }
             if m.kind == InType::UnlinkIdentity {
                 // No reply, nothing to wait for.
                 drop(flows);
@@ -272,7 +306,9 @@ impl Pipe {
                 InType::Call => Flow::Call(CallFlow {
                     state: CallState::Starting,
                     buffered: VecDeque::new(),
+                    buffered_bytes: 0,
                     cancelled: false,
+                    failure: None,
                 }),
                 _ => Flow::Request,
             };
@@ -300,7 +336,18 @@ impl Pipe {
         }
     }
 
-    fn on_item(&self, id: u64, value: Value) {
+    /// A stream item of JavaScript's; `size` is what it took on the wire,
+    /// counted against the flow's stream buffer.
+    fn on_item(&self, id: u64, value: Value, size: usize) {
+        let limit = self.shared.config.max_stream_buffer_bytes;
+        let over = |what: &str| {
+            crate::wsprd::limit_reached(
+                &self.shared.stats.limits.stream_buffer,
+                format!(
+                    "JavaScript streamed more than {limit} bytes ahead of {what} (--max-stream-buffer-bytes)"
+                ),
+            )
+        };
         let mut flows = self.flows();
         match flows.get_mut(&id) {
             Some(Flow::Call(c)) => match &c.state {
@@ -308,24 +355,36 @@ impl Pipe {
                     let h = h.clone();
                     drop(flows);
                     if let Err(e) = h.offer(&value) {
-                        h.end(e);
+                        h.end(crate::wsprd::limit_reached(
+                            &self.shared.stats.limits.stream_buffer,
+                            format!("{} (--max-stream-buffer-bytes)", e.msg()),
+                        ));
                     }
                 }
-                _ if c.buffered.len() >= MAX_BUFFERED_ITEMS => {
-                    drop(flows);
-                    log::warn!(
-                        "pipe {}: flow {id}: too many stream items before the call started",
-                        self.id
-                    );
-                    self.on_cancel(id);
+                _ if c.buffered.len() >= MAX_BUFFERED_ITEMS || c.buffered_bytes + size > limit => {
+                    let e = over("the call's start");
+                    log::warn!("pipe {}: flow {id}: {e}", self.id);
+                    // The call ends with this error once it has started.
+                    c.cancelled = true;
+                    c.failure.get_or_insert(e);
+                    c.buffered.clear();
+                    c.buffered_bytes = 0;
                 }
-                _ => c.buffered.push_back(Buffered::Item(value)),
+                _ => {
+                    c.buffered_bytes += size;
+                    c.buffered.push_back(Buffered::Item(value));
+                }
             },
-            Some(Flow::ServerRequest { items, done }) => {
-                if let Err(TrySendError::Full(_)) = items.try_send(JsItem::Item(value)) {
-                    let _ = done.try_send(Err(Error::aborted(format!(
-                        "JavaScript streamed more than {MAX_BUFFERED_ITEMS} items ahead of the caller"
-                    ))));
+            Some(Flow::ServerRequest {
+                items,
+                done,
+                buffered,
+            }) => {
+                let full = buffered.load(Ordering::Relaxed) + size > limit;
+                if full || items.try_send(JsItem::Item(value, size)).is_err() {
+                    let _ = done.try_send(Err(over("the caller")));
+                } else {
+                    buffered.fetch_add(size, Ordering::Relaxed);
                 }
             }
             _ => {
@@ -485,6 +544,7 @@ pub(crate) fn run(
     };
     let client_config = ClientConfig {
         write_timeout: config.write_timeout,
+        max_pending: config.max_stream_buffer_bytes,
         ..Default::default()
     };
     let extension = identity::origin_extension(origin.as_deref());
@@ -551,6 +611,7 @@ pub(crate) fn run(
                 break "closed by JavaScript".to_string();
             }
             Err(ReadFail::TooBig(e)) => {
+                shared.stats.limits.message.fetch_add(1, Ordering::Relaxed);
                 pipe.close(1009, "message too big");
                 break format!("message too big ({e})");
             }
