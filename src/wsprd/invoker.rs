@@ -126,16 +126,12 @@ impl JsInvoker {
                     Ok(ServerEvent::Item(v, token)) if caller_open => {
                         // The credit goes back to the caller once the item
                         // is written to the websocket.
-                        if let Err(e) = pipe.send_with(id, OutType::Stream, &v, Some(Box::new(token))) {
-                            return Err(e);
-                        }
+                        pipe.send_with(id, OutType::Stream, &v, Some(Box::new(token)))?;
                     }
                     Ok(ServerEvent::Item(..)) => {}
                     Ok(ServerEvent::StreamClosed) => {
                         caller_open = false;
-                        if let Err(e) = pipe.send(id, OutType::StreamClose, &Value::Null) {
-                            return Err(e);
-                        }
+                        pipe.send(id, OutType::StreamClose, &Value::Null)?;
                     }
                     Ok(ServerEvent::Cancelled) | Err(_) => {
                         return cancel(Error::aborted("the caller cancelled"));
