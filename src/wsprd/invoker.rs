@@ -195,11 +195,13 @@ impl JsInvoker {
                 let _ = p.send(id, OutType::Cancel, &Value::Null);
             }
         });
-        if let Err((e, Flow::Deferred { reply, identity })) =
-            pipe.insert_flow(id, Flow::Deferred { reply, identity })
-        {
+        if let Err(refused) = pipe.insert_flow(id, Flow::Deferred { reply, identity }) {
+            let (e, flow) = *refused;
             pipe.identities.remove(identity);
-            return reply.send(Err(e));
+            if let Flow::Deferred { reply, .. } = flow {
+                reply.send(Err(e));
+            }
+            return;
         }
         let request = json!({
             "serverId": self.state.id,

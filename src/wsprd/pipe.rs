@@ -133,7 +133,7 @@ impl Pipe {
     /// its limit of flows.
     pub(crate) fn open_flow(&self, flow: Flow) -> Result<u64, Error> {
         let id = self.new_flow_id();
-        self.insert_flow(id, flow).map_err(|(e, _)| e)?;
+        self.insert_flow(id, flow).map_err(|b| b.0)?;
         Ok(id)
     }
 
@@ -145,11 +145,11 @@ impl Pipe {
 
     /// Opens a flow under an id from [`Pipe::new_flow_id`], unless the
     /// pipe holds its limit of flows (the flow is handed back then).
-    pub(crate) fn insert_flow(&self, id: u64, flow: Flow) -> Result<(), (Error, Flow)> {
+    pub(crate) fn insert_flow(&self, id: u64, flow: Flow) -> Result<(), Box<(Error, Flow)>> {
         let mut flows = self.flows();
         if flows.len() >= self.shared.config.max_flows_per_pipe {
             drop(flows);
-            return Err((self.flow_limit(), flow));
+            return Err(Box::new((self.flow_limit(), flow)));
         }
         flows.insert(id, flow);
         Ok(())
