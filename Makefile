@@ -4,7 +4,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8124
 MOUNTTABLE ?= 127.0.0.1:8125
 
-.PHONY: build run test test-rust test-node test-browser js-deps bench lint fmt doc clean
+.PHONY: build run test test-rust test-node test-browser js-deps bench soak lint fmt doc clean
 
 build:
 	$(CARGO) build --release
@@ -43,6 +43,13 @@ test-browser: js-deps
 
 bench:
 	$(CARGO) bench --bench rpc --bench wsprd
+
+# Mixed traffic with misbehaving peers against a wsprd process for
+# WSPR_SOAK_SECS (default 600), then checks answers, threads, descriptors
+# and memory. A 15-second version runs in `make test`.
+WSPR_SOAK_SECS ?= 600
+soak:
+	WSPR_SOAK_SECS=$(WSPR_SOAK_SECS) $(CARGO) test --release --test soak -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,342 @@
+//! The soak: mixed traffic against a `wsprd serve` process for a bounded
+//! time (`WSPR_SOAK_SECS`, default 15; `make soak` runs 600), with peers
+//! that misbehave. Afterwards every call must have had exactly one answer,
+//! and the daemon's threads, flows, descriptors and memory must be back to
+//! where they were.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tungstenite::Message;
+use wspr::error::ids;
+use wspr::rpc::{CallOptions, Client, Namespace};
+use wspr::security::Principal;
+
+use common::js::*;
+use common::*;
+
+#[derive(Default)]
+struct Counts {
+    js_calls: AtomicU64,
+    js_streams: AtomicU64,
+    native_calls: AtomicU64,
+    native_errors: AtomicU64,
+    served: AtomicU64,
+    pipes: AtomicU64,
+    misbehaved: AtomicU64,
+    violations: AtomicU64,
+}
+
+fn proc_stat(pid: u32) -> (usize, usize, u64) {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    (threads, fds, rss)
+}
+
+fn health(addr: SocketAddr) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
+/// Sequential calls on one pipe; each call's messages must end in exactly
+/// one Final or Error, with nothing after it.
+fn js_caller(addr: SocketAddr, until: Instant, c: &Counts, seed: u64) {
+    let mut round = seed;
+    while Instant::now() < until {
+        c.pipes.fetch_add(1, Ordering::Relaxed);
+        let mut js = Js::connect(addr);
+        for _ in 0..(5 + round % 20) {
+            round = round
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if round % 3 == 0 {
+                let id = js.call("demo/adder", "streamingAdd", json!([]), true);
+                for n in 1..=3 {
+                    js.send(id, 3, json!(n));
+                }
+                js.send(id, 4, Value::Null);
+                let got: Vec<Msg> = (0..5).map(|_| js.recv()).collect();
+                let kinds: Vec<u64> = got.iter().map(|m| m.kind).collect();
+                if got.iter().any(|m| m.id != id)
+                    || kinds != vec![STREAM, STREAM, STREAM, STREAM_CLOSE, FINAL]
+                {
+                    c.violations.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("bad stream: {got:?}");
+                }
+                c.js_streams.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let id = js.call("demo/adder", "add", json!([round % 100, 1]), false);
+                let m = js.recv();
+                if m != (Msg {
+                    id,
+                    kind: FINAL,
+                    message: json!([round % 100 + 1]),
+                }) {
+                    c.violations.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("bad answer: {m:?}");
+                }
+                c.js_calls.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Nothing is left over for this pipe.
+        if let Some(m) = js.try_recv(Duration::from_millis(20)) {
+            c.violations.fetch_add(1, Ordering::Relaxed);
+            eprintln!("message after every answer: {m:?}");
+        }
+        if round % 4 == 0 {
+            // Leave in the middle of a call.
+            js.call("demo/adder", "streamingAdd", json!([]), true);
+        }
+        drop(js);
+    }
+}
+
+/// Serves `name` for a while, answering every lookup and request, then
+/// stops (or just drops the pipe); again until the end.
+fn js_server(addr: SocketAddr, name: String, until: Instant, c: &Counts, stop: &AtomicBool) {
+    let mut round = 0u64;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        round += 1;
+        c.pipes.fetch_add(1, Ordering::Relaxed);
+        let mut js = Js::connect(addr);
+        js.serve(&name, 1);
+        c.served.fetch_add(1, Ordering::Relaxed);
+        let this_round = Instant::now() + Duration::from_millis(700);
+        while Instant::now() < this_round.min(until) {
+            let Some(m) = js.try_recv(Duration::from_millis(50)) else {
+                continue;
+            };
+            match m.kind {
+                LOOKUP => js.answer_lookup(m.id, 1, adder_signature(), round % 2 == 0),
+                SERVER_REQUEST => {
+                    let a = &m.message["args"];
+                    let sum = a[0].as_i64().unwrap_or(0) + a[1].as_i64().unwrap_or(0);
+                    js.send(m.id, 2, json!({"results": [sum]}));
+                }
+                _ => {}
+            }
+        }
+        if round % 2 == 0 {
+            let id = js.id();
+            js.send(id, 6, json!(1));
+            // Answers for requests still in flight may come first.
+            while let Some(m) = js.try_recv(Duration::from_secs(5)) {
+                if m.id == id {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Calls the JavaScript servers and the demo; each call returns exactly
+/// once (the client guarantees it); a Timeout would mean a lost answer.
+fn native_caller(client: &Client, names: &[String], until: Instant, c: &Counts, seed: u64) {
+    let mut i = seed;
+    while Instant::now() < until {
+        i += 1;
+        let name = &names[(i as usize) % names.len()];
+        let r = client.call(
+            name,
+            "Add",
+            vec![json!(i % 50), json!(2)],
+            CallOptions::timeout(Duration::from_secs(10)),
+        );
+        c.native_calls.fetch_add(1, Ordering::Relaxed);
+        match r {
+            Ok(v) if v == vec![json!(i % 50 + 2)] => {}
+            Ok(v) => {
+                c.violations.fetch_add(1, Ordering::Relaxed);
+                eprintln!("wrong result from {name}: {v:?}");
+            }
+            // The silent server times out by design; servers come and go.
+            Err(e) if e.is(ids::TIMEOUT) && name != "soak/silent" => {
+                c.violations.fetch_add(1, Ordering::Relaxed);
+                eprintln!("{name}: {e}");
+            }
+            Err(_) => {
+                c.native_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Sends what the daemon must refuse, and checks the pipe goes on.
+fn misbehaving(addr: SocketAddr, until: Instant, c: &Counts) {
+    let mut n = 0u64;
+    while Instant::now() < until {
+        n += 1;
+        c.pipes.fetch_add(1, Ordering::Relaxed);
+        let mut js = Js::connect(addr);
+        js.send_raw("{not json");
+        js.ws.send(Message::binary(vec![0u8; 10])).unwrap();
+        js.send(2, 0, json!({"name": "x", "method": "y"}));
+        js.send(77, 2, json!({"results": []}));
+        js.send(79, 11, json!({"handle": 1}));
+        js.send(9, 0, json!({"method": 3}));
+        let mut errors = 0;
+        while let Some(m) = js.try_recv(Duration::from_millis(500)) {
+            if m.kind == ERROR {
+                errors += 1;
+            }
+            if errors == 4 {
+                break;
+            }
+        }
+        if errors != 4 {
+            c.violations.fetch_add(1, Ordering::Relaxed);
+            eprintln!("misbehaving pipe got {errors} errors, not 4");
+        }
+        let id = js.call("demo/adder", "add", json!([1, 1]), false);
+        if js.recv()
+            != (Msg {
+                id,
+                kind: FINAL,
+                message: json!([2]),
+            })
+        {
+            c.violations.fetch_add(1, Ordering::Relaxed);
+        }
+        if n % 5 == 0 {
+            // An oversized frame: only this pipe closes.
+            let _ = js.ws.send(Message::text("x".repeat(1100 * 1024)));
+            while js.try_recv(Duration::from_millis(200)).is_some() {}
+        }
+        c.misbehaved.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn soak() {
+    let secs: u64 = std::env::var("WSPR_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let mut cmd = wsprd();
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--demo",
+        "--log-level",
+        "warn",
+        "--lookup-timeout-ms",
+        "300",
+    ]);
+    let daemon = Proc::spawn(cmd);
+    let addr: SocketAddr = daemon
+        .line()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let root = daemon.line().rsplit(' ').next().unwrap().to_string();
+    let pid = daemon.child.id();
+    let principal = Arc::new(Principal::load_or_create(&test_credentials(), "test").unwrap());
+    let client = Client::with_principal(Namespace::new(vec![root]), principal, Default::default());
+
+    // Warm up, then let idle threads retire, and take the baseline.
+    js_caller(addr, Instant::now(), &Counts::default(), 1);
+    let settled = |what: &str| {
+        wait_until(Duration::from_secs(40), what, || {
+            let h = health(addr);
+            h["pipes"] == 0 && h["flows"] == 0 && h["servers"] == 0 && h["workers"] == 0
+        });
+    };
+    settled("the warm-up to settle");
+    let (threads0, fds0, rss0) = proc_stat(pid);
+
+    let c = Counts::default();
+    let stop = AtomicBool::new(false);
+    let until = Instant::now() + Duration::from_secs(secs);
+    let names: Vec<String> = (0..3).map(|i| format!("soak/js/{i}")).collect();
+    let mut targets = names.clone();
+    targets.push("demo/adder".into());
+    targets.push("soak/silent".into());
+    std::thread::scope(|s| {
+        for i in 0..3 {
+            let c = &c;
+            s.spawn(move || js_caller(addr, until, c, i));
+        }
+        for name in &names {
+            let (c, stop) = (&c, &stop);
+            s.spawn(move || js_server(addr, name.clone(), until, c, stop));
+        }
+        // A server that never answers its lookups.
+        s.spawn(|| {
+            let mut js = Js::connect(addr);
+            js.serve("soak/silent", 1);
+            while Instant::now() < until {
+                let _ = js.try_recv(Duration::from_millis(100));
+            }
+        });
+        for i in 0..2 {
+            let (client, targets, c) = (&client, &targets, &c);
+            s.spawn(move || native_caller(client, targets, until, c, i * 1000));
+        }
+        s.spawn(|| misbehaving(addr, until, &c));
+    });
+    stop.store(true, Ordering::Relaxed);
+    drop(client);
+
+    settled("every pipe, flow and server to end");
+    let mut after = proc_stat(pid);
+    wait_until(
+        Duration::from_secs(40),
+        "threads and descriptors back to the baseline",
+        || {
+            after = proc_stat(pid);
+            after.0 <= threads0 && after.1 <= fds0
+        },
+    );
+    let h = health(addr);
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    println!(
+        "soak {secs} s: {} JS calls, {} JS streams, {} native calls ({} errors while servers came and went), {} serves, {} pipes, {} misbehaving pipes, {} violations",
+        n(&c.js_calls),
+        n(&c.js_streams),
+        n(&c.native_calls),
+        n(&c.native_errors),
+        n(&c.served),
+        n(&c.pipes),
+        n(&c.misbehaved),
+        n(&c.violations)
+    );
+    println!(
+        "daemon before/after: threads {threads0}/{}, fds {fds0}/{}, RSS {rss0}/{} KiB; health {h}",
+        after.0, after.1, after.2
+    );
+    assert_eq!(
+        n(&c.violations),
+        0,
+        "every call answered exactly once, every bad input refused"
+    );
+    assert!(n(&c.js_calls) > 0 && n(&c.native_calls) > 0 && n(&c.served) > 0);
+    // Memory the allocator keeps for reuse is not a leak; growth is.
+    assert!(
+        after.2 <= rss0 * 2 + 8 * 1024,
+        "RSS {rss0} KiB before, {} KiB after",
+        after.2
+    );
+}
