@@ -104,7 +104,7 @@ fn a_slow_reader_holds_the_daemon_to_a_fixed_memory_bound() {
     const N: u64 = 100_000;
     let id = js.call("firehose", "count", json!([N]), true);
     let mut next = 0u64;
-    let mut take = |m: Msg, next: &mut u64| {
+    let take = |m: Msg, next: &mut u64| {
         assert_eq!((m.id, m.kind), (id, STREAM), "{m:?}");
         assert_eq!(
             m.message["n"],

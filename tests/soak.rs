@@ -69,7 +69,7 @@ fn js_caller(addr: SocketAddr, until: Instant, c: &Counts, seed: u64) {
             round = round
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            if round % 3 == 0 {
+            if round.is_multiple_of(3) {
                 let id = js.call("demo/adder", "streamingAdd", json!([]), true);
                 for n in 1..=3 {
                     js.send(id, 3, json!(n));
@@ -103,7 +103,7 @@ fn js_caller(addr: SocketAddr, until: Instant, c: &Counts, seed: u64) {
             c.violations.fetch_add(1, Ordering::Relaxed);
             eprintln!("message after every answer: {m:?}");
         }
-        if round % 4 == 0 {
+        if round.is_multiple_of(4) {
             // Leave in the middle of a call.
             js.call("demo/adder", "streamingAdd", json!([]), true);
         }
@@ -127,7 +127,7 @@ fn js_server(addr: SocketAddr, name: String, until: Instant, c: &Counts, stop: &
                 continue;
             };
             match m.kind {
-                LOOKUP => js.answer_lookup(m.id, 1, adder_signature(), round % 2 == 0),
+                LOOKUP => js.answer_lookup(m.id, 1, adder_signature(), round.is_multiple_of(2)),
                 SERVER_REQUEST => {
                     let a = &m.message["args"];
                     let sum = a[0].as_i64().unwrap_or(0) + a[1].as_i64().unwrap_or(0);
@@ -136,7 +136,7 @@ fn js_server(addr: SocketAddr, name: String, until: Instant, c: &Counts, stop: &
                 _ => {}
             }
         }
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             let id = js.id();
             js.send(id, 6, json!(1));
             // Answers for requests still in flight may come first.
@@ -217,7 +217,7 @@ fn misbehaving(addr: SocketAddr, until: Instant, c: &Counts) {
         {
             c.violations.fetch_add(1, Ordering::Relaxed);
         }
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             // An oversized frame: only this pipe closes.
             let _ = js.ws.send(Message::text("x".repeat(1100 * 1024)));
             while js.try_recv(Duration::from_millis(200)).is_some() {}
