@@ -69,7 +69,10 @@ fn main() {
     let n = iters(20_000);
     let mut rows = vec![tcp_echo_floor(n)];
 
-    let client = Client::new(Namespace::new(vec![]));
+    // Over loopback TCP (the in-process shortcut would skip the wire).
+    let mut config = wspr::rpc::ClientConfig::default();
+    config.in_process = false;
+    let client = Client::with_config(Namespace::new(vec![]), config);
     let demo = Server::listen("127.0.0.1:0", Arc::new(wspr::demo::Demo), client.clone()).unwrap();
     let name = demo.name();
     let add = || {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use wspr::rpc::{CallOptions, Server};
+use wspr::mounttable::{MountTable, MountTableConfig};
+use wspr::rpc::{CallOptions, Client, ClientConfig, Namespace, Server, ServerConfig};
 
 use common::*;
 
@@ -15,8 +16,27 @@ use common::*;
 fn stopping_and_dropping_leave_no_threads() {
     let baseline = threads_named("wspr-");
     assert!(baseline.is_empty(), "{baseline:?}");
+    // Over sockets, then through in-process links.
+    exercise(false);
+    assert_eq!(threads_named("wspr-"), baseline);
+    exercise(true);
+    assert_eq!(threads_named("wspr-"), baseline);
+}
+
+fn exercise(in_process: bool) {
     {
-        let (mt, client) = mount_table();
+        let mut config = ClientConfig::default();
+        config.in_process = in_process;
+        let client = Client::with_config(Namespace::new(vec![]), config);
+        let mt = Server::listen_with(
+            "127.0.0.1:0",
+            Arc::new(MountTable::new(MountTableConfig::default())),
+            client.clone(),
+            ServerConfig::default(),
+            true,
+        )
+        .unwrap();
+        client.namespace().set_roots(vec![mt.name()]);
         let demo =
             Server::listen("127.0.0.1:0", Arc::new(wspr::demo::Demo), client.clone()).unwrap();
         demo.add_name("demo/adder").unwrap();
@@ -66,14 +86,12 @@ fn stopping_and_dropping_leave_no_threads() {
             during.iter().any(|t| t.starts_with("wspr-call")),
             "{during:?}"
         );
-        assert!(
-            during.iter().any(|t| t.starts_with("wspr-client")),
-            "{during:?}"
-        );
-        assert!(
-            during.iter().any(|t| t.starts_with("wspr-conn")),
-            "{during:?}"
-        );
+        // Sockets have reader threads on both sides; in-process links none.
+        let socket_threads = during
+            .iter()
+            .filter(|t| t.starts_with("wspr-client-") || t.starts_with("wspr-conn-"))
+            .count();
+        assert_eq!(socket_threads > 0, !in_process, "{during:?}");
         demo.abort();
         let err = open.finish().unwrap_err();
         assert_eq!(err.id(), wspr::error::ids::ABORTED);
@@ -82,6 +100,4 @@ fn stopping_and_dropping_leave_no_threads() {
         drop(demo);
         drop(mt);
     }
-    // Everything was joined before the calls above returned.
-    assert_eq!(threads_named("wspr-"), baseline);
 }

@@ -18,7 +18,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::naming::{Endpoint, Name};
-use crate::rpc::conn::{self, Credit, FrameReader, ReadError, RemoteIdentity, Writer};
+use crate::rpc::conn::{
+    self, Credit, FrameHandler, FrameReader, LocalSink, ReadError, RemoteIdentity, Writer,
+};
 use crate::rpc::namespace::Namespace;
 use crate::rpc::wire::{self, Frame};
 use crate::security::Principal;
@@ -44,6 +46,10 @@ pub struct ClientConfig {
     /// Bytes queued for writing on one connection before sends fail.
     /// Default 16 MiB.
     pub max_queued: usize,
+    /// Reach servers of this same process without a socket (frames are
+    /// handed over directly; identities are the two principals). Default
+    /// true.
+    pub in_process: bool,
 }
 
 impl Default for ClientConfig {
@@ -55,6 +61,7 @@ impl Default for ClientConfig {
             stream_window: 256 * 1024,
             max_pending: 1 << 20,
             max_queued: 16 << 20,
+            in_process: true,
         }
     }
 }
@@ -178,6 +185,9 @@ pub(crate) struct ClientConn {
     reader: Mutex<Option<JoinHandle<()>>>,
     config: ClientConfig,
     client: Weak<ClientInner>,
+    /// The server end of an in-process link: only held, to keep it alive
+    /// as long as this end (the link's sinks hold weak references).
+    _local: Option<Arc<dyn FrameHandler>>,
 }
 
 impl ClientConn {
@@ -320,6 +330,21 @@ impl ClientConn {
             Frame::Cancel { flow } => return Err(format!("unexpected cancel on flow {flow}")),
         }
         Ok(())
+    }
+}
+
+impl FrameHandler for ClientConn {
+    fn frame(self: Arc<Self>, frame: Frame) -> std::result::Result<(), String> {
+        self.on_frame(frame)
+    }
+
+    fn closed(self: Arc<Self>, why: &str) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.writer.close(why);
+        self.fail_all(&Error::aborted(format!(
+            "connection to {} lost: {why}",
+            self.address
+        )));
     }
 }
 
@@ -694,9 +719,9 @@ impl Client {
     }
 
     fn timer(&self) -> &Timer {
-        self.inner.timer.get_or_init(|| {
-            Timer::new("wspr-client-timer").unwrap_or_else(|e| panic!("cannot start a thread: {e}"))
-        })
+        self.inner
+            .timer
+            .get_or_init(|| Timer::new("wspr-client-timer"))
     }
 
     /// The connection to `ep`, set up if needed. The lock is never held
@@ -714,6 +739,11 @@ impl Client {
         if let Some(s) = stale {
             join_reader(&s);
         }
+        if self.inner.config.in_process
+            && let Some(listener) = crate::rpc::server::local_listener(ep.address())
+        {
+            return self.local_conn(&listener, ep, key);
+        }
         let connect_deadline = {
             let cap = Instant::now() + self.inner.config.connect_timeout;
             deadline.map_or(cap, |d| d.min(cap))
@@ -729,7 +759,7 @@ impl Client {
         let c = Arc::new(ClientConn {
             id,
             address: ep.address().to_string(),
-            writer: Writer::new(session.sink, stream, self.inner.config.max_queued),
+            writer: Writer::new(session.sink, Some(stream), self.inner.config.max_queued),
             flows: Mutex::new(HashMap::new()),
             next_flow: AtomicU64::new(1),
             dead: AtomicBool::new(false),
@@ -737,6 +767,7 @@ impl Client {
             reader: Mutex::new(None),
             config: self.inner.config.clone(),
             client: Arc::downgrade(&self.inner),
+            _local: None,
         });
         let reader = FrameReader::new(session.reader, self.inner.config.max_frame);
         let rc = c.clone();
@@ -755,6 +786,58 @@ impl Client {
                 drop(conns);
                 c.writer.close("duplicate connection");
                 join_reader(&c);
+                Ok(existing)
+            }
+            _ => {
+                conns.insert(key, c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    /// A link to a server of this process (see [`ClientConfig::in_process`]).
+    fn local_conn(
+        &self,
+        listener: &crate::rpc::server::Listener,
+        ep: &Endpoint,
+        key: (String, u64),
+    ) -> Result<Arc<ClientConn>> {
+        let slot: Arc<OnceLock<Weak<dyn FrameHandler>>> = Arc::new(OnceLock::new());
+        let p = &self.inner.principal;
+        let me = RemoteIdentity::new(p.public_key(), p.blessings().to_vec());
+        let (server_end, server) = listener.attach_local(ep.routing_id(), slot.clone(), me)?;
+        let to_server: Arc<OnceLock<Weak<dyn FrameHandler>>> = Arc::new(OnceLock::new());
+        let _ = to_server.set(Arc::downgrade(&server_end));
+        let id = conn::next_conn_id();
+        let c = Arc::new(ClientConn {
+            id,
+            address: ep.address().to_string(),
+            writer: Writer::new(
+                Box::new(LocalSink {
+                    peer: to_server,
+                    max_frame: self.inner.config.max_frame,
+                }),
+                None,
+                self.inner.config.max_queued,
+            ),
+            flows: Mutex::new(HashMap::new()),
+            next_flow: AtomicU64::new(1),
+            dead: AtomicBool::new(false),
+            remote: server,
+            reader: Mutex::new(None),
+            config: self.inner.config.clone(),
+            client: Arc::downgrade(&self.inner),
+            _local: Some(server_end),
+        });
+        let weak: Weak<dyn FrameHandler> = Arc::downgrade(&c) as Weak<ClientConn>;
+        let _ = slot.set(weak);
+        log::debug!("connection {id} to {ep} open, in this process");
+        let mut conns = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+        match conns.get(&key) {
+            Some(existing) if !existing.dead.load(Ordering::SeqCst) => {
+                let existing = existing.clone();
+                drop(conns);
+                c.writer.close("duplicate connection");
                 Ok(existing)
             }
             _ => {

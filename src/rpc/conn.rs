@@ -291,12 +291,13 @@ impl FrameReader {
 /// The outgoing side of a connection.
 pub(crate) struct Writer {
     outbox: Outbox<Box<dyn Sink>>,
-    /// Used to wake the reader when the connection is closed.
-    stream: TcpStream,
+    /// Used to wake the reader when the connection is closed (none for an
+    /// in-process link).
+    stream: Option<TcpStream>,
 }
 
 impl Writer {
-    pub(crate) fn new(sink: Box<dyn Sink>, stream: TcpStream, max_queued: usize) -> Writer {
+    pub(crate) fn new(sink: Box<dyn Sink>, stream: Option<TcpStream>, max_queued: usize) -> Writer {
         Writer {
             outbox: Outbox::new(sink, max_queued),
             stream,
@@ -322,11 +323,60 @@ impl Writer {
     /// down, which ends the reader.
     pub(crate) fn close(&self, why: &str) {
         self.outbox.close(None, why);
-        let _ = self.stream.shutdown(Shutdown::Both);
+        if let Some(s) = &self.stream {
+            let _ = s.shutdown(Shutdown::Both);
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
         self.outbox.is_closed()
+    }
+}
+
+/// One end of an in-process link: takes the frames the other end sends.
+pub(crate) trait FrameHandler: Send + Sync {
+    /// One frame; an error is a protocol violation and ends the link.
+    fn frame(self: Arc<Self>, frame: Frame) -> std::result::Result<(), String>;
+    /// The other end closed the link.
+    fn closed(self: Arc<Self>, why: &str);
+}
+
+/// The write side of an in-process link: frames go straight to the other
+/// end's handler, on the writing thread (which holds no lock then: the
+/// outbox releases it while writing). No socket, no cipher, no reader
+/// thread: both ends are this process.
+pub(crate) struct LocalSink {
+    pub peer: Arc<std::sync::OnceLock<std::sync::Weak<dyn FrameHandler>>>,
+    pub max_frame: usize,
+}
+
+impl Sink for LocalSink {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the other end is gone");
+        let peer = self.peer.get().and_then(|w| w.upgrade()).ok_or_else(gone)?;
+        let mut at = 0;
+        while at < buf.len() {
+            let prefix: [u8; 4] = buf
+                .get(at..at + 4)
+                .and_then(|p| p.try_into().ok())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "cut frame"))?;
+            let len = wire::frame_len(prefix, self.max_frame)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let body = buf
+                .get(at + 4..at + 4 + len)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "cut frame"))?;
+            at += 4 + len;
+            let frame = wire::decode(body)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            peer.clone().frame(frame).map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(peer) = self.peer.get().and_then(|w| w.upgrade()) {
+            peer.closed("the other end closed the link");
+        }
     }
 }
 

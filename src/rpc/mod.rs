@@ -14,7 +14,7 @@ mod client;
 pub(crate) mod conn;
 mod namespace;
 mod publisher;
-mod server;
+pub(crate) mod server;
 pub mod wire;
 
 pub use client::{

@@ -536,9 +536,48 @@ struct ListenerInner {
     accept: Mutex<Option<JoinHandle<()>>>,
     closing: AtomicBool,
     next_rid: AtomicU64,
-    /// Deadlines of calls answered later; started on first use, joined on
-    /// close.
-    timer: Mutex<Option<Arc<Timer>>>,
+    /// Deadlines of calls answered later (its thread runs only while
+    /// something is scheduled).
+    timer: Timer,
+}
+
+/// The listeners of this process, by the address in their endpoints, so
+/// that a client of this process reaches them without a socket.
+fn local_listeners() -> &'static Mutex<HashMap<String, Weak<ListenerInner>>> {
+    static LOCAL: std::sync::OnceLock<Mutex<HashMap<String, Weak<ListenerInner>>>> =
+        std::sync::OnceLock::new();
+    LOCAL.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The listener of this process at `address`, if there is one.
+pub(crate) fn local_listener(address: &str) -> Option<Listener> {
+    let map = local_listeners().lock().unwrap_or_else(|p| p.into_inner());
+    let inner = map.get(address)?.upgrade()?;
+    (!inner.closing.load(Ordering::SeqCst)).then_some(Listener { inner })
+}
+
+/// The server end of an in-process link.
+struct LocalServerEnd {
+    listener: Weak<ListenerInner>,
+    entry: Arc<ServerEntry>,
+    conn: Arc<ServerConn>,
+}
+
+impl conn::FrameHandler for LocalServerEnd {
+    fn frame(self: Arc<Self>, frame: Frame) -> std::result::Result<(), String> {
+        let inner = self.listener.upgrade().ok_or("the server has stopped")?;
+        on_frame(&Listener { inner }, &self.entry, &self.conn, frame)
+    }
+
+    fn closed(self: Arc<Self>, why: &str) {
+        self.conn.abort_all(&format!("connection closed: {why}"));
+        self.conn.writer.close(why);
+        self.entry
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.conn.id);
+    }
 }
 
 /// Accepts connections on one address for any number of servers. Cloning
@@ -599,7 +638,7 @@ impl Listener {
             accept: Mutex::new(None),
             closing: AtomicBool::new(false),
             next_rid: AtomicU64::new(random_u64() | 1),
-            timer: Mutex::new(None),
+            timer: Timer::new("wspr-server-timer"),
         });
         let weak = Arc::downgrade(&inner);
         let h = std::thread::Builder::new()
@@ -608,6 +647,10 @@ impl Listener {
             .spawn(move || accept_loop(tcp, weak))
             .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
         *inner.accept.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        local_listeners()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(inner.address.clone(), Arc::downgrade(&inner));
         log::info!("listening for RPCs on {}", inner.address);
         Ok(Listener { inner })
     }
@@ -667,6 +710,15 @@ impl Listener {
         if self.inner.closing.swap(true, Ordering::SeqCst) {
             return;
         }
+        {
+            let mut local = local_listeners().lock().unwrap_or_else(|p| p.into_inner());
+            if local
+                .get(&self.inner.address)
+                .is_some_and(|w| w.as_ptr() == Arc::as_ptr(&self.inner))
+            {
+                local.remove(&self.inner.address);
+            }
+        }
         // Wake the accept thread.
         let _ = TcpStream::connect_timeout(
             &SocketAddr::new(
@@ -716,31 +768,75 @@ impl Listener {
         }
         self.inner.pool.shutdown();
         self.inner.publisher.shutdown();
-        // Dropping the last handle joins the timer thread.
-        self.inner
-            .timer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.inner.timer.shutdown();
         log::info!("stopped listening on {}", self.inner.address);
     }
 
-    /// Runs `f` at `at` on the listener's timer thread (started on first
-    /// use). Nothing runs once the listener is closed.
+    /// Runs `f` at `at` on the listener's timer thread. Nothing runs once
+    /// the listener is closed.
     fn at(&self, at: Instant, f: impl FnOnce() + Send + 'static) {
-        let timer = {
-            let mut t = self.inner.timer.lock().unwrap_or_else(|p| p.into_inner());
-            if t.is_none() && !self.inner.closing.load(Ordering::SeqCst) {
-                match Timer::new("wspr-server-timer") {
-                    Ok(timer) => *t = Some(Arc::new(timer)),
-                    Err(e) => log::error!("cannot start the timer thread: {e}"),
-                }
-            }
-            t.clone()
-        };
-        if let Some(timer) = timer {
-            timer.schedule(at, f);
+        if !self.inner.closing.load(Ordering::SeqCst) {
+            self.inner.timer.schedule(at, f);
         }
+    }
+
+    /// Links a client of this process to the server `routing_id` without a
+    /// socket: the client end is `client` (set once built), the caller is
+    /// `caller`. The server end, which the client must keep, and who the
+    /// server is.
+    pub(crate) fn attach_local(
+        &self,
+        routing_id: u64,
+        client: Arc<std::sync::OnceLock<Weak<dyn conn::FrameHandler>>>,
+        caller: RemoteIdentity,
+    ) -> Result<(Arc<dyn conn::FrameHandler>, RemoteIdentity)> {
+        let entry = {
+            let servers = self.inner.servers.read().unwrap_or_else(|p| p.into_inner());
+            if routing_id == 0 && servers.len() == 1 {
+                servers.values().next().cloned()
+            } else {
+                servers.get(&routing_id).cloned()
+            }
+        }
+        .filter(|s| !s.stopping.load(Ordering::SeqCst))
+        .ok_or_else(|| {
+            Error::no_exist(format!(
+                "no server with routing id {routing_id:016x} at {}",
+                self.inner.address
+            ))
+        })?;
+        let id = conn::next_conn_id();
+        let server_conn = Arc::new(ServerConn {
+            id,
+            peer: "this process".to_string(),
+            writer: Writer::new(
+                Box::new(conn::LocalSink {
+                    peer: client,
+                    max_frame: self.inner.config.max_frame,
+                }),
+                None,
+                self.inner.config.max_queued,
+            ),
+            flows: Mutex::new(HashMap::new()),
+            remote: caller,
+            principal: entry.principal.clone(),
+            config: self.inner.config.clone(),
+        });
+        entry
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, server_conn.clone());
+        let server = RemoteIdentity::new(
+            entry.principal.public_key(),
+            entry.principal.blessings().to_vec(),
+        );
+        let end: Arc<dyn conn::FrameHandler> = Arc::new(LocalServerEnd {
+            listener: Arc::downgrade(&self.inner),
+            entry,
+            conn: server_conn,
+        });
+        Ok((end, server))
     }
 
     /// Threads of the call pool alive now.
@@ -866,7 +962,7 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
     let conn = Arc::new(ServerConn {
         id,
         peer: peer.to_string(),
-        writer: Writer::new(session.sink, stream, inner.config.max_queued),
+        writer: Writer::new(session.sink, Some(stream), inner.config.max_queued),
         flows: Mutex::new(HashMap::new()),
         remote: session.remote,
         principal,
