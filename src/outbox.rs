@@ -16,9 +16,16 @@
 //! The queue is bounded ([`Outbox::new`]'s `max_queued`); a push past the
 //! bound is refused and the caller decides what a stuck peer costs it. A
 //! blocked flusher is bounded by the sink's write timeout.
+//!
+//! Reader threads (a connection's, a pipe's) *batch*: what they push while
+//! working through input they have already read is written just before
+//! they would block reading more ([`flush_deferred`]), so a burst of
+//! messages in costs one write out per peer instead of one per message,
+//! and a lone message is written at once.
 
+use std::cell::RefCell;
 use std::io;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Where the bytes go: a socket's write half, possibly with a record layer.
 pub(crate) trait Sink: Send {
@@ -68,11 +75,78 @@ pub(crate) struct Outbox<S: Sink> {
     max_queued: usize,
 }
 
-impl<S: Sink> Outbox<S> {
+/// Something whose queued bytes can be written now.
+trait Kick: Send + Sync {
+    fn kick_now(&self);
+}
+
+impl<S: Sink + 'static> Kick for Outbox<S> {
+    fn kick_now(&self) {
+        // A failure is recorded in the outbox; later pushes report it.
+        let _ = self.kick_inner();
+    }
+}
+
+thread_local! {
+    /// On a batching thread: the outboxes it has pushed to since it last
+    /// flushed.
+    static DEFERRED: RefCell<Option<Vec<Arc<dyn Kick>>>> = const { RefCell::new(None) };
+}
+
+/// While alive, makes the current thread batch its writes (see the module
+/// documentation); dropping it writes what is deferred.
+pub(crate) struct Batching(());
+
+impl Batching {
+    pub(crate) fn start() -> Batching {
+        DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
+        Batching(())
+    }
+}
+
+impl Drop for Batching {
+    fn drop(&mut self) {
+        flush_deferred();
+        DEFERRED.with(|d| *d.borrow_mut() = None);
+    }
+}
+
+/// Writes what this thread has deferred. Reader threads call it before
+/// every read that may block.
+pub(crate) fn flush_deferred() {
+    loop {
+        // Writing may defer more (an in-process peer answering on this
+        // thread): go on until nothing is left.
+        let pending = DEFERRED.with(|d| d.borrow_mut().as_mut().map(std::mem::take));
+        match pending {
+            Some(list) if !list.is_empty() => {
+                for o in list {
+                    o.kick_now();
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Registers `o` for the next [`flush_deferred`] if this thread batches.
+fn defer(o: Arc<dyn Kick>) -> bool {
+    DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+        Some(list) => {
+            if !list.iter().any(|x| Arc::ptr_eq(x, &o)) {
+                list.push(o);
+            }
+            true
+        }
+        None => false,
+    })
+}
+
+impl<S: Sink + 'static> Outbox<S> {
     /// An outbox that writes to `sink` and refuses pushes once
     /// `max_queued` bytes wait.
-    pub(crate) fn new(sink: S, max_queued: usize) -> Self {
-        Outbox {
+    pub(crate) fn new(sink: S, max_queued: usize) -> Arc<Self> {
+        Arc::new(Outbox {
             state: Mutex::new(State {
                 queue: Vec::new(),
                 tokens: Vec::new(),
@@ -82,7 +156,7 @@ impl<S: Sink> Outbox<S> {
                 shutdown_after_flush: false,
             }),
             max_queued,
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State<S>> {
@@ -93,7 +167,11 @@ impl<S: Sink> Outbox<S> {
 
     /// Appends `bytes` (and a token dropped once they are written), and
     /// writes them unless another thread is already writing.
-    pub(crate) fn push(&self, bytes: &[u8], token: Option<Token>) -> Result<(), PushError> {
+    pub(crate) fn push(
+        self: &Arc<Self>,
+        bytes: &[u8],
+        token: Option<Token>,
+    ) -> Result<(), PushError> {
         self.push_later(bytes, token)?;
         self.kick()
     }
@@ -119,8 +197,16 @@ impl<S: Sink> Outbox<S> {
         Ok(())
     }
 
-    /// Writes what is queued, unless another thread is already writing.
-    pub(crate) fn kick(&self) -> Result<(), PushError> {
+    /// Writes what is queued, unless another thread is already writing
+    /// (or this thread batches: then before it next reads).
+    pub(crate) fn kick(self: &Arc<Self>) -> Result<(), PushError> {
+        if defer(self.clone()) {
+            return Ok(());
+        }
+        self.kick_inner()
+    }
+
+    fn kick_inner(&self) -> Result<(), PushError> {
         let mut st = self.lock();
         if st.queue.is_empty() {
             return Ok(());
@@ -216,7 +302,7 @@ mod tests {
     #[test]
     fn bytes_leave_in_order_from_many_threads() {
         let sink = Shared::default();
-        let ob = Arc::new(Outbox::new(sink.clone(), 1 << 20));
+        let ob = Outbox::new(sink.clone(), 1 << 20);
         let threads: Vec<_> = (0..4u8)
             .map(|t| {
                 let ob = ob.clone();

@@ -243,6 +243,7 @@ impl ClientConn {
     }
 
     fn read_loop(self: Arc<Self>, mut reader: FrameReader) {
+        let batching = crate::outbox::Batching::start();
         let why = loop {
             let frame = match reader.next() {
                 Ok(f) => f,
@@ -263,6 +264,7 @@ impl ClientConn {
                 break format!("protocol error from {}: {e}", self.address);
             }
         };
+        drop(batching);
         self.writer.close(&why);
         self.fail_all(&Error::aborted(why));
         log::debug!("connection {} to {} closed", self.id, self.address);

@@ -290,7 +290,7 @@ impl FrameReader {
 
 /// The outgoing side of a connection.
 pub(crate) struct Writer {
-    outbox: Outbox<Box<dyn Sink>>,
+    outbox: Arc<Outbox<Box<dyn Sink>>>,
     /// Used to wake the reader when the connection is closed (none for an
     /// in-process link).
     stream: Option<TcpStream>,

@@ -982,6 +982,7 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
         entry.routing_id
     );
     let mut reader = FrameReader::new(session.reader, inner.config.max_frame);
+    let batching = crate::outbox::Batching::start();
     let why = loop {
         match reader.next() {
             Ok(frame) => {
@@ -999,6 +1000,7 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
             }
         }
     };
+    drop(batching);
     conn.abort_all(&format!("connection closed: {why}"));
     conn.writer.close(&why);
     entry

@@ -151,7 +151,7 @@ fn established(
     let w = stream.try_clone().map_err(io_err("session"))?;
     Ok(Established {
         reader: Box::new(RecordReader {
-            inner: BufReader::with_capacity(16 * 1024, r),
+            inner: BufReader::with_capacity(16 * 1024, FlushBeforeRead(r)),
             transport: t.clone(),
             nonce: recv_nonce,
             plain: Vec::new(),
@@ -280,8 +280,19 @@ impl Sink for RecordSink {
     }
 }
 
+/// Writes what the reading thread has batched before it blocks on the
+/// socket (see `outbox`).
+struct FlushBeforeRead(TcpStream);
+
+impl Read for FlushBeforeRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::outbox::flush_deferred();
+        self.0.read(buf)
+    }
+}
+
 struct RecordReader {
-    inner: BufReader<TcpStream>,
+    inner: BufReader<FlushBeforeRead>,
     transport: Arc<Transport>,
     nonce: u64,
     plain: Vec<u8>,

@@ -581,6 +581,7 @@ pub(crate) fn run(
         config.max_message_bytes,
     );
     let mut idle = 0;
+    let batching = crate::outbox::Batching::start();
     let why = loop {
         if pipe.out.is_closed() {
             break "the daemon closed it".to_string();
@@ -624,6 +625,7 @@ pub(crate) fn run(
             }
         }
     };
+    drop(batching);
     let flows = pipe.clean_up();
     lock(&shared.pipes).remove(&id);
     log::info!("pipe {id} closed: {why}; {flows} flows ended");

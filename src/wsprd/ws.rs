@@ -29,7 +29,7 @@ impl Sink for WsSink {
 
 /// The outgoing side of a websocket.
 pub(crate) struct WsOut {
-    outbox: Outbox<WsSink>,
+    outbox: Arc<Outbox<WsSink>>,
     stream: TcpStream,
 }
 
@@ -122,6 +122,8 @@ pub(crate) struct WsIo {
 
 impl Read for WsIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // About to block: write what the pipe thread has batched.
+        crate::outbox::flush_deferred();
         self.tcp.read(buf)
     }
 }
