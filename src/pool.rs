@@ -213,6 +213,96 @@ fn worker(inner: Arc<Inner>, id: usize, first: Option<Job>) {
     }
 }
 
+/// One named thread per connection, every one joined: those that have
+/// ended are joined by the next [`ThreadSet::spawn`] (or `reap`), the rest
+/// by [`ThreadSet::join_all`].
+#[derive(Clone, Default)]
+pub(crate) struct ThreadSet {
+    inner: Arc<ThreadSetInner>,
+}
+
+#[derive(Default)]
+struct ThreadSetInner {
+    threads: Mutex<HashMap<u64, JoinHandle<()>>>,
+    finished: Mutex<Vec<u64>>,
+}
+
+impl ThreadSet {
+    /// Starts `f` on a thread named `name`, known as `id`.
+    pub(crate) fn spawn(
+        &self,
+        id: u64,
+        name: String,
+        f: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
+        self.reap();
+        let done = self.inner.clone();
+        let h = std::thread::Builder::new()
+            .name(name)
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                f();
+                lock_any(&done.finished).push(id);
+            })?;
+        lock_any(&self.inner.threads).insert(id, h);
+        Ok(())
+    }
+
+    /// Joins the threads that have ended.
+    pub(crate) fn reap(&self) {
+        let done = std::mem::take(&mut *lock_any(&self.inner.finished));
+        if done.is_empty() {
+            return;
+        }
+        let (handles, early): (Vec<_>, Vec<_>) = {
+            let mut t = lock_any(&self.inner.threads);
+            done.into_iter()
+                .map(|id| (t.remove(&id), id))
+                .partition(|(h, _)| h.is_some())
+        };
+        // A thread that ended before its handle was stored: next time.
+        lock_any(&self.inner.finished).extend(early.into_iter().map(|(_, id)| id));
+        for (h, _) in handles {
+            if let Some(h) = h {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// Threads started and not yet joined.
+    pub(crate) fn len(&self) -> usize {
+        self.reap();
+        lock_any(&self.inner.threads).len()
+    }
+
+    /// Joins the threads known as `ids` (they must be ending).
+    pub(crate) fn join(&self, ids: impl IntoIterator<Item = u64>) {
+        let handles: Vec<_> = {
+            let mut t = lock_any(&self.inner.threads);
+            ids.into_iter().filter_map(|id| t.remove(&id)).collect()
+        };
+        for h in handles {
+            join(Some(h));
+        }
+    }
+
+    /// Joins every thread (they must be ending).
+    pub(crate) fn join_all(&self) {
+        let handles: Vec<_> = lock_any(&self.inner.threads)
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        for h in handles {
+            join(Some(h));
+        }
+        lock_any(&self.inner.finished).clear();
+    }
+}
+
+fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Joins a thread unless it is the calling thread (which cannot join
 /// itself; it is ending anyway).
 pub(crate) fn join(handle: Option<JoinHandle<()>>) {

@@ -780,19 +780,24 @@ impl Client {
             .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
         *c.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
         log::debug!("connection {id} to {ep} open");
+        Ok(self.register(key, c))
+    }
+
+    /// Keeps `c` as the connection for `key`, unless another thread
+    /// connected meanwhile: then theirs is used and `c` closed.
+    fn register(&self, key: (String, u64), c: Arc<ClientConn>) -> Arc<ClientConn> {
         let mut conns = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
         match conns.get(&key) {
-            // Someone else connected meanwhile: use theirs, close ours.
             Some(existing) if !existing.dead.load(Ordering::SeqCst) => {
                 let existing = existing.clone();
                 drop(conns);
                 c.writer.close("duplicate connection");
                 join_reader(&c);
-                Ok(existing)
+                existing
             }
             _ => {
                 conns.insert(key, c.clone());
-                Ok(c)
+                c
             }
         }
     }
@@ -834,19 +839,7 @@ impl Client {
         let weak: Weak<dyn FrameHandler> = Arc::downgrade(&c) as Weak<ClientConn>;
         let _ = slot.set(weak);
         log::debug!("connection {id} to {ep} open, in this process");
-        let mut conns = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
-        match conns.get(&key) {
-            Some(existing) if !existing.dead.load(Ordering::SeqCst) => {
-                let existing = existing.clone();
-                drop(conns);
-                c.writer.close("duplicate connection");
-                Ok(existing)
-            }
-            _ => {
-                conns.insert(key, c.clone());
-                Ok(c)
-            }
-        }
+        Ok(self.register(key, c))
     }
 
     /// Closes every connection now; calls in flight end with `Aborted`.

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::naming::Endpoint;
-use crate::pool::{Pool, PoolConfig};
+use crate::pool::{Pool, PoolConfig, ThreadSet};
 use crate::rpc::client::{Client, Granter, ItemToken};
 use crate::rpc::conn::{self, Credit, FrameReader, ReadError, RemoteIdentity, Writer};
 use crate::rpc::publisher::Publisher;
@@ -531,8 +531,7 @@ struct ListenerInner {
     publisher: Publisher,
     principal: Arc<Principal>,
     servers: RwLock<HashMap<u64, Arc<ServerEntry>>>,
-    conn_threads: Mutex<HashMap<u64, JoinHandle<()>>>,
-    finished: Mutex<Vec<u64>>,
+    conn_threads: ThreadSet,
     accept: Mutex<Option<JoinHandle<()>>>,
     closing: AtomicBool,
     next_rid: AtomicU64,
@@ -633,8 +632,7 @@ impl Listener {
             publisher: Publisher::new(client),
             config,
             servers: RwLock::new(HashMap::new()),
-            conn_threads: Mutex::new(HashMap::new()),
-            finished: Mutex::new(Vec::new()),
+            conn_threads: ThreadSet::default(),
             accept: Mutex::new(None),
             closing: AtomicBool::new(false),
             next_rid: AtomicU64::new(random_u64() | 1),
@@ -755,17 +753,7 @@ impl Listener {
                 c.writer.close("the server is closing");
             }
         }
-        let threads: Vec<_> = self
-            .inner
-            .conn_threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, h)| h)
-            .collect();
-        for h in threads {
-            let _ = h.join();
-        }
+        self.inner.conn_threads.join_all();
         self.inner.pool.shutdown();
         self.inner.publisher.shutdown();
         self.inner.timer.shutdown();
@@ -846,35 +834,7 @@ impl Listener {
 
     /// Open connections.
     pub fn connections(&self) -> usize {
-        self.inner
-            .conn_threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-    }
-
-    fn reap(&self) {
-        let done: Vec<u64> = std::mem::take(
-            &mut *self
-                .inner
-                .finished
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        if done.is_empty() {
-            return;
-        }
-        let handles: Vec<_> = {
-            let mut t = self
-                .inner
-                .conn_threads
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            done.iter().filter_map(|id| t.remove(id)).collect()
-        };
-        for h in handles {
-            let _ = h.join();
-        }
+        self.inner.conn_threads.len()
     }
 }
 
@@ -886,7 +846,6 @@ fn accept_loop(tcp: TcpListener, weak: Weak<ListenerInner>) {
         if listener.inner.closing.load(Ordering::SeqCst) {
             return;
         }
-        listener.reap();
         let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
@@ -906,27 +865,15 @@ fn accept_loop(tcp: TcpListener, weak: Weak<ListenerInner>) {
         }
         let id = conn::next_conn_id();
         let l = listener.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("wspr-conn-{id}"))
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                serve_conn(&l, id, stream, peer);
-                l.inner
-                    .finished
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(id);
-            });
-        match spawned {
-            Ok(h) => {
-                listener
-                    .inner
-                    .conn_threads
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, h);
-            }
-            Err(e) => log::error!("cannot start a connection thread: {e}"),
+        if let Err(e) =
+            listener
+                .inner
+                .conn_threads
+                .spawn(id, format!("wspr-conn-{id}"), move || {
+                    serve_conn(&l, id, stream, peer)
+                })
+        {
+            log::error!("cannot start a connection thread: {e}");
         }
     }
 }
@@ -1365,13 +1312,7 @@ impl Server {
         if self.owns_listener {
             self.listener.close();
         } else {
-            let handles: Vec<_> = {
-                let mut t = inner.conn_threads.lock().unwrap_or_else(|p| p.into_inner());
-                conns.iter().filter_map(|(id, _)| t.remove(id)).collect()
-            };
-            for h in handles {
-                let _ = h.join();
-            }
+            inner.conn_threads.join(conns.iter().map(|(id, _)| *id));
         }
         log::info!("server {} stopped", self.entry.endpoint);
     }

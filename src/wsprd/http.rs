@@ -7,15 +7,15 @@
 //! (`wsprd-pipe-<n>`) that reads the request (bounded in size and time)
 //! and, once upgraded, runs the pipe.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::pool::ThreadSet;
 use crate::wsprd::{Shared, pipe};
 
 /// The demo page, served at `/`.
@@ -28,16 +28,11 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Time a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct Conns {
-    threads: Mutex<HashMap<u64, JoinHandle<()>>>,
-    finished: Mutex<Vec<u64>>,
-}
-
 pub(crate) struct Http {
     local: SocketAddr,
     closing: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
-    conns: Arc<Conns>,
+    conns: ThreadSet,
 }
 
 impl Http {
@@ -55,10 +50,7 @@ impl Http {
             .local_addr()
             .map_err(|e| Error::internal(e.to_string()))?;
         let closing = Arc::new(AtomicBool::new(false));
-        let conns = Arc::new(Conns {
-            threads: Mutex::new(HashMap::new()),
-            finished: Mutex::new(Vec::new()),
-        });
+        let conns = ThreadSet::default();
         let (c, k) = (closing.clone(), conns.clone());
         let accept = std::thread::Builder::new()
             .name("wsprd-http".into())
@@ -93,36 +85,17 @@ impl Http {
         if let Some(h) = self.accept.take() {
             let _ = h.join();
         }
-        let threads: Vec<_> = self
-            .conns
-            .threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, h)| h)
-            .collect();
-        for h in threads {
-            let _ = h.join();
-        }
+        self.conns.join_all();
     }
 }
 
 static NEXT_PIPE: AtomicU64 = AtomicU64::new(1);
 
-fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, closing: Arc<AtomicBool>, conns: Arc<Conns>) {
+fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, closing: Arc<AtomicBool>, conns: ThreadSet) {
     loop {
         let accepted = tcp.accept();
         if closing.load(Ordering::SeqCst) {
             return;
-        }
-        // Join the threads of connections that have ended.
-        let done = std::mem::take(&mut *conns.finished.lock().unwrap_or_else(|p| p.into_inner()));
-        let handles: Vec<_> = {
-            let mut t = conns.threads.lock().unwrap_or_else(|p| p.into_inner());
-            done.iter().filter_map(|id| t.remove(id)).collect()
-        };
-        for h in handles {
-            let _ = h.join();
         }
         let (mut stream, peer) = match accepted {
             Ok(s) => s,
@@ -132,11 +105,7 @@ fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, closing: Arc<AtomicBool>, 
                 continue;
             }
         };
-        let open = conns
-            .threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len();
+        let open = conns.len();
         if open >= shared.config.max_pipes {
             shared.stats.limits.pipes.fetch_add(1, Ordering::Relaxed);
             log::warn!(
@@ -148,26 +117,11 @@ fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, closing: Arc<AtomicBool>, 
             continue;
         }
         let id = NEXT_PIPE.fetch_add(1, Ordering::Relaxed);
-        let (s, k) = (shared.clone(), conns.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("wsprd-pipe-{id}"))
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                serve_http(s, id, stream, peer);
-                k.finished
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(id);
-            });
-        match spawned {
-            Ok(h) => {
-                conns
-                    .threads
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, h);
-            }
-            Err(e) => log::error!("cannot start a connection thread: {e}"),
+        let s = shared.clone();
+        if let Err(e) = conns.spawn(id, format!("wsprd-pipe-{id}"), move || {
+            serve_http(s, id, stream, peer)
+        }) {
+            log::error!("cannot start a connection thread: {e}");
         }
     }
 }
