@@ -415,7 +415,9 @@ function report(results, mem, meta) {
     `JS→JS add(a, b): ${fmtN(config.seqCalls)} sequential calls and ${fmtN(config.parCalls)} with ${config.inFlight} in flight per system, ` +
       `after ${fmtN(config.warmupCalls)} + ${fmtN(config.warmupCalls)} warm-up; rounds alternate (${config.seqRounds} and ${config.parRounds}).`,
   );
-  lines.push(`${meta.cpus} × ${meta.cpuModel}; node ${process.version}; crossbar ${meta.crossbarVersion}; autobahn-js ${meta.autobahnVersion}.`);
+  lines.push(
+    `${meta.cpus} × ${meta.cpuModel} (this run on CPUs ${meta.cpusAllowed}); node ${process.version}; crossbar ${meta.crossbarVersion}; autobahn-js ${meta.autobahnVersion}; wspr ${meta.wsprCommit}.`,
+  );
   lines.push('CPU per call: utime+stime of the process(es) during that system\'s rounds ÷ calls (daemon: wsprd; router: crossbar\'s controller + router worker; echo: the echo server).');
   lines.push('Thread wake-ups per call: voluntary context switches of those processes\' threads ÷ calls.');
   const other = Math.max(seq.load.otherCores, par.load.otherCores);
@@ -451,6 +453,8 @@ async function main() {
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model ?? 'unknown',
     kernel: os.release(),
+    // CPUs this run may use (taskset narrows them for every process it starts).
+    cpusAllowed: readVersion(() => /^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]),
     node: process.version,
     crossbarVersion: readVersion(() => execFileSync(path.join(path.dirname(CROSSBAR), 'python'), ['-c', 'import crossbar; print(crossbar.__version__)'], { encoding: 'utf8' }).trim()),
     autobahnVersion: readVersion(() => JSON.parse(fs.readFileSync(path.join(here, 'node_modules/autobahn/package.json'), 'utf8')).version),
