@@ -51,6 +51,30 @@ WSPR_SOAK_SECS ?= 600
 soak:
 	WSPR_SOAK_SECS=$(WSPR_SOAK_SECS) $(CARGO) test --release --test soak -- --nocapture
 
+# JavaScript calling JavaScript through wsprd and through Crossbar.io (the
+# reference WAMP router, autobahn's JavaScript client), alternating, plus a
+# websocket echo floor: a table, target/bench/peers.json and peers.svg. See
+# docs/performance.md. Crossbar.io goes into a virtual environment under
+# target/peers and the npm packages into bench/peers/node_modules, each
+# installed once and again only when its pins change.
+PYTHON ?= python3
+PEERS_VENV = target/peers/venv
+
+$(PEERS_VENV)/.installed: bench/peers/requirements.txt bench/peers/constraints.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		-r bench/peers/requirements.txt -c bench/peers/constraints.txt
+	touch $@
+
+# autobahn 26 declares node >= 22 but runs on Node 20's flagged WebSocket:
+# npm's engine warning is silenced.
+bench/peers/node_modules/.package-lock.json: bench/peers/package-lock.json
+	cd bench/peers && npm ci --no-audit --no-fund --loglevel=error
+
+.PHONY: bench-peers
+bench-peers: build $(PEERS_VENV)/.installed bench/peers/node_modules/.package-lock.json
+	$(NODE) --experimental-websocket --disable-warning=ExperimentalWarning bench/peers/run.mjs
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
