@@ -1152,14 +1152,32 @@ export class Runtime {
     this.#reply(id, IN.lookupResponse, reply, what);
   }
 
-  #context(message, signal) {
+  /**
+   * The context a method or authorizer sees. For a request, `signal` is
+   * made on first use only (most methods never look at it), already
+   * aborted if the request has ended by then.
+   */
+  #context(message, req) {
     const c = message?.context ?? {};
     const ctx = {
       name: c.name ?? '',
       suffix: c.suffix ?? '',
       remoteId: c.remoteId ?? { handle: 0, names: [] },
-      signal,
     };
+    if (req) {
+      Object.defineProperty(ctx, 'signal', {
+        enumerable: true,
+        get() {
+          if (!req.controller) {
+            req.controller = new AbortController();
+            if (req.abortReason) req.controller.abort(req.abortReason);
+          }
+          return req.controller.signal;
+        },
+      });
+    } else {
+      ctx.signal = undefined;
+    }
     if (typeof c.timeout === 'number') ctx.timeout = c.timeout;
     return ctx;
   }
@@ -1192,8 +1210,7 @@ export class Runtime {
       this.#reply(id, IN.serverResponse, { results: [], err: { id: errorIds.noExist, msg } }, 'a server response');
       return;
     }
-    const controller = new AbortController();
-    const req = { id, method, server, entry, controller, stream: undefined, ended: false };
+    const req = { id, method, server, entry, controller: undefined, abortReason: undefined, stream: undefined, ended: false };
     if (sig.isStreaming) {
       req.stream = new Stream(
         `the stream of ${method}`,
@@ -1207,7 +1224,7 @@ export class Runtime {
     this.#daemonFlows.set(id, req);
     server.requests.add(req);
     entry.active++;
-    const ctx = this.#context(message, controller.signal);
+    const ctx = this.#context(message, req);
     if (req.stream) ctx.stream = req.stream;
     let response;
     try {
@@ -1233,7 +1250,10 @@ export class Runtime {
       if (err) req.stream[FAIL](err);
       else req.stream[CLOSE]();
     }
-    if (err) req.controller.abort(err);
+    if (err) {
+      req.abortReason = err;
+      req.controller?.abort(err);
+    }
   }
 
   #shutdown(err) {
