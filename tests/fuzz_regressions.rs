@@ -240,6 +240,16 @@ fn every_crash_input_replays() {
     }
 }
 
+/// `names` split its input in the middle with `str::split_at`, which
+/// panics inside a character: the byte 0x8a (invalid UTF-8, read as the
+/// three bytes of U+FFFD) did it.
+#[test]
+fn names_split_inside_a_character() {
+    let path = regressions_dir("names").join("crash-split-inside-a-character");
+    wspr::fuzzing::names(&std::fs::read(path).expect("the crash input"));
+    wspr::fuzzing::names("aé/*".as_bytes());
+}
+
 // ---------------------------------------------------------------------
 // Seeds. `cargo test --test fuzz_regressions -- --ignored write_seeds`
 // rewrites fuzz/seeds/. Keys are fixed, so the output is the same every
