@@ -9,10 +9,14 @@
 //!
 //! The seeds are written by `write_seeds` (ignored; see `docs/fuzzing.md`).
 
+mod common;
 #[path = "../fuzz/harness/dispatch.rs"]
 mod dispatch;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::js::{FINAL, Js};
 
 use serde_json::{Value, json};
 use wspr::rpc::wire;
@@ -248,6 +252,45 @@ fn names_split_inside_a_character() {
     let path = regressions_dir("names").join("crash-split-inside-a-character");
     wspr::fuzzing::names(&std::fs::read(path).expect("the crash input"));
     wspr::fuzzing::names("aé/*".as_bytes());
+}
+
+/// A pipe's socket has a read timeout (the keepalive), and the kernel does
+/// not restart such a read after a stop or a signal: it fails with EINTR,
+/// and the daemon closed the pipe ("Interrupted system call"). The
+/// dispatch target found it (LeakSanitizer stops every thread to look for
+/// leaks); a user sees it as every page losing its pipe when `wsprd serve`
+/// is suspended and resumed (Ctrl-Z, `fg`) or a debugger attaches.
+#[test]
+fn pipes_survive_their_daemon_being_stopped_and_continued() {
+    let mut c = common::wsprd();
+    c.args(["serve", "--listen", "127.0.0.1:0", "--demo"]);
+    let p = common::Proc::spawn(c);
+    let line = p.line();
+    let addr = line
+        .strip_prefix("wsprd listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .expect("an address");
+    let mut js = Js::connect(addr);
+    let add = |js: &mut Js| {
+        let id = js.call("demo/adder", "add", json!([1, 2]), false);
+        let m = js.recv();
+        assert_eq!((m.id, m.kind, &m.message), (id, FINAL, &json!([3])));
+    };
+    add(&mut js);
+    let stopped = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.child.id()));
+        let stat = stat.expect("the daemon's /proc stat");
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+    };
+    p.signal("-STOP");
+    common::wait_until(Duration::from_secs(10), "the daemon to stop", stopped);
+    p.signal("-CONT");
+    common::wait_until(Duration::from_secs(10), "the daemon to go on", || {
+        !stopped()
+    });
+    add(&mut js);
 }
 
 // ---------------------------------------------------------------------
