@@ -4,7 +4,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8124
 MOUNTTABLE ?= 127.0.0.1:8125
 
-.PHONY: build run test test-rust test-node test-browser js-deps bench soak lint fmt doc clean
+.PHONY: build run test test-rust test-node test-browser js-deps bench soak lint fmt doc clean fuzz
 
 build:
 	$(CARGO) build --release
@@ -74,6 +74,15 @@ bench/peers/node_modules/.package-lock.json: bench/peers/package-lock.json
 .PHONY: bench-peers
 bench-peers: build $(PEERS_VENV)/.installed bench/peers/node_modules/.package-lock.json
 	$(NODE) --experimental-websocket --disable-warning=ExperimentalWarning bench/peers/run.mjs
+
+# Every fuzz target (fuzz/, docs/fuzzing.md) for FUZZ_SECS seconds each,
+# one after another; fails if any finds a crash. Installs cargo-fuzz if
+# missing. Not part of `make test`. FUZZ_TARGETS="names dispatch" picks some.
+FUZZ_SECS ?= 60
+FUZZ_TARGETS ?=
+
+fuzz:
+	CARGO=$(CARGO) FUZZ_SECS=$(FUZZ_SECS) ./fuzz/run.sh $(FUZZ_TARGETS)
 
 lint:
 	$(CARGO) fmt --all -- --check

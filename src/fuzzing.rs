@@ -30,7 +30,7 @@ pub fn names(data: &[u8]) {
     if let Ok(n) = Name::parse(&s) {
         let _ = n.is_terminal();
     }
-    let (a, b) = s.split_at(s.len() / 2);
+    let (a, b) = s.split_at(s.floor_char_boundary(s.len() / 2));
     let _ = crate::naming::join(a, b);
     let _ = crate::naming::split_first(&s);
     if let Ok(p) = Pattern::parse(a) {

@@ -124,7 +124,15 @@ impl Read for WsIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // About to block: write what the pipe thread has batched.
         crate::outbox::flush_deferred();
-        self.tcp.read(buf)
+        // The socket has a read timeout (the keepalive), and the kernel
+        // does not restart such a read after a signal or a stop (SIGSTOP,
+        // a debugger): it fails with EINTR. Read again.
+        loop {
+            match self.tcp.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
     }
 }
 
