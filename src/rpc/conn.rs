@@ -267,10 +267,13 @@ impl FrameReader {
     pub(crate) fn next(&mut self) -> std::result::Result<Frame, ReadError> {
         let mut prefix = [0u8; 4];
         // Tell a clean end between frames from a cut inside one.
-        match self.reader.read(&mut prefix[..1]) {
-            Ok(0) => return Err(ReadError::Eof),
-            Ok(_) => {}
-            Err(e) => return Err(ReadError::Io(e)),
+        loop {
+            match self.reader.read(&mut prefix[..1]) {
+                Ok(0) => return Err(ReadError::Eof),
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ReadError::Io(e)),
+            }
         }
         self.reader
             .read_exact(&mut prefix[1..])

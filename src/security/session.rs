@@ -304,9 +304,11 @@ impl Read for RecordReader {
         while self.at >= self.plain.len() {
             let mut len = [0u8; 2];
             // A clean end between records is the end of the stream.
-            match self.inner.read(&mut len[..1])? {
-                0 => return Ok(0),
-                _ => self.inner.read_exact(&mut len[1..])?,
+            match self.inner.read(&mut len[..1]) {
+                Ok(0) => return Ok(0),
+                Ok(_) => self.inner.read_exact(&mut len[1..])?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
             let n = u16::from_be_bytes(len) as usize;
             let mut sealed = vec![0u8; n];

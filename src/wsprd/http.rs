@@ -211,7 +211,11 @@ fn read_head(stream: &mut TcpStream) -> std::result::Result<Head, HeadError> {
         stream
             .set_read_timeout(Some(left))
             .map_err(|_| HeadError::Io)?;
-        let n = stream.read(&mut chunk).map_err(|_| HeadError::Io)?;
+        let n = match stream.read(&mut chunk) {
+            // A signal or a stop interrupted a read that has a timeout.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.map_err(|_| HeadError::Io)?,
+        };
         if n == 0 {
             return Err(HeadError::Io);
         }
