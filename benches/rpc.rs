@@ -94,11 +94,9 @@ fn main() {
     let principal = client.principal().clone();
     let setups: Vec<std::time::Duration> = (0..iters(400))
         .map(|_| {
-            let fresh = Client::with_principal(
-                Namespace::new(vec![]),
-                principal.clone(),
-                Default::default(),
-            );
+            let mut config = wspr::rpc::ClientConfig::default();
+            config.in_process = false;
+            let fresh = Client::with_principal(Namespace::new(vec![]), principal.clone(), config);
             let t = std::time::Instant::now();
             fresh
                 .call(
