@@ -314,16 +314,5 @@ fn sigterm_closes_pipes_unmounts_tells_callers_and_exits() {
     let err = caller.join().unwrap().unwrap_err();
     assert_eq!(err.id(), ids::ABORTED, "{err}");
     assert!(client.glob("...").unwrap().is_empty(), "names unmounted");
-    js.ws
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut code = None;
-    while let Ok(m) = js.ws.read() {
-        if let tungstenite::Message::Close(Some(f)) = m {
-            code = Some(u16::from(f.code));
-            break;
-        }
-    }
-    assert_eq!(code, Some(1001));
+    assert_eq!(js.close_code(), Some(1001));
 }

@@ -98,18 +98,7 @@ fn wsprd_serve_starts_prints_and_stops_on_sigterm() {
     p.signal("-TERM");
     assert_eq!(p.wait(), Some(0));
     // The pipe was closed with 1001.
-    js.ws
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut code = None;
-    while let Ok(m) = js.ws.read() {
-        if let tungstenite::Message::Close(Some(f)) = m {
-            code = Some(u16::from(f.code));
-            break;
-        }
-    }
-    assert_eq!(code, Some(1001));
+    assert_eq!(js.close_code(), Some(1001));
     let log = p.stderr.lock().unwrap().clone();
     assert!(
         log.contains("pipe 1 opened") && log.contains("pipe 1 closed"),

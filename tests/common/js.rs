@@ -110,6 +110,21 @@ impl Js {
         }
     }
 
+    /// The close code the daemon ends the pipe with (reading past any
+    /// other message), within 10 s; None if it closes without one.
+    pub fn close_code(&mut self) -> Option<u16> {
+        self.ws
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        while let Ok(m) = self.ws.read() {
+            if let Message::Close(Some(f)) = m {
+                return Some(u16::from(f.code));
+            }
+        }
+        None
+    }
+
     /// The next message (within 10 s, or the test fails).
     pub fn recv(&mut self) -> Msg {
         self.try_recv(Duration::from_secs(10))
