@@ -40,16 +40,6 @@ impl Default for PoolConfig {
     }
 }
 
-impl PoolConfig {
-    /// A config with `max_threads` threads and the other defaults.
-    pub fn with_threads(max_threads: usize) -> Self {
-        PoolConfig {
-            max_threads,
-            ..Default::default()
-        }
-    }
-}
-
 struct State {
     tx: Option<Sender<Job>>,
     threads: usize,

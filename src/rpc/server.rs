@@ -260,6 +260,7 @@ pub struct ServerCall {
     cancelled: Arc<AtomicBool>,
     done: Receiver<()>,
     stream_closed: bool,
+    remote_names: std::sync::OnceLock<Vec<String>>,
 }
 
 impl ServerCall {
@@ -286,11 +287,14 @@ impl ServerCall {
 
     /// The caller's blessing names that count for this call: chains that
     /// verify, under a root this server trusts, with every caveat met (this
-    /// method, this server as the peer, now).
-    pub fn remote_names(&self) -> Vec<String> {
-        self.conn
-            .principal
-            .proven_names(&self.conn.remote, &self.method)
+    /// method, this server as the peer, the first time it is asked). Worked
+    /// out once per call: the authorizer and the invoker both need them.
+    pub fn remote_names(&self) -> &[String] {
+        self.remote_names.get_or_init(|| {
+            self.conn
+                .principal
+                .proven_names(&self.conn.remote, &self.method)
+        })
     }
 
     /// Who this server is.
@@ -310,16 +314,10 @@ impl ServerCall {
     }
 
     /// The raw events of the flow, for `select!` alongside other channels.
-    /// Turn what it yields into a result with [`ServerCall::accept`].
+    /// (Taking items here leaves the stream accounting to the invoker;
+    /// [`ServerCall::recv`] is the simple way.)
     pub fn events(&self) -> &Receiver<ServerEvent> {
         &self.events
-    }
-
-    /// Notes an event taken from [`ServerCall::events`].
-    pub fn accept(&mut self, ev: &ServerEvent) {
-        if matches!(ev, ServerEvent::StreamClosed) {
-            self.stream_closed = true;
-        }
     }
 
     /// The caller's next stream item; `None` once it closed its stream.
@@ -827,11 +825,6 @@ impl Listener {
         Ok((end, server))
     }
 
-    /// Threads of the call pool alive now.
-    pub fn pool_threads(&self) -> usize {
-        self.inner.pool.threads()
-    }
-
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.inner.conn_threads.len()
@@ -1010,6 +1003,7 @@ fn on_frame(
                 cancelled,
                 done: done_rx,
                 stream_closed: false,
+                remote_names: std::sync::OnceLock::new(),
             };
             let reply = Reply {
                 conn: conn.clone(),
@@ -1244,17 +1238,6 @@ impl Server {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    /// Calls in flight now.
-    pub fn calls_in_flight(&self) -> usize {
-        self.entry
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|c| c.flows().len())
-            .sum()
     }
 
     /// Unmounts, lets calls in flight end for up to the drain time, aborts

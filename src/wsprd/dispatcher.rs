@@ -208,7 +208,7 @@ impl Dispatcher for JsDispatcher {
 /// AuthRequest), and the identity handle it registered for the caller,
 /// which the flow's owner frees when the flow ends.
 pub(crate) fn context(pipe: &Pipe, call: &ServerCall) -> Result<(Value, u64)> {
-    let names = call.remote_names();
+    let names = call.remote_names().to_vec();
     let proven: Vec<Blessing> = call
         .remote()
         .blessings()

@@ -33,7 +33,7 @@ use crate::wsprd::controller;
 use crate::wsprd::dispatcher::{AuthReply, JsServer, LookupReply};
 use crate::wsprd::identity::{self, Identities};
 use crate::wsprd::protocol::{self, InType, Incoming, OutType};
-use crate::wsprd::ws::{Read_, ReadFail, WsIo, WsOut, WsReader};
+use crate::wsprd::ws::{ReadFail, WsEvent, WsIo, WsOut, WsReader};
 
 /// Items JavaScript may send on one flow before the daemon has somewhere
 /// to put them (a call still starting, a caller not yet reading).
@@ -587,19 +587,19 @@ pub(crate) fn run(
             break "the daemon closed it".to_string();
         }
         match reader.read() {
-            Ok(Read_::Text(t)) => {
+            Ok(WsEvent::Text(t)) => {
                 idle = 0;
                 pipe.on_text(&t);
             }
-            Ok(Read_::Binary) => {
+            Ok(WsEvent::Binary) => {
                 idle = 0;
                 pipe.send_error(
                     0,
                     &Error::bad_protocol("binary frames carry no messages; send text"),
                 );
             }
-            Ok(Read_::Alive) => idle = 0,
-            Ok(Read_::Idle) => {
+            Ok(WsEvent::Alive) => idle = 0,
+            Ok(WsEvent::Idle) => {
                 idle += 1;
                 if idle > 1 {
                     pipe.close(1001, "no answer to pings");
@@ -607,7 +607,7 @@ pub(crate) fn run(
                 }
                 let _ = pipe.out.ping();
             }
-            Ok(Read_::Closed) => {
+            Ok(WsEvent::Closed) => {
                 pipe.out.finish("closed by the peer");
                 break "closed by JavaScript".to_string();
             }

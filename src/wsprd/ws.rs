@@ -153,8 +153,9 @@ pub(crate) struct WsReader {
 }
 
 /// What reading produced.
-pub(crate) enum Read_ {
-    Text(String),
+pub(crate) enum WsEvent {
+    /// A text message (tungstenite's buffer, not a copy).
+    Text(tungstenite::Utf8Bytes),
     Binary,
     /// A read timeout passed with nothing read.
     Idle,
@@ -185,24 +186,26 @@ impl WsReader {
         }
     }
 
-    pub(crate) fn read(&mut self) -> Result<Read_, ReadFail> {
+    pub(crate) fn read(&mut self) -> Result<WsEvent, ReadFail> {
         match self.ctx.read(&mut self.io) {
-            Ok(Message::Text(t)) => Ok(Read_::Text(t.as_str().to_string())),
-            Ok(Message::Binary(_)) => Ok(Read_::Binary),
-            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => Ok(Read_::Alive),
+            Ok(Message::Text(t)) => Ok(WsEvent::Text(t)),
+            Ok(Message::Binary(_)) => Ok(WsEvent::Binary),
+            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => {
+                Ok(WsEvent::Alive)
+            }
             Ok(Message::Close(_)) => {
                 // Send tungstenite's close reply now.
                 let _ = self.ctx.flush(&mut self.io);
-                Ok(Read_::Closed)
+                Ok(WsEvent::Closed)
             }
-            Err(WsError::ConnectionClosed) => Ok(Read_::Closed),
+            Err(WsError::ConnectionClosed) => Ok(WsEvent::Closed),
             Err(WsError::Io(e))
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                Ok(Read_::Idle)
+                Ok(WsEvent::Idle)
             }
             Err(WsError::Capacity(e)) => Err(ReadFail::TooBig(e.to_string())),
             Err(e) => Err(ReadFail::Broken(e.to_string())),
