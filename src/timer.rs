@@ -62,15 +62,14 @@ impl Timer {
 
     fn send(&self, cmd: Cmd) {
         let mut st = lock(&self.state);
+        // The previous thread, if it retired, is joined once the lock is
+        // released (it no longer needs the lock, but a join is a wait).
+        let mut retired = None;
         if st.tx.is_none() {
             if let Cmd::Cancel(_) = cmd {
                 return;
             }
-            // The previous thread has retired (or never ran): join it,
-            // start another.
-            if let Some(h) = st.handle.take() {
-                let _ = h.join();
-            }
+            retired = st.handle.take();
             let (tx, rx) = crossbeam_channel::unbounded::<Cmd>();
             let state = self.state.clone();
             match std::thread::Builder::new()
@@ -82,15 +81,14 @@ impl Timer {
                     st.tx = Some(tx);
                     st.handle = Some(h);
                 }
-                Err(e) => {
-                    log::error!("cannot start the timer thread: {e}");
-                    return;
-                }
+                Err(e) => log::error!("cannot start the timer thread: {e}"),
             }
         }
         if let Some(tx) = &st.tx {
             let _ = tx.send(cmd);
         }
+        drop(st);
+        crate::pool::join(retired);
     }
 
     /// Runs `f` at `at` unless cancelled first.

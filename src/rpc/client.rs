@@ -673,17 +673,7 @@ impl Client {
         };
         let flow = conn.open_flow(sink);
         let mut buf = Vec::with_capacity(128);
-        wire::encode_request(
-            &mut buf,
-            &wire::Request {
-                flow,
-                timeout_ms,
-                method: method.to_string(),
-                suffix: suffix.to_string(),
-                name: name.to_string(),
-                args: args.to_vec(),
-            },
-        );
+        wire::encode_request_parts(&mut buf, flow, timeout_ms, method, suffix, name, args);
         if buf.len() - 4 > self.inner.config.max_frame {
             conn.flows().remove(&flow);
             return Err(Error::bad_arg(format!(

@@ -260,12 +260,33 @@ fn put_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
 
 /// Appends a Request frame.
 pub fn encode_request(out: &mut Vec<u8>, r: &Request) {
-    let s = begin(out, kind::REQUEST, r.flow);
-    out.extend_from_slice(&r.timeout_ms.to_be_bytes());
-    put_str(out, &r.method);
-    put_str(out, &r.suffix);
-    put_str(out, &r.name);
-    put_json(out, &r.args);
+    encode_request_parts(
+        out,
+        r.flow,
+        r.timeout_ms,
+        &r.method,
+        &r.suffix,
+        &r.name,
+        &r.args,
+    );
+}
+
+/// Appends a Request frame from borrowed parts (no copy of the arguments).
+pub fn encode_request_parts(
+    out: &mut Vec<u8>,
+    flow: u64,
+    timeout_ms: u32,
+    method: &str,
+    suffix: &str,
+    name: &str,
+    args: &[Value],
+) {
+    let s = begin(out, kind::REQUEST, flow);
+    out.extend_from_slice(&timeout_ms.to_be_bytes());
+    put_str(out, method);
+    put_str(out, suffix);
+    put_str(out, name);
+    put_json(out, args);
     finish(out, s);
 }
 
