@@ -233,6 +233,16 @@ impl ClientConn {
         }
     }
 
+    /// Whether this connection, with no call in flight, has been closed by
+    /// its server where the reader has not yet noticed (the server died or
+    /// restarted a moment ago). A call sent on it would fail with
+    /// `Aborted` though the server never saw it; its caller connects
+    /// afresh instead. A connection with calls in flight is not looked at
+    /// (the reader's own reading tells those calls).
+    fn closed_while_idle(&self) -> bool {
+        self.flows().is_empty() && self.writer.peer_closed()
+    }
+
     fn fail_all(&self, err: &Error) {
         self.dead.store(true, Ordering::SeqCst);
         let flows: Vec<_> = self.flows().drain().collect();
@@ -723,12 +733,16 @@ impl Client {
         let stale = {
             let mut conns = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
             match conns.get(&key) {
-                Some(c) if !c.dead.load(Ordering::SeqCst) => return Ok(c.clone()),
+                Some(c) if !c.dead.load(Ordering::SeqCst) && !c.closed_while_idle() => {
+                    return Ok(c.clone());
+                }
                 Some(_) => conns.remove(&key),
                 None => None,
             }
         };
         if let Some(s) = stale {
+            // (Its reader ends on the close it has yet to read, or on this.)
+            s.writer.close("closed by the server");
             join_reader(&s);
         }
         if self.inner.config.in_process

@@ -322,6 +322,27 @@ impl Writer {
         self.send(&buf, None)
     }
 
+    /// Whether the peer has closed the connection (or reset it) where its
+    /// reader has not yet seen it: a look at the socket that takes nothing
+    /// from it and does not wait. False for in-process links.
+    pub(crate) fn peer_closed(&self) -> bool {
+        use rustix::net::{RecvFlags, recv};
+        let Some(s) = &self.stream else {
+            return false;
+        };
+        let mut byte = [0u8; 1];
+        match recv(s, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            // The end of the stream: our peer closed.
+            Ok((0, _)) => true,
+            // Bytes waiting for the reader.
+            Ok(_) => false,
+            // Nothing yet: open.
+            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR => false,
+            // Reset, or any other failure of the socket.
+            Err(_) => true,
+        }
+    }
+
     /// Closes the connection: flushes what is queued, then shuts the socket
     /// down, which ends the reader.
     pub(crate) fn close(&self, why: &str) {
