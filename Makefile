@@ -53,7 +53,8 @@ soak:
 
 # JavaScript calling JavaScript through wsprd and through Crossbar.io (the
 # reference WAMP router, autobahn's JavaScript client), alternating, plus a
-# websocket echo floor: a table, target/bench/peers.json and peers.svg. See
+# websocket echo floor and a relay floor (the echo through a byte-copying
+# relay, bench/peers/relay.rs): a table, target/bench/peers.json and peers.svg. See
 # docs/performance.md. Crossbar.io goes into a virtual environment under
 # target/peers and the npm packages into bench/peers/node_modules, each
 # installed once and again only when its pins change.
@@ -73,6 +74,7 @@ bench/peers/node_modules/.package-lock.json: bench/peers/package-lock.json
 
 .PHONY: bench-peers
 bench-peers: build $(PEERS_VENV)/.installed bench/peers/node_modules/.package-lock.json
+	$(CARGO) build --release --example peers_relay
 	$(NODE) --experimental-websocket --disable-warning=ExperimentalWarning bench/peers/run.mjs
 
 # Every fuzz target (fuzz/, docs/fuzzing.md) for FUZZ_SECS seconds each,

@@ -60,10 +60,11 @@ pub fn js_message(data: &[u8]) {
 
 /// A lookupResponse's data, and the signature in it.
 pub fn lookup_reply(data: &[u8]) {
-    lookup_reply_value(serde_json::from_slice(data).ok());
+    let text = String::from_utf8_lossy(data);
+    lookup_reply_value(serde_json::from_str(&text).ok());
 }
 
-fn lookup_reply_value(d: Option<serde_json::Value>) {
+fn lookup_reply_value(d: protocol::Data) {
     if let Ok(r) = protocol::data::<protocol::LookupResponse>(d, "lookupResponse") {
         let _ = protocol::js_error(&r.err, crate::error::ids::UNKNOWN);
         if let Some(sig) = r.signature {

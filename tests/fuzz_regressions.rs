@@ -187,7 +187,7 @@ fn check_valid(target: &str, name: &str, data: &[u8]) {
         }
         "lookup_reply" => {
             let v: Value = serde_json::from_slice(data).expect(&what);
-            protocol::data::<protocol::LookupResponse>(Some(v), "").expect(&what);
+            protocol::data::<protocol::LookupResponse>(protocol::raw(&v), "").expect(&what);
         }
         "blessing" => {
             if name.starts_with("blessing-") {

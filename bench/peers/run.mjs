@@ -1,6 +1,8 @@
 // `make bench-peers`: JavaScript calling JavaScript through wsprd and
-// through Crossbar.io (autobahn), in one run, alternating; and the floor, a
-// websocket echo round trip. The method is in docs/performance.md.
+// through Crossbar.io (autobahn), in one run, alternating; and two floors:
+// a websocket echo round trip, and the same echo through a relay that only
+// copies bytes (relay.rs), which is what relaying itself costs on this
+// machine. The method is in docs/performance.md.
 //
 //   node --experimental-websocket bench/peers/run.mjs
 //
@@ -53,13 +55,14 @@ const config = {
   parRounds: int('PEERS_PAR_ROUNDS', 8),
 };
 const WSPRD = process.env.WSPRD ?? path.join(repo, 'target/release/wsprd');
+const RELAY = process.env.PEERS_RELAY ?? path.join(repo, 'target/release/examples/peers_relay');
 const CROSSBAR = process.env.CROSSBAR ?? path.join(work, 'venv/bin/crossbar');
 const NODE = process.execPath;
 const NODE_FLAGS = ['--experimental-websocket', '--disable-warning=ExperimentalWarning'];
 
-const SYSTEMS = ['wspr', 'crossbar', 'echo'];
-const LABEL = { wspr: 'wspr (wsprd)', crossbar: 'Crossbar.io', echo: 'echo floor' };
-const COLOR = { wspr: '#1f6fb4', crossbar: '#d2402a', echo: '#7a7a7a' };
+const SYSTEMS = ['wspr', 'crossbar', 'echo', 'relay'];
+const LABEL = { wspr: 'wspr (wsprd)', crossbar: 'Crossbar.io', echo: 'echo floor', relay: 'relay floor' };
+const COLOR = { wspr: '#1f6fb4', crossbar: '#d2402a', echo: '#7a7a7a', relay: '#2a9d4a' };
 
 function log(msg) {
   console.log(`bench-peers: ${msg}`);
@@ -152,9 +155,24 @@ async function startCallee(system, url) {
   return { proc: p, detail };
 }
 
+/**
+ * The relay floor: relay.rs in front of the echo server. A call through it
+ * wakes the same chain as a call through wsprd (caller, relay, callee,
+ * relay, caller) and does no work at the relay.
+ */
+async function startRelay(echoUrl) {
+  if (!fs.existsSync(RELAY)) throw new Error(`${RELAY} is missing: cargo build --release --example peers_relay (make bench-peers does)`);
+  const upstream = /^ws:\/\/([^/]+)\//.exec(echoUrl)?.[1];
+  if (!upstream) throw new Error(`the echo server's address ${echoUrl} is not ws://HOST:PORT/`);
+  const p = start('relay', RELAY, [upstream], { log: path.join(work, 'relay.log') });
+  const [, url] = await p.waitFor(/^ready (\S+)$/, 'ready line', 20_000);
+  return { proc: p, url };
+}
+
 /** A caller process; `round(n, inFlight)` runs one round in it. */
 async function startCaller(system, url) {
-  const args = [...NODE_FLAGS, path.join(here, 'caller.mjs'), system === 'crossbar' ? 'wamp' : system, url];
+  const mode = { crossbar: 'wamp', relay: 'echo' }[system] ?? system;
+  const args = [...NODE_FLAGS, path.join(here, 'caller.mjs'), mode, url];
   const p = start(`${system} caller`, NODE, args, { cwd: here, log: path.join(work, `caller-${system}.log`), ipc: true });
   let pending = null;
   let failure = null;
@@ -213,7 +231,8 @@ function switchesOf(pids) {
 async function measure(mode, sys, calls, rounds, inFlight) {
   const per = Math.ceil(calls / rounds);
   // What else the machine did meanwhile: its busy time less our processes'.
-  const ours = () => ticksOf([process.pid, ...SYSTEMS.flatMap((s) => [...sys[s].serverPids(), sys[s].callee.proc.pid, sys[s].caller.proc.pid])]);
+  const ours = () =>
+    ticksOf([...new Set([process.pid, ...SYSTEMS.flatMap((s) => [...sys[s].serverPids(), sys[s].callee.proc.pid, sys[s].caller.proc.pid])])]);
   const m0 = machineTicks();
   const o0 = ours();
   const w0 = process.hrtime.bigint();
@@ -366,16 +385,43 @@ function report(results, mem, meta) {
     },
   ];
   for (const t of targets) t.met = t.met(t.value);
+  // Where the floor target stands against relaying itself.
+  const context = [
+    {
+      id: 'relayOverEcho',
+      what: 'relay floor p50 ÷ echo p50, sequential (relaying alone)',
+      value: seq.relay.latencyUs.p50 / seq.echo.latencyUs.p50,
+    },
+    {
+      id: 'p50OverRelay',
+      what: 'wspr p50 ÷ relay floor p50, sequential (what wspr adds to a relay)',
+      value: W(seq).latencyUs.p50 / seq.relay.latencyUs.p50,
+    },
+  ];
 
   const rows = [];
-  const row = (what, w, c, e, adv) => rows.push([what, w, c, adv, e]);
+  const row = (what, w, c, e, adv, r = '') => rows.push([what, w, c, adv, e, r]);
   for (const [mode, m] of [
     ['sequential', seq],
     [`${config.inFlight} in flight`, par],
   ]) {
-    row(`${mode}: calls/s`, fmtN(W(m).callsPerSecond), fmtN(C(m).callsPerSecond), fmtN(m.echo.callsPerSecond), fmtX(W(m).callsPerSecond / C(m).callsPerSecond));
+    row(
+      `${mode}: calls/s`,
+      fmtN(W(m).callsPerSecond),
+      fmtN(C(m).callsPerSecond),
+      fmtN(m.echo.callsPerSecond),
+      fmtX(W(m).callsPerSecond / C(m).callsPerSecond),
+      fmtN(m.relay.callsPerSecond),
+    );
     for (const q of ['p50', 'p99']) {
-      row(`${mode}: ${q} latency`, fmtUs(W(m).latencyUs[q]), fmtUs(C(m).latencyUs[q]), fmtUs(m.echo.latencyUs[q]), fmtX(C(m).latencyUs[q] / W(m).latencyUs[q]));
+      row(
+        `${mode}: ${q} latency`,
+        fmtUs(W(m).latencyUs[q]),
+        fmtUs(C(m).latencyUs[q]),
+        fmtUs(m.echo.latencyUs[q]),
+        fmtX(C(m).latencyUs[q] / W(m).latencyUs[q]),
+        fmtUs(m.relay.latencyUs[q]),
+      );
     }
     row(
       `${mode}: daemon / router CPU per call`,
@@ -383,6 +429,7 @@ function report(results, mem, meta) {
       fmtCpu(C(m).cpuUsPerCall.server),
       fmtCpu(m.echo.cpuUsPerCall.server),
       fmtX(C(m).cpuUsPerCall.server / W(m).cpuUsPerCall.server),
+      fmtCpu(m.relay.cpuUsPerCall.server),
     );
     row(
       `${mode}: daemon / router thread wake-ups per call`,
@@ -390,6 +437,7 @@ function report(results, mem, meta) {
       C(m).serverVoluntarySwitchesPerCall.toFixed(2),
       m.echo.serverVoluntarySwitchesPerCall.toFixed(2),
       '',
+      m.relay.serverVoluntarySwitchesPerCall.toFixed(2),
     );
     row(
       `${mode}: callee process CPU per call`,
@@ -397,6 +445,7 @@ function report(results, mem, meta) {
       fmtCpu(C(m).cpuUsPerCall.callee),
       '',
       fmtX(C(m).cpuUsPerCall.callee / W(m).cpuUsPerCall.callee),
+      fmtCpu(m.relay.cpuUsPerCall.callee),
     );
     row(
       `${mode}: caller process CPU per call`,
@@ -404,9 +453,17 @@ function report(results, mem, meta) {
       fmtCpu(C(m).cpuUsPerCall.caller),
       fmtCpu(m.echo.cpuUsPerCall.caller),
       fmtX(C(m).cpuUsPerCall.caller / W(m).cpuUsPerCall.caller),
+      fmtCpu(m.relay.cpuUsPerCall.caller),
     );
   }
-  row('daemon / router peak RSS (VmHWM)', fmtMiB(mem.wsprd.VmHWM), fmtMiB(mem.crossbarWorker.VmHWM), fmtMiB(mem.echo.VmHWM), fmtX(mem.crossbarWorker.VmHWM / mem.wsprd.VmHWM));
+  row(
+    'daemon / router peak RSS (VmHWM)',
+    fmtMiB(mem.wsprd.VmHWM),
+    fmtMiB(mem.crossbarWorker.VmHWM),
+    fmtMiB(mem.echo.VmHWM),
+    fmtX(mem.crossbarWorker.VmHWM / mem.wsprd.VmHWM),
+    fmtMiB(mem.relay.VmHWM),
+  );
   row('  + crossbar controller', '', fmtMiB(mem.crossbarController.VmHWM), '', '');
 
   const lines = [];
@@ -418,7 +475,11 @@ function report(results, mem, meta) {
   lines.push(
     `${meta.cpus} × ${meta.cpuModel} (this run on CPUs ${meta.cpusAllowed}); node ${process.version}; crossbar ${meta.crossbarVersion}; autobahn-js ${meta.autobahnVersion}; wspr ${meta.wsprCommit}.`,
   );
-  lines.push('CPU per call: utime+stime of the process(es) during that system\'s rounds ÷ calls (daemon: wsprd; router: crossbar\'s controller + router worker; echo: the echo server).');
+  lines.push(
+    'CPU per call: utime+stime of the process(es) during that system\'s rounds ÷ calls (daemon: wsprd; router: crossbar\'s controller + router worker; ' +
+      'echo: the echo server; relay: the relay, whose callee is the echo server).',
+  );
+  lines.push('The relay floor is the echo through a relay that copies bytes and parses nothing (bench/peers/relay.rs): what relaying alone costs here.');
   lines.push('Thread wake-ups per call: voluntary context switches of those processes\' threads ÷ calls.');
   const other = Math.max(seq.load.otherCores, par.load.otherCores);
   lines.push(
@@ -427,7 +488,7 @@ function report(results, mem, meta) {
       (other > 0.15 ? ' WARNING: the machine was not quiet; expect noisy numbers (the tails most).' : ''),
   );
   lines.push('');
-  lines.push(table(rows, ['', 'wspr', 'Crossbar.io', 'wspr advantage', 'echo floor']));
+  lines.push(table(rows, ['', 'wspr', 'Crossbar.io', 'wspr advantage', 'echo floor', 'relay floor']));
   lines.push('');
   lines.push(
     table(
@@ -436,7 +497,14 @@ function report(results, mem, meta) {
     ),
   );
   lines.push('');
-  return { text: lines.join('\n'), targets };
+  lines.push(
+    table(
+      context.map((c) => [c.what, fmtX(c.value)]),
+      ['for comparison (not targets)', 'now'],
+    ),
+  );
+  lines.push('');
+  return { text: lines.join('\n'), targets, context };
 }
 
 // ------------------------------------------------------------------ main
@@ -461,15 +529,20 @@ async function main() {
     wsprCommit: readVersion(() => execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repo, encoding: 'utf8' }).trim()),
   };
 
-  log('starting wsprd, crossbar and the echo server');
+  log('starting wsprd, crossbar, the echo server and the relay');
   const [daemon, crossbar, echoServer] = await Promise.all([startDaemon(), startCrossbar(), startCallee('echo')]);
-  log(`wsprd ${daemon.url} (pid ${daemon.proc.pid}); crossbar ${crossbar.url} (controller ${crossbar.proc.pid}, router worker ${crossbar.worker}); echo ${echoServer.detail}`);
+  const relay = await startRelay(echoServer.detail);
+  log(
+    `wsprd ${daemon.url} (pid ${daemon.proc.pid}); crossbar ${crossbar.url} (controller ${crossbar.proc.pid}, router worker ${crossbar.worker}); ` +
+      `echo ${echoServer.detail}; relay ${relay.url} (pid ${relay.proc.pid})`,
+  );
 
   const [wsprCallee, crossbarCallee] = await Promise.all([startCallee('wspr', daemon.url), startCallee('crossbar', crossbar.url)]);
-  const [wsprCaller, crossbarCaller, echoCaller] = await Promise.all([
+  const [wsprCaller, crossbarCaller, echoCaller, relayCaller] = await Promise.all([
     startCaller('wspr', daemon.url),
     startCaller('crossbar', crossbar.url),
     startCaller('echo', echoServer.detail),
+    startCaller('relay', relay.url),
   ]);
   const memStart = { wsprd: memory(daemon.proc.pid), crossbarWorker: memory(crossbar.worker) };
 
@@ -478,6 +551,8 @@ async function main() {
     // The whole crossbar tree: controller and router worker (and any other worker).
     crossbar: { serverPids: () => processTree(crossbar.proc.pid), callee: crossbarCallee, caller: crossbarCaller },
     echo: { serverPids: () => [echoServer.proc.pid], callee: echoServer, caller: echoCaller },
+    // The relay in the daemon's place, the echo server in the callee's.
+    relay: { serverPids: () => [relay.proc.pid], callee: echoServer, caller: relayCaller },
   };
 
   log(`warming up: ${config.warmupCalls} sequential and ${config.warmupCalls} with ${config.inFlight} in flight per system`);
@@ -493,6 +568,7 @@ async function main() {
   for (const [name, p] of [
     ['wsprd', daemon.proc],
     ['crossbar', crossbar.proc],
+    ['the relay', relay.proc],
   ]) {
     if (!p.isRunning()) throw new Error(`${name} died during the run; its output ends:\n${p.output()}`);
   }
@@ -501,13 +577,14 @@ async function main() {
     crossbarWorker: memory(crossbar.worker),
     crossbarController: memory(crossbar.proc.pid),
     echo: memory(echoServer.proc.pid),
+    relay: memory(relay.proc.pid),
     wsprCallee: memory(wsprCallee.proc.pid),
     crossbarCallee: memory(crossbarCallee.proc.pid),
     atStart: memStart,
   };
   await stopAll();
 
-  const { text, targets } = report({ seq, par }, mem, meta);
+  const { text, targets, context } = report({ seq, par }, mem, meta);
   console.log(text);
 
   const strip = (m) => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, (({ sorted, ...rest }) => rest)(v)]));
@@ -517,13 +594,16 @@ async function main() {
     method: {
       latency: 'process.hrtime.bigint() around each await in the caller process, microseconds',
       callsPerSecond: 'calls ÷ the summed wall time of that system\'s rounds',
-      cpuUsPerCall: 'utime+stime (/proc/PID/stat, 100 Hz ticks) during that system\'s rounds ÷ calls; server = wsprd, crossbar controller + router worker, or the echo server',
+      cpuUsPerCall:
+        'utime+stime (/proc/PID/stat, 100 Hz ticks) during that system\'s rounds ÷ calls; server = wsprd, crossbar controller + router worker, the echo server, or the relay',
+      relayFloor: 'the echo caller through bench/peers/relay.rs (copies bytes both ways, a blocking thread per direction) to the echo server',
       rss: 'VmHWM of /proc/PID/status at the end of the run, KiB',
     },
     sequential: strip(seq),
     inFlight: strip(par),
     memoryKiB: mem,
     targets: targets.map(({ id, what, value, target, met }) => ({ id, what, value, target, met })),
+    forComparison: context,
     table: text,
   };
   fs.writeFileSync(path.join(outDir, 'peers.json'), `${JSON.stringify(json, null, 2)}\n`);
@@ -537,9 +617,9 @@ async function main() {
   fs.writeFileSync(
     path.join(outDir, 'peers.svg'),
     latencySvg({
-      title: 'add(a, b), JavaScript → JavaScript: wspr vs Crossbar.io, and a websocket echo',
+      title: 'add(a, b), JavaScript → JavaScript: wspr vs Crossbar.io; a websocket echo, direct and through a relay',
       subtitle: `${meta.date.slice(0, 10)}, ${meta.cpus} × ${meta.cpuModel}, node ${process.version}, crossbar ${meta.crossbarVersion}, wspr ${meta.wsprCommit}: ` +
-        `sequential p50 wspr ${fmtUs(seq.wspr.latencyUs.p50)}, Crossbar ${fmtUs(seq.crossbar.latencyUs.p50)}, echo ${fmtUs(seq.echo.latencyUs.p50)}`,
+        `sequential p50 wspr ${fmtUs(seq.wspr.latencyUs.p50)}, Crossbar ${fmtUs(seq.crossbar.latencyUs.p50)}, echo ${fmtUs(seq.echo.latencyUs.p50)}, relay ${fmtUs(seq.relay.latencyUs.p50)}`,
       columns,
     }),
   );

@@ -112,7 +112,11 @@ pub(crate) struct PreparedCall {
 }
 
 /// Checks a call's data (on the pipe thread).
-pub(crate) fn prepare_call(pipe: &Arc<Pipe>, id: u64, data: Option<Value>) -> Result<PreparedCall> {
+pub(crate) fn prepare_call(
+    pipe: &Arc<Pipe>,
+    id: u64,
+    data: protocol::Data,
+) -> Result<PreparedCall> {
     let req: protocol::CallRequest = protocol::data(data, "call")?;
     if req.method.is_empty() {
         return Err(Error::bad_arg("bad call data: empty method"));
@@ -219,14 +223,14 @@ fn send_buffered(handle: &CallHandle, batch: VecDeque<Buffered>) -> Result<()> {
     Ok(())
 }
 
-fn create_identity(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
+fn create_identity(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     let name: String = protocol::data(data, "createIdentity")?;
     let id = identity::create(&name)?;
     let handle = pipe.identities.add(id.clone())?;
     Ok(identity::describe(handle, &id))
 }
 
-fn bless_identity(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
+fn bless_identity(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     let req: identity::BlessRequest = protocol::data(data, "blessIdentity")?;
     let id = pipe
         .identities
@@ -237,7 +241,7 @@ fn bless_identity(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
     Ok(identity::describe(handle, &blessed))
 }
 
-fn serve(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
+fn serve(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     let req: protocol::ServeRequest = protocol::data(data, "serve")?;
     if naming::clean(&req.name).is_empty() {
         return Err(Error::bad_arg("bad serve data: empty name"));
@@ -298,7 +302,7 @@ fn serve(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
     Ok(json!(server.endpoint()))
 }
 
-fn stop_server(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
+fn stop_server(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     let server_id: u64 = protocol::data(data, "stopServer")?;
     let server = pipe
         .servers
@@ -314,7 +318,7 @@ fn stop_server(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
 /// The signature of a name, cached by the server object the name resolves
 /// to (its endpoint carries the server's routing id, so a server that is
 /// replaced is a new key), and dropped when a server of this daemon stops.
-fn signature(pipe: &Arc<Pipe>, data: Option<Value>) -> Result<Value> {
+fn signature(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     let req: protocol::SignatureRequest = protocol::data(data, "signature")?;
     let shared = &pipe.shared;
     let target = pipe
@@ -362,7 +366,7 @@ pub(crate) fn forget_signatures(pipe: &Pipe, endpoint: &str) {
         .retain(|k, _| k != &prefix && !k.starts_with(&format!("{prefix}/")));
 }
 
-fn namespace(pipe: &Arc<Pipe>, id: u64, data: Option<Value>) {
+fn namespace(pipe: &Arc<Pipe>, id: u64, data: protocol::Data) {
     let req: NamespaceRequest = match protocol::data(data, "namespace") {
         Ok(r) => r,
         Err(e) => return pipe.finish_request(id, Err(e)),

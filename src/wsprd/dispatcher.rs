@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result, ids};
@@ -204,11 +205,33 @@ impl Dispatcher for JsDispatcher {
     }
 }
 
-/// The context JavaScript sees for a call (ServerRequest and
-/// AuthRequest), and the identity handle it registered for the caller,
-/// which the flow's owner frees when the flow ends.
-pub(crate) fn context(pipe: &Pipe, call: &ServerCall) -> Result<(Value, u64)> {
-    let names = call.remote_names().to_vec();
+/// The context JavaScript sees for a call (in ServerRequest and
+/// AuthRequest), borrowed from the call and written straight to JSON.
+/// Fields in alphabetical order, as a JSON object of them would have.
+#[derive(Serialize)]
+pub(crate) struct Context<'a> {
+    method: String,
+    name: &'a str,
+    #[serde(rename = "remoteId")]
+    remote_id: RemoteId<'a>,
+    suffix: &'a str,
+    /// Milliseconds left before the caller's deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<u64>,
+}
+
+/// The caller as JavaScript sees it: an identity handle and the names it
+/// proved.
+#[derive(Serialize)]
+struct RemoteId<'a> {
+    handle: u64,
+    names: &'a [String],
+}
+
+/// The context of `call`, and the identity handle it registered for the
+/// caller, which the flow's owner frees when the flow ends.
+pub(crate) fn context<'a>(pipe: &Pipe, call: &'a ServerCall) -> Result<(Context<'a>, u64)> {
+    let names = call.remote_names();
     let proven: Vec<Blessing> = call
         .remote()
         .blessings()
@@ -219,15 +242,15 @@ pub(crate) fn context(pipe: &Pipe, call: &ServerCall) -> Result<(Value, u64)> {
     let handle = pipe
         .identities
         .add(Identity::remote(call.remote().public_key(), proven))?;
-    let mut ctx = json!({
-        "name": call.name(),
-        "suffix": call.suffix(),
-        "method": naming::lower_first(call.method()),
-        "remoteId": {"handle": handle, "names": names},
-    });
-    if let Some(d) = call.deadline() {
-        ctx["timeout"] = json!(d.saturating_duration_since(Instant::now()).as_millis() as u64);
-    }
+    let ctx = Context {
+        method: naming::lower_first(call.method()),
+        name: call.name(),
+        remote_id: RemoteId { handle, names },
+        suffix: call.suffix(),
+        timeout: call
+            .deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64),
+    };
     Ok((ctx, handle))
 }
 

@@ -11,14 +11,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, select};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::naming;
 use crate::rpc::{Invoker, Now, Reply, ServerCall, ServerEvent, Signature};
-use crate::wsprd::dispatcher::{Found, ServerState, context};
+use crate::wsprd::dispatcher::{Context, Found, ServerState, context};
 use crate::wsprd::pipe::{Flow, JsItem, MAX_BUFFERED_ITEMS, Pipe};
 use crate::wsprd::protocol::{self, OutType};
+
+/// ServerRequest's message, borrowed from the call and written straight to
+/// JSON (fields in alphabetical order, as a JSON object of them would have).
+#[derive(Serialize)]
+struct ServerRequest<'a> {
+    args: &'a [Value],
+    context: Context<'a>,
+    handle: i64,
+    method: &'a str,
+    #[serde(rename = "serverId")]
+    server_id: u64,
+}
 
 /// Invokes methods of one JavaScript object.
 pub(crate) struct JsInvoker {
@@ -203,13 +216,13 @@ impl JsInvoker {
             }
             return;
         }
-        let request = json!({
-            "serverId": self.state.id,
-            "handle": self.found.handle,
-            "method": name,
-            "args": args,
-            "context": ctx,
-        });
+        let request = ServerRequest {
+            args: &args,
+            context: ctx,
+            handle: self.found.handle,
+            method: &name,
+            server_id: self.state.id,
+        };
         if let Err(e) = pipe.send(id, OutType::ServerRequest, &request)
             && let Some(Flow::Deferred { reply, identity }) = pipe.remove_flow(id)
         {
@@ -252,13 +265,13 @@ impl Invoker for JsInvoker {
                 return Err(e);
             }
         };
-        let request = json!({
-            "serverId": self.state.id,
-            "handle": self.found.handle,
-            "method": name,
-            "args": args,
-            "context": ctx,
-        });
+        let request = ServerRequest {
+            args: &args,
+            context: ctx,
+            handle: self.found.handle,
+            method: &name,
+            server_id: self.state.id,
+        };
         let result = match pipe.send(id, OutType::ServerRequest, &request) {
             Ok(()) => self.relay(&pipe, id, call, &items, &done, &buffered),
             Err(e) => Err(e),

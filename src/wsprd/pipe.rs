@@ -263,7 +263,7 @@ impl Pipe {
             return self.on_request(m);
         }
         match m.kind {
-            InType::StreamValue => self.on_item(m.id, m.data.unwrap_or(Value::Null), text.len()),
+            InType::StreamValue => self.on_item(m.id, protocol::value(m.data), text.len()),
             InType::StreamClose => self.on_stream_close(m.id),
             InType::Cancel => self.on_cancel(m.id),
             InType::LookupResponse | InType::AuthResponse | InType::ServerResponse => {
@@ -509,7 +509,7 @@ impl Pipe {
 
 /// Decodes a serverResponse: JavaScript's results or error (outer error:
 /// the data cannot be decoded).
-fn server_response(data: Option<Value>) -> Result<Result<Vec<Value>, Error>, Error> {
+fn server_response(data: protocol::Data) -> Result<Result<Vec<Value>, Error>, Error> {
     let r = protocol::data::<protocol::ServerResponse>(data, "serverResponse")?;
     Ok(match protocol::js_error(&r.err, ids::UNKNOWN) {
         Some(e) => Err(e),

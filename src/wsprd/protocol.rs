@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::rpc::{MethodSignature, Signature};
@@ -101,6 +102,10 @@ pub enum OutType {
     Cancel = 7,
 }
 
+/// The `data` of a message, as JSON text: decoded by [`data`] into the
+/// type its message needs (not into a [`Value`] tree first).
+pub type Data = Option<Box<RawValue>>;
+
 /// A parsed envelope from JavaScript.
 #[derive(Debug)]
 pub struct Incoming {
@@ -108,13 +113,38 @@ pub struct Incoming {
     pub id: u64,
     /// The type.
     pub kind: InType,
-    /// The data, if present.
-    pub data: Option<Value>,
+    /// The data, if present and not null.
+    pub data: Data,
 }
 
 /// Parses one text frame. On failure, the id to answer on (0 when the
 /// frame has none) and a `BadProtocol` error.
 pub fn parse_envelope(text: &str) -> Result<Incoming, (u64, Error)> {
+    // A well-formed envelope is read in one pass, its data kept as text.
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        id: u64,
+        #[serde(rename = "type")]
+        kind: u64,
+        #[serde(borrow, default)]
+        data: Option<&'a RawValue>,
+    }
+    // (Only an object: serde would take an array as the fields in order.)
+    if text.trim_start().starts_with('{')
+        && let Ok(e) = serde_json::from_str::<Envelope>(text)
+        && let Some(kind) = InType::from_number(e.kind)
+    {
+        return Ok(Incoming {
+            id: e.id,
+            kind,
+            data: e.data.map(RawValue::to_owned),
+        });
+    }
+    // Anything else goes the long way, which says what is wrong with it.
+    parse_envelope_slowly(text)
+}
+
+fn parse_envelope_slowly(text: &str) -> Result<Incoming, (u64, Error)> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         (
             0,
@@ -140,16 +170,27 @@ pub fn parse_envelope(text: &str) -> Result<Incoming, (u64, Error)> {
         },
         None => return Err((id, Error::bad_protocol("the frame has no type"))),
     };
-    Ok(Incoming {
-        id,
-        kind,
-        data: map.remove("data").filter(|v| !v.is_null()),
-    })
+    let data = match map.remove("data").filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => Some(
+            serde_json::value::to_raw_value(&v)
+                .map_err(|e| (id, Error::bad_protocol(format!("bad data: {e}"))))?,
+        ),
+    };
+    Ok(Incoming { id, kind, data })
 }
 
 /// Decodes `data` into `T`; a missing or mistyped field is `BadArg`.
-pub fn data<T: serde::de::DeserializeOwned>(data: Option<Value>, what: &str) -> Result<T, Error> {
-    serde_path_to_error::deserialize(data.unwrap_or(Value::Null)).map_err(|e| {
+pub fn data<T: serde::de::DeserializeOwned>(data: Data, what: &str) -> Result<T, Error> {
+    if let Some(raw) = &data
+        && let Ok(t) = serde_json::from_str(raw.get())
+    {
+        return Ok(t);
+    }
+    // Decoding failed (or there is no data): again, through a Value, for
+    // an error that names the field and no position in the text.
+    let value = value(data);
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
             Error::bad_arg(format!("bad {what} data: {}", e.inner()))
@@ -157,6 +198,17 @@ pub fn data<T: serde::de::DeserializeOwned>(data: Option<Value>, what: &str) -> 
             Error::bad_arg(format!("bad {what} data: {path}: {}", e.inner()))
         }
     })
+}
+
+/// `data` as a [`Value`] (null when absent).
+pub fn value(data: Data) -> Value {
+    data.and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// `data` for tests and tools: `v` as JSON text.
+pub fn raw(v: &Value) -> Data {
+    serde_json::value::to_raw_value(v).ok()
 }
 
 /// Encodes an outgoing envelope as JSON text.
@@ -327,9 +379,18 @@ mod tests {
         assert!(m.data.is_some());
         let m = parse_envelope(r#"{"id": 4, "type": 4}"#).unwrap();
         assert!(m.data.is_none());
+        // Null data is no data; unknown fields are ignored; of repeated
+        // fields the last counts (the one-pass reader refuses those and
+        // the long way takes them).
+        let m = parse_envelope(r#"{"id": 4, "type": 4, "data": null, "x": [1]}"#).unwrap();
+        assert!(m.data.is_none());
+        let m = parse_envelope(r#"{"id": 3, "type": 3, "id": 7, "data": {"a": "é"}}"#).unwrap();
+        assert_eq!((m.id, m.kind), (7, InType::StreamValue));
+        assert_eq!(value(m.data), json!({"a": "é"}));
         for (text, id) in [
             ("nope", 0),
             ("[1]", 0),
+            ("[1, 2, 3]", 0),
             (r#"{"type": 0}"#, 0),
             (r#"{"id": -1, "type": 0}"#, 0),
             (r#"{"id": 5, "type": 99}"#, 5),
@@ -345,21 +406,29 @@ mod tests {
     #[test]
     fn typed_data() {
         let c: CallRequest = data(
-            Some(json!({"name": "a", "method": "add", "inArgs": [1, 2], "numOutArgs": 2, "timeout": 50})),
+            raw(&json!({"name": "a", "method": "add", "inArgs": [1, 2], "numOutArgs": 2, "timeout": 50})),
             "call",
         )
         .unwrap();
         assert_eq!(c.in_args.len(), 2);
         assert_eq!(c.timeout, Some(50.0));
-        let e = data::<CallRequest>(Some(json!({"method": "add"})), "call").unwrap_err();
+        let e = data::<CallRequest>(raw(&json!({"method": "add"})), "call").unwrap_err();
         assert_eq!(e.id(), ids::BAD_ARG);
         assert!(e.msg().contains("name"), "{e}");
-        let e = data::<ServeRequest>(Some(json!({"name": 1, "serverId": 1})), "serve").unwrap_err();
+        // Errors name the field, not a position in the text.
+        let e = data::<CallRequest>(raw(&json!({"name": "a", "method": 7})), "call").unwrap_err();
+        assert_eq!(
+            e.msg(),
+            "bad call data: method: invalid type: integer `7`, expected a string"
+        );
+        let e = data::<CallRequest>(None, "call").unwrap_err();
+        assert_eq!(e.id(), ids::BAD_ARG);
+        let e = data::<ServeRequest>(raw(&json!({"name": 1, "serverId": 1})), "serve").unwrap_err();
         assert_eq!(e.id(), ids::BAD_ARG);
         let n: NamespaceRequest =
-            data(Some(json!({"method": "glob", "pattern": "*"})), "namespace").unwrap();
+            data(raw(&json!({"method": "glob", "pattern": "*"})), "namespace").unwrap();
         assert!(matches!(n, NamespaceRequest::Glob { .. }));
-        assert!(data::<NamespaceRequest>(Some(json!({"method": "dance"})), "namespace").is_err());
+        assert!(data::<NamespaceRequest>(raw(&json!({"method": "dance"})), "namespace").is_err());
     }
 
     #[test]
