@@ -240,7 +240,9 @@ impl ClientConn {
     /// afresh instead. A connection with calls in flight is not looked at
     /// (the reader's own reading tells those calls).
     fn closed_while_idle(&self) -> bool {
-        self.flows().is_empty() && self.writer.peer_closed()
+        // (The flows lock is released before the socket is looked at.)
+        let idle = self.flows().is_empty();
+        idle && self.writer.peer_closed()
     }
 
     fn fail_all(&self, err: &Error) {
@@ -730,20 +732,27 @@ impl Client {
     /// while connecting.
     fn conn(&self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Arc<ClientConn>> {
         let key = (ep.address().to_string(), ep.routing_id());
-        let stale = {
-            let mut conns = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
-            match conns.get(&key) {
-                Some(c) if !c.dead.load(Ordering::SeqCst) && !c.closed_while_idle() => {
-                    return Ok(c.clone());
-                }
-                Some(_) => conns.remove(&key),
-                None => None,
+        let cached = self
+            .inner
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        // The socket is looked at with no lock held.
+        if let Some(c) = cached {
+            if !c.dead.load(Ordering::SeqCst) && !c.closed_while_idle() {
+                return Ok(c);
             }
-        };
-        if let Some(s) = stale {
+            {
+                let mut conns = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+                if conns.get(&key).is_some_and(|x| Arc::ptr_eq(x, &c)) {
+                    conns.remove(&key);
+                }
+            }
             // (Its reader ends on the close it has yet to read, or on this.)
-            s.writer.close("closed by the server");
-            join_reader(&s);
+            c.writer.close("closed by the server");
+            join_reader(&c);
         }
         if self.inner.config.in_process
             && let Some(listener) = crate::rpc::server::local_listener(ep.address())
