@@ -22,7 +22,8 @@ pub const MAX_ELEMENTS: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Elem {
     Rest,
-    Lit(String),
+    /// An element, as written and as characters (for matching).
+    Lit(String, Vec<char>),
 }
 
 /// A parsed glob pattern.
@@ -36,8 +37,16 @@ pub struct Pattern {
 pub struct States(Vec<usize>);
 
 impl Pattern {
-    /// Parses a pattern; empty elements are ignored.
+    /// Parses a pattern; empty elements are ignored. A pattern is at most
+    /// [`naming::MAX_NAME_LEN`](crate::naming::MAX_NAME_LEN) bytes long.
     pub fn parse(p: &str) -> Result<Pattern> {
+        let max = crate::naming::MAX_NAME_LEN;
+        if p.len() > max {
+            return Err(Error::bad_arg(format!(
+                "pattern of {} bytes, limit {max}",
+                p.len()
+            )));
+        }
         let elems: Vec<Elem> = p
             .split('/')
             .filter(|e| !e.is_empty())
@@ -45,7 +54,7 @@ impl Pattern {
                 if e == "..." {
                     Elem::Rest
                 } else {
-                    Elem::Lit(e.to_string())
+                    Elem::Lit(e.to_string(), e.chars().collect())
                 }
             })
             .collect();
@@ -79,11 +88,12 @@ impl Pattern {
 
     /// The positions after matching one more element.
     pub fn step(&self, states: &States, elem: &str) -> States {
+        let elem: Vec<char> = elem.chars().collect();
         let mut next = Vec::new();
         for &s in &states.0 {
             match self.elems.get(s) {
                 Some(Elem::Rest) => next.push(s),
-                Some(Elem::Lit(p)) if wildcard(p, elem) => next.push(s + 1),
+                Some(Elem::Lit(_, p)) if wildcard(p, &elem) => next.push(s + 1),
                 _ => {}
             }
         }
@@ -112,6 +122,13 @@ impl Pattern {
         self.is_final(&self.walk(name))
     }
 
+    /// Whether some of the pattern is still to match below a name that
+    /// reached `states` (whether [`remainders`](Self::remainders) would be
+    /// empty, without making them).
+    pub fn has_remainder(&self, states: &States) -> bool {
+        states.0.iter().any(|&s| s < self.elems.len())
+    }
+
     /// The patterns still to match below a name that reached `states`
     /// (without the empty one a final state leaves).
     pub fn remainders(&self, states: &States) -> Vec<String> {
@@ -124,7 +141,7 @@ impl Pattern {
                     .iter()
                     .map(|e| match e {
                         Elem::Rest => "...",
-                        Elem::Lit(l) => l.as_str(),
+                        Elem::Lit(l, _) => l.as_str(),
                     })
                     .collect::<Vec<_>>()
                     .join("/")
@@ -134,9 +151,7 @@ impl Pattern {
 }
 
 /// Matches one element against a `*` / `?` wildcard.
-fn wildcard(pattern: &str, s: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = s.chars().collect();
+fn wildcard(p: &[char], t: &[char]) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
@@ -164,14 +179,21 @@ fn wildcard(pattern: &str, s: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn w(p: &str, s: &str) -> bool {
+        wildcard(
+            &p.chars().collect::<Vec<_>>(),
+            &s.chars().collect::<Vec<_>>(),
+        )
+    }
+
     #[test]
     fn element_wildcards() {
-        assert!(wildcard("*", "abc"));
-        assert!(wildcard("a*c", "abbbc"));
-        assert!(wildcard("a?c", "abc"));
-        assert!(!wildcard("a?c", "abbc"));
-        assert!(wildcard("", ""));
-        assert!(!wildcard("", "a"));
+        assert!(w("*", "abc"));
+        assert!(w("a*c", "abbbc"));
+        assert!(w("a?c", "abc"));
+        assert!(!w("a?c", "abbc"));
+        assert!(w("", ""));
+        assert!(!w("", "a"));
     }
 
     #[test]
@@ -194,10 +216,14 @@ mod tests {
         let st = p.walk("sub");
         assert!(!p.is_final(&st));
         assert_eq!(p.remainders(&st), vec!["*/x".to_string()]);
+        assert!(p.has_remainder(&st));
+        assert!(!p.has_remainder(&p.walk("a/b/x")));
         let r = Pattern::parse("...").unwrap();
         let st = r.walk("sub");
         assert!(r.is_final(&st));
         assert_eq!(r.remainders(&st), vec!["...".to_string()]);
         assert!(Pattern::is_dead(&Pattern::parse("a").unwrap().walk("b")));
+        // A peer's pattern is bounded like a name.
+        assert!(Pattern::parse(&"a".repeat(crate::naming::MAX_NAME_LEN + 1)).is_err());
     }
 }

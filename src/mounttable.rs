@@ -248,7 +248,7 @@ fn glob_node(
         }
         let child_name = naming::join(name, elem);
         let servers = child.live(now);
-        let below = !pattern.remainders(&st).is_empty();
+        let below = pattern.has_remainder(&st);
         if pattern.is_final(&st) || (below && !servers.is_empty()) {
             if servers.is_empty() && child.children.is_empty() {
                 continue; // expired and not yet pruned

@@ -88,13 +88,15 @@ pub struct CaveatContext<'a> {
 
 impl Caveat {
     /// An expiry `d` from now.
+    /// (A `d` past what the clock can count means never.)
     pub fn expiry_in(d: Duration) -> Caveat {
-        let at = SystemTime::now() + d;
-        Caveat::Expiry(
-            at.duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-        )
+        let at = SystemTime::now()
+            .checked_add(d)
+            .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+            .map_or(u64::MAX, |t| {
+                u64::try_from(t.as_millis()).unwrap_or(u64::MAX)
+            });
+        Caveat::Expiry(at)
     }
 
     /// Whether the caveat holds in `ctx`.

@@ -273,7 +273,10 @@ impl Principal {
             blessings: self.blessings.iter().map(Blessing::to_hex).collect(),
             roots: self.roots.iter().map(|r| hex(r)).collect(),
         };
-        let tmp = dir.join(format!(".{CREDENTIALS_FILE}.{}", std::process::id()));
+        // Unique to this process and this write (threads may race too).
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{CREDENTIALS_FILE}.{}.{n}", std::process::id()));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
