@@ -279,3 +279,31 @@ fn bad_bytes_close_one_connection_and_the_server_goes_on() {
         "one connection, kept open, served every call"
     );
 }
+
+#[test]
+fn a_client_that_trickles_its_setup_is_cut_off_at_the_handshake_deadline() {
+    let (_mt, client) = mount_table();
+    let mut config = wspr::rpc::ServerConfig::default();
+    config.handshake_timeout = Duration::from_millis(300);
+    let demo = Server::listen_with(
+        "127.0.0.1:0",
+        Arc::new(wspr::demo::Demo),
+        client,
+        config,
+        false,
+    )
+    .unwrap();
+    // A hello, a byte every 100 ms: each byte comes well within the
+    // setup time, the whole hello (1.5 s) well after it.
+    let mut s = raw(&demo);
+    let mut sent = 0;
+    for b in hello(wspr::rpc::wire::VERSION, demo.endpoint().routing_id()) {
+        if s.write_all(&[b]).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The server never answered the hello: it closed the connection.
+    assert!(read_to_close(s).is_empty(), "after {sent} bytes");
+}

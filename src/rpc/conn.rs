@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::outbox::{Outbox, PushError, Sink};
 use crate::rpc::wire::{self, Frame, HelloStatus, WireError};
+use crate::security::session::Deadline;
 use crate::security::{Blessing, Principal};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -151,10 +152,7 @@ pub(crate) fn client_session(
             )));
         }
     }
-    stream
-        .set_read_timeout(Some(left()?))
-        .map_err(|e| io_err("configuring", address, e))?;
-    let session = crate::security::session::client(&mut stream, principal)
+    let session = crate::security::session::client(&mut stream, deadline, principal)
         .map_err(|e| e.context(format!("connecting to {address}")))?;
     stream
         .set_read_timeout(None)
@@ -184,24 +182,24 @@ impl std::fmt::Display for SetupError {
     }
 }
 
-/// Reads the client's hello (within `timeout`), finds the server it asks
-/// for with `find` (which also says who the server is), answers, and sets
-/// up the session, all within `timeout`.
+/// Reads the client's hello, finds the server it asks for with `find`
+/// (which also says who the server is), answers, and sets up the session,
+/// all within `timeout` however the client paces its bytes.
 pub(crate) fn server_session<T>(
     stream: &mut TcpStream,
     timeout: Duration,
     write_timeout: Duration,
     find: impl FnOnce(u64) -> Option<(T, Arc<Principal>)>,
 ) -> std::result::Result<(T, Arc<Principal>, Session), SetupError> {
+    let deadline = Instant::now() + timeout;
     let _ = stream.set_nodelay(true);
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(SetupError::Io)?;
     stream
         .set_write_timeout(Some(write_timeout))
         .map_err(SetupError::Io)?;
     let mut hello = [0u8; wire::HELLO_LEN];
-    stream.read_exact(&mut hello).map_err(SetupError::Io)?;
+    Deadline::new(stream, deadline)
+        .read_exact(&mut hello)
+        .map_err(SetupError::Io)?;
     let (version, session, rid) = wire::decode_hello(&hello).map_err(SetupError::Wire)?;
     let answer = |status: HelloStatus, s: &mut TcpStream| {
         let _ = s.write_all(&wire::encode_hello(wire::VERSION, status as u8, rid));
@@ -222,8 +220,8 @@ pub(crate) fn server_session<T>(
         return Err(SetupError::NoSuchServer(rid));
     };
     answer(HelloStatus::Ok, stream);
-    let session =
-        crate::security::session::server(stream, &principal).map_err(SetupError::Refused)?;
+    let session = crate::security::session::server(stream, deadline, &principal)
+        .map_err(SetupError::Refused)?;
     stream.set_read_timeout(None).map_err(SetupError::Io)?;
     Ok((found, principal, session))
 }

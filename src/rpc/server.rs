@@ -167,7 +167,8 @@ pub struct ServerConfig {
     pub pool: PoolConfig,
     /// Most connections at once. Default 4096.
     pub max_connections: usize,
-    /// Longest wait for a new connection's hello. Default 5 s.
+    /// Longest a new connection may take to set up (hello and session),
+    /// however its client paces its bytes. Default 5 s.
     pub handshake_timeout: Duration,
     /// A write blocked this long fails its connection. Default 10 s.
     pub write_timeout: Duration,

@@ -19,6 +19,7 @@
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
+use std::time::Instant;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use snow::StatelessTransportState;
@@ -41,6 +42,45 @@ pub(crate) struct Established {
     pub reader: Box<dyn Read + Send>,
     pub sink: Box<dyn Sink>,
     pub remote: RemoteIdentity,
+}
+
+/// A connection being set up, whose reads all end by one deadline: each
+/// read waits only for the time left, so a peer that trickles its bytes
+/// cannot stretch the setup (a timeout per read would start again with
+/// every byte).
+pub(crate) struct Deadline<'a> {
+    stream: &'a TcpStream,
+    at: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    /// `stream`, with reads ending by `at`.
+    pub(crate) fn new(stream: &'a TcpStream, at: Instant) -> Deadline<'a> {
+        Deadline { stream, at }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection's setup took too long",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&mut &*self.stream).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn write_record(s: &mut impl Write, b: &[u8]) -> io::Result<()> {
@@ -167,8 +207,15 @@ fn established(
     })
 }
 
-/// The client side: returns the session and the server's identity.
-pub(crate) fn client(stream: &mut TcpStream, principal: &Principal) -> Result<Established> {
+/// The client side, all by `deadline`: returns the session and the
+/// server's identity.
+pub(crate) fn client(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    principal: &Principal,
+) -> Result<Established> {
+    let established_on = stream;
+    let stream = &mut Deadline::new(established_on, deadline);
     let mut hs = snow::Builder::new(NOISE.parse().map_err(noise_err)?)
         .build_initiator()
         .map_err(noise_err)?;
@@ -193,7 +240,7 @@ pub(crate) fn client(stream: &mut TcpStream, principal: &Principal) -> Result<Es
         &read_record(stream).map_err(io_err("session handshake"))?,
     )?;
     match verdict.split_first() {
-        Some((0, _)) => established(stream, t, remote, 1, 2),
+        Some((0, _)) => established(established_on, t, remote, 1, 2),
         Some((_, why)) => Err(Error::no_access(format!(
             "the server refused this client: {}",
             String::from_utf8_lossy(why)
@@ -202,10 +249,15 @@ pub(crate) fn client(stream: &mut TcpStream, principal: &Principal) -> Result<Es
     }
 }
 
-/// The server side: returns the session and the client's identity. A
-/// client whose proof fails is told why before the error is returned.
-pub(crate) fn server(stream: &mut TcpStream, principal: &Principal) -> Result<Established> {
-    let (t, remote) = server_handshake(stream, principal)?;
+/// The server side, all by `deadline`: returns the session and the
+/// client's identity. A client whose proof fails is told why before the
+/// error is returned.
+pub(crate) fn server(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    principal: &Principal,
+) -> Result<Established> {
+    let (t, remote) = server_handshake(&mut Deadline::new(stream, deadline), principal)?;
     established(stream, t, remote, 2, 1)
 }
 
