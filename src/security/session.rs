@@ -394,6 +394,11 @@ mod tests {
     use crate::security::Certificate;
     use std::net::TcpListener;
 
+    /// A setup deadline no test reaches.
+    fn far() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(10)
+    }
+
     /// Runs a handshake between `client` and `server` over loopback; the
     /// client's result and what the server concluded.
     fn handshake(
@@ -406,12 +411,12 @@ mod tests {
             let (mut s, _) = l.accept().unwrap();
             s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
                 .unwrap();
-            server(&mut s, &server_p).map(|e| e.remote)
+            server(&mut s, far(), &server_p).map(|e| e.remote)
         });
         let mut c = TcpStream::connect(addr).unwrap();
         c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
-        let got = client(&mut c, &client_p).map(|e| e.remote);
+        let got = client(&mut c, far(), &client_p).map(|e| e.remote);
         (got, server.join().unwrap())
     }
 
