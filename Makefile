@@ -16,8 +16,10 @@ run: build
 
 test: test-rust test-node test-browser
 
+# (Not --all-targets: that would also run the benches, which have no test
+# harness, in full and in a debug build. `make lint` checks they compile.)
 test-rust:
-	$(CARGO) test --all-targets
+	$(CARGO) test --lib --bins --tests --examples
 	$(CARGO) test --doc
 
 # The JavaScript library (js/) against a real daemon: node's test runner.
