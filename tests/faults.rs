@@ -307,3 +307,22 @@ fn a_client_that_trickles_its_setup_is_cut_off_at_the_handshake_deadline() {
     // The server never answered the hello: it closed the connection.
     assert!(read_to_close(s).is_empty(), "after {sent} bytes");
 }
+
+#[test]
+fn an_overlong_method_name_is_refused_before_it_is_sent() {
+    let (_mt, client) = mount_table();
+    let demo = Server::listen("127.0.0.1:0", Arc::new(wspr::demo::Demo), client.clone()).unwrap();
+    let method = "A".repeat(wspr::rpc::wire::MAX_STR + 1);
+    let err = client
+        .call(&demo.name(), &method, vec![], CallOptions::default())
+        .unwrap_err();
+    assert_eq!(err.id(), ids::BAD_ARG, "{err}");
+    // The connection is fine.
+    let sum = client.call(
+        &demo.name(),
+        "Add",
+        vec![json!(1), json!(2)],
+        CallOptions::default(),
+    );
+    assert_eq!(sum.unwrap(), vec![json!(3)]);
+}

@@ -233,6 +233,13 @@ impl ClientConn {
         }
     }
 
+    /// Whether a call may go on this connection: its reader has not seen
+    /// it end, and it is not [closed while idle](Self::closed_while_idle).
+    /// Called with no lock held (it may look at the socket).
+    fn is_live(&self) -> bool {
+        !self.dead.load(Ordering::SeqCst) && !self.closed_while_idle()
+    }
+
     /// Whether this connection, with no call in flight, has been closed by
     /// its server where the reader has not yet noticed (the server died or
     /// restarted a moment ago). A call sent on it would fail with
@@ -540,15 +547,8 @@ impl Client {
                 continue;
             };
             let key = (ep.address().to_string(), ep.routing_id());
-            let conn = self
-                .inner
-                .conns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-                .filter(|c| !c.dead.load(Ordering::SeqCst))
-                .cloned();
-            if let Some(conn) = conn {
+            // (One that is not live is left to the slow path to replace.)
+            if let Some(conn) = self.cached_conn(&key).filter(|c| c.is_live()) {
                 return self
                     .request(
                         &conn,
@@ -683,6 +683,13 @@ impl Client {
                 left.as_millis().clamp(1, u32::MAX as u128) as u32
             }
         };
+        if method.len() > wire::MAX_STR {
+            return Err(Error::bad_arg(format!(
+                "a method name of {} bytes (limit {})",
+                method.len(),
+                wire::MAX_STR
+            )));
+        }
         let flow = conn.open_flow(sink);
         let mut buf = Vec::with_capacity(128);
         wire::encode_request_parts(&mut buf, flow, timeout_ms, method, suffix, name, args);
@@ -728,20 +735,22 @@ impl Client {
             .get_or_init(|| Timer::new("wspr-client-timer"))
     }
 
+    /// The connection kept for `key`, live or not.
+    fn cached_conn(&self, key: &(String, u64)) -> Option<Arc<ClientConn>> {
+        self.inner
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
     /// The connection to `ep`, set up if needed. The lock is never held
     /// while connecting.
     fn conn(&self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Arc<ClientConn>> {
         let key = (ep.address().to_string(), ep.routing_id());
-        let cached = self
-            .inner
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        // The socket is looked at with no lock held.
-        if let Some(c) = cached {
-            if !c.dead.load(Ordering::SeqCst) && !c.closed_while_idle() {
+        if let Some(c) = self.cached_conn(&key) {
+            if c.is_live() {
                 return Ok(c);
             }
             {

@@ -144,7 +144,10 @@ impl Namespace {
                     cache.clear();
                 }
             }
-            cache.insert(name.to_string(), (targets.clone(), Instant::now() + ttl));
+            // (A mount table's TTL past the clock's range: not cached.)
+            if let Some(until) = Instant::now().checked_add(ttl) {
+                cache.insert(name.to_string(), (targets.clone(), until));
+            }
         }
         Ok((targets, false))
     }

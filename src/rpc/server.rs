@@ -747,7 +747,16 @@ impl Listener {
             .collect();
         for s in servers {
             s.stopping.store(true, Ordering::SeqCst);
-            for c in s.conns.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            // Taken out first: closing writes, runs cancel hooks and, for
+            // an in-process link, comes back to this map.
+            let conns: Vec<_> = s
+                .conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain()
+                .map(|(_, c)| c)
+                .collect();
+            for c in conns {
                 c.abort_all("the server is closing");
                 c.writer.close("the server is closing");
             }

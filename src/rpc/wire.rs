@@ -238,8 +238,13 @@ fn finish(out: &mut [u8], start: usize) {
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
+/// Longest string field (a method, a suffix, an error id), in bytes.
+pub const MAX_STR: usize = u16::MAX as usize;
+
+/// A string field. Callers refuse what is longer than [`MAX_STR`] where it
+/// matters (a method); an error id is cut, at a character's boundary.
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    let bytes = s[..s.floor_char_boundary(MAX_STR)].as_bytes();
     out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     out.extend_from_slice(bytes);
 }
@@ -530,6 +535,19 @@ mod tests {
                 bytes: 1024
             }
         );
+    }
+
+    #[test]
+    fn an_overlong_error_id_is_cut_at_a_character() {
+        // JavaScript may give any error id; one longer than a string
+        // field is cut, and what goes still decodes.
+        let id = "é".repeat(MAX_STR);
+        let mut out = Vec::new();
+        encode_response(&mut out, 3, &Err(Error::new(&id, "x")));
+        let Frame::Response { result: Err(e), .. } = round(&out) else {
+            panic!("not an error response");
+        };
+        assert!(e.id().len() <= MAX_STR && id.starts_with(e.id()));
     }
 
     #[test]
