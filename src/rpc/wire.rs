@@ -244,7 +244,7 @@ pub const MAX_STR: usize = u16::MAX as usize;
 /// A string field. Callers refuse what is longer than [`MAX_STR`] where it
 /// matters (a method); an error id is cut, at a character's boundary.
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s[..s.floor_char_boundary(MAX_STR)].as_bytes();
+    let bytes = &s.as_bytes()[..s.floor_char_boundary(MAX_STR)];
     out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     out.extend_from_slice(bytes);
 }
