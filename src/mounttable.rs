@@ -23,6 +23,10 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::glob::{Pattern, States};
 use crate::naming::{self, Name};
+use crate::pool::lock;
+
+/// Most elements in a mounted name (the tree is walked recursively).
+const MAX_DEPTH: usize = crate::glob::MAX_ELEMENTS;
 use crate::rpc::{
     AllowAll, Dispatcher, Invoker, Lookup, MethodSignature, Now, Reply, ServerCall, Signature,
 };
@@ -66,6 +70,19 @@ impl Node {
             !c.servers.is_empty() || !c.children.is_empty()
         });
         removed
+    }
+
+    /// Removes the nodes along `path` that are left with nothing in or
+    /// below them.
+    fn prune_path(&mut self, path: &[&str]) {
+        if let Some((first, rest)) = path.split_first()
+            && let Some(child) = self.children.get_mut(*first)
+        {
+            child.prune_path(rest);
+            if child.servers.is_empty() && child.children.is_empty() {
+                self.children.remove(*first);
+            }
+        }
     }
 
     fn live(&self, now: Instant) -> Vec<MountedServer> {
@@ -114,7 +131,7 @@ impl MountTable {
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
-        self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner.table)
     }
 
     /// Live (name, server) entries.
@@ -134,6 +151,16 @@ impl MountTable {
         let name = naming::clean(name);
         if name.is_empty() {
             return Err(Error::bad_arg("cannot mount at the root of a mount table"));
+        }
+        // The tree is walked recursively (prune, glob, drop): its depth is
+        // bounded, as a name's length is.
+        let depth = name.split('/').count();
+        if depth > MAX_DEPTH || name.len() > naming::MAX_NAME_LEN {
+            return Err(Error::bad_arg(format!(
+                "a name of {depth} elements and {} bytes (limits {MAX_DEPTH} and {})",
+                name.len(),
+                naming::MAX_NAME_LEN
+            )));
         }
         if !server.starts_with('/') {
             return Err(Error::bad_arg(format!(
@@ -179,10 +206,11 @@ impl MountTable {
 
     fn unmount(&self, name: &str, server: &str) -> Result<()> {
         let name = naming::clean(name);
+        let path: Vec<&str> = name.split('/').filter(|e| !e.is_empty()).collect();
         let mut t = self.lock();
         let mut node = &mut t.root;
-        for e in name.split('/').filter(|e| !e.is_empty()) {
-            match node.children.get_mut(e) {
+        for e in &path {
+            match node.children.get_mut(*e) {
                 Some(n) => node = n,
                 None => return Ok(()),
             }
@@ -190,9 +218,9 @@ impl MountTable {
         let before = node.servers.len();
         node.servers
             .retain(|(s, _)| !server.is_empty() && s != server);
-        let removed = before - node.servers.len();
-        let pruned = t.root.prune(Instant::now());
-        t.entries -= removed + pruned;
+        t.entries -= before - node.servers.len();
+        // Only the path: the whole tree is pruned every 256 mounts.
+        t.root.prune_path(&path);
         Ok(())
     }
 
@@ -405,6 +433,21 @@ mod tests {
         assert!(mt.mount("a", "/h:2", Duration::from_secs(60)).is_err());
         mt.mount("b", "/h:2", Duration::from_secs(60)).unwrap();
         assert!(mt.mount("c", "/h:3", Duration::from_secs(60)).is_err());
+        // A name deeper than the tree may go.
+        let deep = vec!["d"; MAX_DEPTH + 1].join("/");
+        assert!(mt.mount(&deep, "/h:4", Duration::from_secs(60)).is_err());
+    }
+
+    #[test]
+    fn an_unmount_removes_the_nodes_it_leaves_empty() {
+        let mt = MountTable::new(MountTableConfig::default());
+        mt.mount("a/b/c", "/h:1", Duration::from_secs(60)).unwrap();
+        mt.mount("a/x", "/h:2", Duration::from_secs(60)).unwrap();
+        mt.unmount("a/b/c", "/h:1").unwrap();
+        let mut out = Vec::new();
+        mt.glob("", &Pattern::parse("...").unwrap(), &mut out);
+        let names: Vec<_> = out.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "a/x"]);
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! messages in costs one write out per peer instead of one per message,
 //! and a lone message is written at once.
 
+use crate::pool::lock;
 use std::cell::RefCell;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -162,7 +163,7 @@ impl<S: Sink + 'static> Outbox<S> {
     fn lock(&self) -> MutexGuard<'_, State<S>> {
         // A panic elsewhere cannot leave the byte queue half-updated in a
         // way that matters more than losing the connection; keep going.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Appends `bytes` (and a token dropped once they are written), and

@@ -85,7 +85,7 @@ impl Pool {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner.state)
     }
 
     /// Runs `job` on a pool thread. When every thread is busy and the
@@ -124,7 +124,7 @@ impl Pool {
                 .name(format!("{}-{id}", self.inner.name))
                 .stack_size(self.inner.config.stack_size)
                 .spawn(move || {
-                    let job = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let job = lock(&first).take();
                     worker(inner, id, job)
                 });
             return match spawned {
@@ -136,7 +136,7 @@ impl Pool {
                 }
                 Err(e) => {
                     log::error!("{}: cannot start a thread: {e}", self.inner.name);
-                    let job = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let job = lock(&slot).take();
                     Err(job.unwrap_or_else(|| Box::new(|| {})))
                 }
             };
@@ -232,26 +232,26 @@ impl ThreadSet {
             .stack_size(256 * 1024)
             .spawn(move || {
                 f();
-                lock_any(&done.finished).push(id);
+                lock(&done.finished).push(id);
             })?;
-        lock_any(&self.inner.threads).insert(id, h);
+        lock(&self.inner.threads).insert(id, h);
         Ok(())
     }
 
     /// Joins the threads that have ended.
     pub(crate) fn reap(&self) {
-        let done = std::mem::take(&mut *lock_any(&self.inner.finished));
+        let done = std::mem::take(&mut *lock(&self.inner.finished));
         if done.is_empty() {
             return;
         }
         let (handles, early): (Vec<_>, Vec<_>) = {
-            let mut t = lock_any(&self.inner.threads);
+            let mut t = lock(&self.inner.threads);
             done.into_iter()
                 .map(|id| (t.remove(&id), id))
                 .partition(|(h, _)| h.is_some())
         };
         // A thread that ended before its handle was stored: next time.
-        lock_any(&self.inner.finished).extend(early.into_iter().map(|(_, id)| id));
+        lock(&self.inner.finished).extend(early.into_iter().map(|(_, id)| id));
         for (h, _) in handles {
             if let Some(h) = h {
                 let _ = h.join();
@@ -262,13 +262,13 @@ impl ThreadSet {
     /// Threads started and not yet joined.
     pub(crate) fn len(&self) -> usize {
         self.reap();
-        lock_any(&self.inner.threads).len()
+        lock(&self.inner.threads).len()
     }
 
     /// Joins the threads known as `ids` (they must be ending).
     pub(crate) fn join(&self, ids: impl IntoIterator<Item = u64>) {
         let handles: Vec<_> = {
-            let mut t = lock_any(&self.inner.threads);
+            let mut t = lock(&self.inner.threads);
             ids.into_iter().filter_map(|id| t.remove(&id)).collect()
         };
         for h in handles {
@@ -278,18 +278,18 @@ impl ThreadSet {
 
     /// Joins every thread (they must be ending).
     pub(crate) fn join_all(&self) {
-        let handles: Vec<_> = lock_any(&self.inner.threads)
-            .drain()
-            .map(|(_, h)| h)
-            .collect();
+        let handles: Vec<_> = lock(&self.inner.threads).drain().map(|(_, h)| h).collect();
         for h in handles {
             join(Some(h));
         }
-        lock_any(&self.inner.finished).clear();
+        lock(&self.inner.finished).clear();
     }
 }
 
-fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, also after a thread panicked holding it: the data guarded
+/// here stays consistent across a panic (every holder finishes its
+/// change before anything that can panic, or the change does not matter).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -10,10 +10,11 @@
 //! been scheduled for [`IDLE`]; the next callback starts it again. Dropping
 //! the timer drops what is not yet due and joins the thread.
 
+use crate::pool::lock;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -44,10 +45,6 @@ pub struct Timer {
     name: String,
     next: AtomicU64,
     state: Arc<Mutex<Running>>,
-}
-
-fn lock(m: &Mutex<Running>) -> MutexGuard<'_, Running> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Timer {

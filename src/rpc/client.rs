@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::naming::{Endpoint, Name};
+use crate::pool::lock;
 use crate::rpc::conn::{
     self, Credit, FrameHandler, FrameReader, LocalSink, ReadError, RemoteIdentity, Writer,
 };
@@ -192,7 +193,7 @@ pub(crate) struct ClientConn {
 
 impl ClientConn {
     fn flows(&self) -> MutexGuard<'_, HashMap<u64, ClientFlow>> {
-        self.flows.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.flows)
     }
 
     fn open_flow(&self, sink: Arc<dyn CallSink>) -> u64 {
@@ -410,7 +411,7 @@ impl Drop for ClientInner {
 }
 
 fn join_reader(c: &ClientConn) {
-    let h = c.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let h = lock(&c.reader).take();
     crate::pool::join(h);
 }
 
@@ -737,12 +738,7 @@ impl Client {
 
     /// The connection kept for `key`, live or not.
     fn cached_conn(&self, key: &(String, u64)) -> Option<Arc<ClientConn>> {
-        self.inner
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
+        lock(&self.inner.conns).get(key).cloned()
     }
 
     /// The connection to `ep`, set up if needed. The lock is never held
@@ -754,7 +750,7 @@ impl Client {
                 return Ok(c);
             }
             {
-                let mut conns = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+                let mut conns = lock(&self.inner.conns);
                 if conns.get(&key).is_some_and(|x| Arc::ptr_eq(x, &c)) {
                     conns.remove(&key);
                 }
@@ -800,7 +796,7 @@ impl Client {
             .stack_size(256 * 1024)
             .spawn(move || rc.read_loop(reader))
             .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
-        *c.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        *lock(&c.reader) = Some(h);
         log::debug!("connection {id} to {ep} open");
         Ok(self.register(key, c))
     }
@@ -808,7 +804,7 @@ impl Client {
     /// Keeps `c` as the connection for `key`, unless another thread
     /// connected meanwhile: then theirs is used and `c` closed.
     fn register(&self, key: (String, u64), c: Arc<ClientConn>) -> Arc<ClientConn> {
-        let mut conns = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conns = lock(&self.inner.conns);
         match conns.get(&key) {
             Some(existing) if !existing.dead.load(Ordering::SeqCst) => {
                 let existing = existing.clone();
@@ -866,14 +862,7 @@ impl Client {
 
     /// Closes every connection now; calls in flight end with `Aborted`.
     pub fn close(&self) {
-        let conns: Vec<_> = self
-            .inner
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, c)| c)
-            .collect();
+        let conns: Vec<_> = lock(&self.inner.conns).drain().map(|(_, c)| c).collect();
         for c in &conns {
             c.writer.close("client closed");
         }
@@ -884,11 +873,7 @@ impl Client {
 
     /// Number of open connections (for tests and health reports).
     pub fn connections(&self) -> usize {
-        self.inner
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        lock(&self.inner.conns).len()
     }
 }
 

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::glob::Pattern;
 use crate::naming::{self, Name};
+use crate::pool::lock;
 use crate::rpc::client::Client;
 
 /// Most mount tables a resolution walks through.
@@ -69,20 +70,17 @@ impl Namespace {
     /// Replaces the roots (and empties the cache).
     pub fn set_roots(&self, roots: Vec<String>) {
         *self.roots.write().unwrap_or_else(|p| p.into_inner()) = roots;
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        lock(&self.cache).clear();
     }
 
     /// Forgets what `name` resolved to.
     pub fn forget(&self, name: &str) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        lock(&self.cache).remove(name);
     }
 
     /// Entries in the resolution cache.
     pub fn cache_len(&self) -> usize {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+        lock(&self.cache).len()
     }
 
     /// What `name` resolves to, if that is known without asking anyone: a
@@ -92,7 +90,7 @@ impl Namespace {
         if parsed.endpoint().is_some() && (parsed.is_terminal() || parsed.suffix().is_empty()) {
             return Some(vec![name.to_string()]);
         }
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = lock(&self.cache);
         cache
             .get(name)
             .filter(|(_, until)| *until > Instant::now())
@@ -127,7 +125,7 @@ impl Namespace {
             return Ok((vec![name.to_string()], false));
         }
         if !fresh {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = lock(&self.cache);
             if let Some((targets, until)) = cache.get(name)
                 && *until > Instant::now()
             {
@@ -136,7 +134,7 @@ impl Namespace {
         }
         let (targets, ttl) = walk(client, self.initial(name)?, deadline, Walk::ToServer)?;
         if let Some(ttl) = ttl.filter(|t| !t.is_zero()) {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = lock(&self.cache);
             if cache.len() >= MAX_CACHE {
                 let now = Instant::now();
                 cache.retain(|_, (_, until)| *until > now);

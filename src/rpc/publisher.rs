@@ -6,13 +6,14 @@
 //! name; it waits on a channel with a deadline and ends when the publisher
 //! is shut down.
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::Result;
+use crate::pool::lock;
 use crate::rpc::client::Client;
 
 #[derive(Clone)]
@@ -34,10 +35,6 @@ struct Inner {
 
 pub(crate) struct Publisher {
     inner: Arc<Inner>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Publisher {

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::naming::Endpoint;
+use crate::pool::lock;
 use crate::pool::{Pool, PoolConfig, ThreadSet};
 use crate::rpc::client::{Client, Granter, ItemToken};
 use crate::rpc::conn::{self, Credit, FrameReader, ReadError, RemoteIdentity, Writer};
@@ -428,7 +429,7 @@ pub(crate) struct ServerConn {
 
 impl ServerConn {
     fn flows(&self) -> MutexGuard<'_, HashMap<u64, ServerFlow>> {
-        self.flows.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.flows)
     }
 
     /// Sends the call's response unless it was already answered (aborted).
@@ -570,11 +571,7 @@ impl conn::FrameHandler for LocalServerEnd {
     fn closed(self: Arc<Self>, why: &str) {
         self.conn.abort_all(&format!("connection closed: {why}"));
         self.conn.writer.close(why);
-        self.entry
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.conn.id);
+        lock(&self.entry.conns).remove(&self.conn.id);
     }
 }
 
@@ -643,7 +640,7 @@ impl Listener {
             .stack_size(128 * 1024)
             .spawn(move || accept_loop(tcp, weak))
             .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
-        *inner.accept.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        *lock(&inner.accept) = Some(h);
         local_listeners()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -728,12 +725,7 @@ impl Listener {
             ),
             Duration::from_secs(1),
         );
-        let h = self
-            .inner
-            .accept
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let h = lock(&self.inner.accept).take();
         if let Some(h) = h {
             let _ = h.join();
         }
@@ -749,13 +741,7 @@ impl Listener {
             s.stopping.store(true, Ordering::SeqCst);
             // Taken out first: closing writes, runs cancel hooks and, for
             // an in-process link, comes back to this map.
-            let conns: Vec<_> = s
-                .conns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain()
-                .map(|(_, c)| c)
-                .collect();
+            let conns: Vec<_> = lock(&s.conns).drain().map(|(_, c)| c).collect();
             for c in conns {
                 c.abort_all("the server is closing");
                 c.writer.close("the server is closing");
@@ -818,11 +804,7 @@ impl Listener {
             principal: entry.principal.clone(),
             config: self.inner.config.clone(),
         });
-        entry
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, server_conn.clone());
+        lock(&entry.conns).insert(id, server_conn.clone());
         let server = RemoteIdentity::new(
             entry.principal.public_key(),
             entry.principal.blessings().to_vec(),
@@ -918,11 +900,7 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
         principal,
         config: inner.config.clone(),
     });
-    entry
-        .conns
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, conn.clone());
+    lock(&entry.conns).insert(id, conn.clone());
     // Stop may have run between the lookup and the insert.
     if entry.stopping.load(Ordering::SeqCst) {
         conn.writer.close("the server is stopping");
@@ -953,11 +931,7 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
     drop(batching);
     conn.abort_all(&format!("connection closed: {why}"));
     conn.writer.close(&why);
-    entry
-        .conns
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&id);
+    lock(&entry.conns).remove(&id);
     log::debug!("connection {id} from {peer} closed: {why}");
 }
 
@@ -970,11 +944,7 @@ fn on_frame(
     match frame {
         Frame::Request(r) => {
             let flow = r.flow;
-            let inflight = entry
-                .inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let inflight = lock(&entry.inflight).clone();
             let Some(inflight) = inflight.filter(|_| !entry.stopping.load(Ordering::SeqCst)) else {
                 let _ = conn.writer.send_with(|b| {
                     wire::encode_response(b, flow, &Err(Error::aborted("the server is stopping")))
@@ -1093,7 +1063,7 @@ fn run_blocking(listener: &Listener, reply: Reply, job: impl FnOnce(Reply) + Sen
     let slot = Arc::new(Mutex::new(Some(reply)));
     let taken = slot.clone();
     let run = move || {
-        let reply = taken.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let reply = lock(&taken).take();
         if let Some(reply) = reply {
             job(reply);
         }
@@ -1101,7 +1071,7 @@ fn run_blocking(listener: &Listener, reply: Reply, job: impl FnOnce(Reply) + Sen
     if listener.inner.pool.execute(Box::new(run)).is_err() {
         let max = listener.inner.config.pool.max_threads;
         log::warn!("refusing a call: all {max} call threads are busy and the queue is full");
-        let reply = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let reply = lock(&slot).take();
         if let Some(reply) = reply {
             reply.send(Err(Error::aborted(format!(
                 "the server is overloaded: all {max} call threads are busy"
@@ -1217,7 +1187,7 @@ impl Server {
     /// the server stops. A name already served by this server is `Exists`.
     pub fn add_name(&self, name: &str) -> Result<()> {
         {
-            let mut names = self.entry.names.lock().unwrap_or_else(|p| p.into_inner());
+            let mut names = lock(&self.entry.names);
             if names.iter().any(|n| n == name) {
                 return Err(Error::exists(format!(
                     "{name} is already served by this server"
@@ -1232,22 +1202,14 @@ impl Server {
             .publisher
             .add(self.entry.routing_id, name, &self.name(), ttl);
         if res.is_err() {
-            self.entry
-                .names
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|n| n != name);
+            lock(&self.entry.names).retain(|n| n != name);
         }
         res
     }
 
     /// The names the server is mounted under.
     pub fn names(&self) -> Vec<String> {
-        self.entry
-            .names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.entry.names).clone()
     }
 
     /// Unmounts, lets calls in flight end for up to the drain time, aborts
@@ -1274,30 +1236,16 @@ impl Server {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&rid);
         inner.publisher.remove(rid);
-        self.entry
-            .names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        lock(&self.entry.names).clear();
         // Let calls in flight end.
-        self.entry
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        lock(&self.entry.inflight).take();
         if !drain.is_zero() {
             let _ = self
                 .entry
                 .inflight_done
                 .recv_deadline(Instant::now() + drain);
         }
-        let conns: Vec<_> = self
-            .entry
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
+        let conns: Vec<_> = lock(&self.entry.conns).drain().collect();
         for (_, c) in &conns {
             c.abort_all("the server has stopped");
             c.writer.close("the server has stopped");

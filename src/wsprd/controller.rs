@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::naming;
+use crate::pool::lock;
 use crate::rpc::{CallEvent, CallHandle, CallOptions, CallSink};
 use crate::wsprd::dispatcher::JsServer;
 use crate::wsprd::identity;
@@ -62,7 +63,7 @@ impl CallSink for JsCallSink {
             return;
         };
         {
-            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = lock(&self.state);
             if st.ended {
                 return;
             }
@@ -248,7 +249,7 @@ fn serve(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     }
     let shared = &pipe.shared;
     let (server, created) = {
-        let mut servers = pipe.servers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut servers = lock(&pipe.servers);
         match servers.get(&req.server_id) {
             Some(s) => (s.clone(), false),
             None if servers.len() >= shared.config.max_servers_per_pipe => {
@@ -284,10 +285,7 @@ fn serve(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     }
     if let Err(e) = server.rpc.add_name(&req.name) {
         if created {
-            pipe.servers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&req.server_id);
+            lock(&pipe.servers).remove(&req.server_id);
             server.stop();
         }
         return Err(e);
@@ -304,10 +302,7 @@ fn serve(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
 
 fn stop_server(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     let server_id: u64 = protocol::data(data, "stopServer")?;
-    let server = pipe
-        .servers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let server = lock(&pipe.servers)
         .remove(&server_id)
         .ok_or_else(|| Error::no_exist(format!("no server {server_id} on this pipe")))?;
     server.stop();
@@ -328,7 +323,7 @@ fn signature(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
         .next()
         .ok_or_else(|| Error::no_exist(format!("{} resolves to no server", req.name)))?;
     {
-        let cache = shared.signatures.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = lock(&shared.signatures);
         if let Some((sig, until)) = cache.get(&target)
             && *until > Instant::now()
         {
@@ -348,7 +343,7 @@ fn signature(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
         .ok_or_else(|| Error::internal(format!("{}: malformed signature", req.name)))?;
     let sig = serde_json::to_value(protocol::rename_methods(&sig, naming::lower_first))
         .map_err(|e| Error::internal(e.to_string()))?;
-    let mut cache = shared.signatures.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cache = lock(&shared.signatures);
     if cache.len() >= MAX_SIGNATURES {
         cache.clear();
     }
@@ -359,10 +354,7 @@ fn signature(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
 /// Drops the cached signatures of objects of the server at `endpoint`.
 pub(crate) fn forget_signatures(pipe: &Pipe, endpoint: &str) {
     let prefix = format!("/{endpoint}");
-    pipe.shared
-        .signatures
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    lock(&pipe.shared.signatures)
         .retain(|k, _| k != &prefix && !k.starts_with(&format!("{prefix}/")));
 }
 

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result, ids};
 use crate::naming;
+use crate::pool::lock;
 use crate::rpc::{Authorizer, Dispatcher, Listener, Lookup, Server, ServerCall, Signature};
 use crate::security::Blessing;
 use crate::wsprd::identity::Identity;
@@ -103,10 +104,7 @@ impl ServerState {
 
     /// Ends every wait on JavaScript for this server, at once.
     pub(crate) fn stop(&self) {
-        self.stop_tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        lock(&self.stop_tx).take();
     }
 }
 
@@ -122,12 +120,7 @@ impl Dispatcher for JsDispatcher {
             call.suffix().to_string(),
             naming::lower_first(call.method()),
         );
-        let found = state
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned()?;
+        let found = lock(&state.cache).get(&key).cloned()?;
         if found.has_authorizer {
             return None;
         }
@@ -144,12 +137,7 @@ impl Dispatcher for JsDispatcher {
         let state = &self.0;
         let method = naming::lower_first(call.method());
         let key = (call.suffix().to_string(), method.clone());
-        let cached = state
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
+        let cached = lock(&state.cache).get(&key).cloned();
         let found = match cached {
             Some(f) => f,
             None => {
@@ -180,11 +168,7 @@ impl Dispatcher for JsDispatcher {
                     has_authorizer: reply.has_authorizer,
                 });
                 if reply.cacheable {
-                    state
-                        .cache
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(key, found.clone());
+                    lock(&state.cache).insert(key, found.clone());
                 }
                 found
             }

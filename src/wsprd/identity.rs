@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::pool::lock;
 use crate::security::{Blessing, BlessingPattern, Caveat, Principal, check_extension};
 
 /// Most identity handles one pipe may hold.
@@ -159,7 +160,7 @@ impl Default for Identities {
 impl Identities {
     /// Adds an identity; its handle.
     pub fn add(&self, id: Identity) -> Result<u64> {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = lock(&self.map);
         if m.len() >= MAX_IDENTITIES {
             return Err(Error::bad_arg(format!(
                 "this pipe holds {MAX_IDENTITIES} identities, the limit; unlink some"
@@ -172,24 +173,17 @@ impl Identities {
 
     /// The identity at `handle`.
     pub fn get(&self, handle: u64) -> Option<Identity> {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&handle)
-            .cloned()
+        lock(&self.map).get(&handle).cloned()
     }
 
     /// Forgets `handle`.
     pub fn remove(&self, handle: u64) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&handle);
+        lock(&self.map).remove(&handle);
     }
 
     /// How many handles are held.
     pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+        lock(&self.map).len()
     }
 
     /// Whether none are held.

@@ -216,6 +216,15 @@ impl JsInvoker {
             }
             return;
         }
+        // A cancel between the check above and the insert ran the hook
+        // before there was a flow to remove: take it out here.
+        if call.is_cancelled() {
+            if let Some(Flow::Deferred { reply, identity }) = pipe.remove_flow(id) {
+                pipe.identities.remove(identity);
+                reply.send(Err(Error::aborted("the caller cancelled")));
+            }
+            return;
+        }
         let request = ServerRequest {
             args: &args,
             context: ctx,

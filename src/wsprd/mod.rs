@@ -34,7 +34,7 @@ mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::mounttable::{MountTable, MountTableConfig};
+use crate::pool::lock;
 use crate::pool::{Pool, PoolConfig};
 use crate::rpc::{AllowAll, Client, Listener, Namespace, Server, ServerConfig};
 use crate::security::{Principal, SameFamily};
@@ -223,23 +224,22 @@ pub(crate) struct Shared {
     pub listener: Listener,
     pub signatures: Mutex<HashMap<String, (Value, Instant)>>,
     pub pipes: Mutex<HashMap<u64, Arc<pipe::Pipe>>>,
+    /// Set (with `pipes` locked) when the daemon stops: a pipe that
+    /// registers after that closes itself.
+    pub closing: AtomicBool,
     pub stats: Stats,
 }
 
 impl Shared {
+    /// The open pipes, taken out of their lock.
+    fn pipe_list(&self) -> Vec<Arc<pipe::Pipe>> {
+        lock(&self.pipes).values().cloned().collect()
+    }
+
     fn health(&self) -> Value {
-        let pipes: Vec<_> = self
-            .pipes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let pipes = self.pipe_list();
         let flows: usize = pipes.iter().map(|p| p.flow_count()).sum();
-        let servers: usize = pipes
-            .iter()
-            .map(|p| p.servers.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum();
+        let servers: usize = pipes.iter().map(|p| lock(&p.servers).len()).sum();
         json!({
             "namespaceRoots": self.namespace.roots(),
             "pipes": pipes.len(),
@@ -331,6 +331,7 @@ impl Daemon {
             listener,
             signatures: Mutex::new(HashMap::new()),
             pipes: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
             stats: Stats::default(),
             config,
         });
@@ -381,14 +382,11 @@ impl Daemon {
     fn stop(&mut self) {
         let Some(http) = self.http.take() else { return };
         http.stop_accepting();
-        let pipes: Vec<_> = self
-            .shared
-            .pipes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let pipes = {
+            let pipes = lock(&self.shared.pipes);
+            self.shared.closing.store(true, Ordering::SeqCst);
+            pipes.values().cloned().collect::<Vec<_>>()
+        };
         for p in &pipes {
             p.close(1001, "the daemon is shutting down");
         }

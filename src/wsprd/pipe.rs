@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use crate::error::{Error, ids};
 use crate::outbox::PushError;
+use crate::pool::lock;
 use crate::rpc::{CallHandle, Client, ClientConfig, Reply};
 use crate::security::Principal;
 use crate::wsprd::Shared;
@@ -113,10 +114,6 @@ pub(crate) struct Pipe {
     pub principal: Arc<Principal>,
     pub identities: Identities,
     closed: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Pipe {
@@ -403,6 +400,9 @@ impl Pipe {
                     drop(flows);
                     let _ = h.close_send();
                 }
+                // (A close repeated adds nothing: JavaScript cannot grow
+                // the buffer with closes.)
+                _ if matches!(c.buffered.back(), Some(Buffered::Close)) => {}
                 _ => c.buffered.push_back(Buffered::Close),
             },
             Some(Flow::ServerRequest { items, .. }) => {
@@ -568,7 +568,15 @@ pub(crate) fn run(
         identities: Identities::default(),
         closed: AtomicBool::new(false),
     });
-    lock(&shared.pipes).insert(id, pipe.clone());
+    let closing = {
+        let mut pipes = lock(&shared.pipes);
+        pipes.insert(id, pipe.clone());
+        shared.closing.load(Ordering::SeqCst)
+    };
+    if closing {
+        // The daemon stopped while this connection was upgrading.
+        pipe.close(1001, "the daemon is shutting down");
+    }
     shared.stats.pipes_opened.fetch_add(1, Ordering::Relaxed);
     log::info!(
         "pipe {id} opened from {peer} (origin {}) as {}",
