@@ -237,6 +237,26 @@ impl<S: Sink + 'static> Outbox<S> {
         }
     }
 
+    /// Ends the outbox at once: drops what is queued (its tokens too) and
+    /// shuts the sink down without writing more, now or, if another thread
+    /// is writing, after its current write. For a peer that has stopped
+    /// reading: flushing what it will not read would only wait.
+    pub(crate) fn abort(&self, why: &str) {
+        let mut st = self.lock();
+        if st.closed.is_none() {
+            st.closed = Some(why.to_string());
+        }
+        st.queue.clear();
+        let tokens = std::mem::take(&mut st.tokens);
+        st.shutdown_after_flush = true;
+        let sink = st.sink.take();
+        drop(st);
+        drop(tokens);
+        if let Some(mut sink) = sink {
+            sink.shutdown();
+        }
+    }
+
     /// Whether the outbox has been closed or has failed.
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed.is_some()

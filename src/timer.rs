@@ -153,7 +153,12 @@ fn run(rx: Receiver<Cmd>, state: Arc<Mutex<Running>>) {
                     }
                     heap.pop();
                     if let Some(f) = due.remove(&id) {
-                        f();
+                        // Callbacks are other people's code (call sinks,
+                        // cancel hooks): one that panics must not take
+                        // every later deadline with it.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+                            log::error!("a timer callback panicked; the timer goes on");
+                        }
                     }
                 }
             }

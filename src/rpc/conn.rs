@@ -117,6 +117,7 @@ pub(crate) fn client_session(
     }
     let mut stream = stream.ok_or(last)?;
     let _ = stream.set_nodelay(true);
+    keep_alive(&stream);
     stream
         .set_write_timeout(Some(write_timeout))
         .map_err(|e| io_err("configuring", address, e))?;
@@ -160,6 +161,19 @@ pub(crate) fn client_session(
     Ok((stream, session))
 }
 
+/// TCP keepalive on an RPC connection. Its reader waits with no timeout
+/// (a connection may rightly be idle for hours); keepalive is what finds
+/// a peer whose host vanished without a FIN or a reset: 30 s idle, then
+/// probes 10 s apart, gone after 3 unanswered. The reader then ends, and
+/// every call on the connection with `Aborted`.
+fn keep_alive(s: &TcpStream) {
+    use rustix::net::sockopt;
+    let _ = sockopt::set_socket_keepalive(s, true);
+    let _ = sockopt::set_tcp_keepidle(s, Duration::from_secs(30));
+    let _ = sockopt::set_tcp_keepintvl(s, Duration::from_secs(10));
+    let _ = sockopt::set_tcp_keepcnt(s, 3);
+}
+
 /// Why a server refused a connection during setup (logged, then closed).
 #[derive(Debug)]
 pub(crate) enum SetupError {
@@ -193,6 +207,7 @@ pub(crate) fn server_session<T>(
 ) -> std::result::Result<(T, Arc<Principal>, Session), SetupError> {
     let deadline = Instant::now() + timeout;
     let _ = stream.set_nodelay(true);
+    keep_alive(stream);
     stream
         .set_write_timeout(Some(write_timeout))
         .map_err(SetupError::Io)?;
@@ -309,7 +324,16 @@ impl Writer {
     pub(crate) fn send(&self, bytes: &[u8], token: Option<Box<dyn Send>>) -> Result<()> {
         self.outbox.push(bytes, token).map_err(|e| match e {
             PushError::Closed(why) => Error::aborted(format!("connection closed: {why}")),
-            PushError::Full { .. } => Error::aborted(e.to_string()),
+            // The peer stopped reading. Dropping this frame (a response, a
+            // credit, a cancel) and going on would leave the two ends
+            // disagreeing; the connection ends instead, and every call on
+            // it with Aborted.
+            PushError::Full { .. } => {
+                let why = e.to_string();
+                log::warn!("{why}: closing the connection");
+                self.abort(&why);
+                Error::aborted(why)
+            }
         })
     }
 
@@ -339,6 +363,14 @@ impl Writer {
             // Reset, or any other failure of the socket.
             Err(_) => true,
         }
+    }
+
+    /// Ends the connection without writing what is queued.
+    pub(crate) fn abort(&self, why: &str) {
+        if let Some(s) = &self.stream {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        self.outbox.abort(why);
     }
 
     /// Closes the connection: flushes what is queued, then shuts the socket

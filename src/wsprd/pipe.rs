@@ -226,7 +226,7 @@ impl Pipe {
                     "pipe {}: JavaScript is not reading ({queued} bytes queued, limit {max}); closing the pipe",
                     self.id
                 );
-                self.out.close(1008, "not reading");
+                self.out.abort("not reading");
                 Err(Error::aborted("the pipe is not reading"))
             }
             Err(PushError::Closed(_)) => Err(Error::aborted("the pipe is closed")),

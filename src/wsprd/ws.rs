@@ -93,6 +93,13 @@ impl WsOut {
         let _ = self.stream.shutdown(Shutdown::Read);
     }
 
+    /// Ends the websocket at once, without what is queued (the peer is not
+    /// reading it).
+    pub(crate) fn abort(&self, why: &str) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+        self.outbox.abort(why);
+    }
+
     /// Ends the websocket after what is queued (the peer already said
     /// goodbye).
     pub(crate) fn finish(&self, why: &str) {
