@@ -310,9 +310,11 @@ fn stop_server(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     Ok(json!(true))
 }
 
-/// The signature of a name, cached by the server object the name resolves
-/// to (its endpoint carries the server's routing id, so a server that is
-/// replaced is a new key), and dropped when a server of this daemon stops.
+/// The signature of a name, cached by who asks (the pipe's principal: a
+/// server may answer callers differently, or refuse some) and the server
+/// object the name resolves to (its endpoint carries the server's routing
+/// id, so a server that is replaced is a new key), and dropped when a
+/// server of this daemon stops.
 fn signature(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     let req: protocol::SignatureRequest = protocol::data(data, "signature")?;
     let shared = &pipe.shared;
@@ -322,16 +324,17 @@ fn signature(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
         .into_iter()
         .next()
         .ok_or_else(|| Error::no_exist(format!("{} resolves to no server", req.name)))?;
+    let key = (pipe.principal.names().join(","), target);
     {
         let cache = lock(&shared.signatures);
-        if let Some((sig, until)) = cache.get(&target)
+        if let Some((sig, until)) = cache.get(&key)
             && *until > Instant::now()
         {
             return Ok(sig.clone());
         }
     }
     let results = pipe.client.call(
-        &target,
+        &key.1,
         "Signature",
         vec![],
         CallOptions::timeout(Duration::from_secs(10)),
@@ -347,15 +350,16 @@ fn signature(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     if cache.len() >= MAX_SIGNATURES {
         cache.clear();
     }
-    cache.insert(target, (sig.clone(), Instant::now() + SIGNATURE_TTL));
+    cache.insert(key, (sig.clone(), Instant::now() + SIGNATURE_TTL));
     Ok(sig)
 }
 
 /// Drops the cached signatures of objects of the server at `endpoint`.
 pub(crate) fn forget_signatures(pipe: &Pipe, endpoint: &str) {
     let prefix = format!("/{endpoint}");
+    let below = format!("{prefix}/");
     lock(&pipe.shared.signatures)
-        .retain(|k, _| k != &prefix && !k.starts_with(&format!("{prefix}/")));
+        .retain(|(_, target), _| target != &prefix && !target.starts_with(&below));
 }
 
 fn namespace(pipe: &Arc<Pipe>, id: u64, data: protocol::Data) {

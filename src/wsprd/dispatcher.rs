@@ -28,6 +28,9 @@ use crate::wsprd::invoker::JsInvoker;
 use crate::wsprd::pipe::{Flow, Pipe};
 use crate::wsprd::protocol::{self, OutType};
 
+/// Cacheable lookup replies kept per server (all dropped when full).
+const MAX_CACHED_LOOKUPS: usize = 1024;
+
 /// JavaScript's lookupResponse, decoded (or why it could not be).
 pub(crate) type LookupReply = Result<protocol::LookupResponse>;
 /// JavaScript's authResponse, decoded.
@@ -168,7 +171,12 @@ impl Dispatcher for JsDispatcher {
                     has_authorizer: reply.has_authorizer,
                 });
                 if reply.cacheable {
-                    lock(&state.cache).insert(key, found.clone());
+                    // Suffixes come from callers: the cache is bounded.
+                    let mut cache = lock(&state.cache);
+                    if cache.len() >= MAX_CACHED_LOOKUPS {
+                        cache.clear();
+                    }
+                    cache.insert(key, found.clone());
                 }
                 found
             }

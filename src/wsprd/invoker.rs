@@ -200,12 +200,22 @@ impl JsInvoker {
         let weak = Arc::downgrade(&pipe);
         // Caller gone, deadline passed, or server stopped: JavaScript hears
         // Cancel and the flow is forgotten.
+        // The hook may run on the listener's timer thread, which every
+        // deadline shares: it queues the Cancel and leaves the writing (which
+        // may wait on a slow browser) to a worker.
         reply.on_cancel(move || {
             if let Some(p) = weak.upgrade()
                 && p.remove_flow(id).is_some()
             {
                 p.identities.remove(identity);
-                let _ = p.send(id, OutType::Cancel, &Value::Null);
+                if p.send_later(id, OutType::Cancel, &Value::Null, None)
+                    .is_ok()
+                {
+                    let kicker = p.clone();
+                    if let Err(job) = p.shared.workers.execute(Box::new(move || kicker.kick())) {
+                        job();
+                    }
+                }
             }
         });
         if let Err(refused) = pipe.insert_flow(id, Flow::Deferred { reply, identity }) {

@@ -222,7 +222,8 @@ pub(crate) struct Shared {
     pub workers: Pool,
     /// Hosts the servers JavaScript serves.
     pub listener: Listener,
-    pub signatures: Mutex<HashMap<String, (Value, Instant)>>,
+    /// Signatures by (the asking pipe's principal, the server object).
+    pub signatures: Mutex<HashMap<(String, String), (Value, Instant)>>,
     pub pipes: Mutex<HashMap<u64, Arc<pipe::Pipe>>>,
     /// Set (with `pipes` locked) when the daemon stops: a pipe that
     /// registers after that closes itself.
