@@ -262,7 +262,9 @@ pub struct ServerCall {
     cancelled: Arc<AtomicBool>,
     done: Receiver<()>,
     stream_closed: bool,
-    remote_names: std::sync::OnceLock<Vec<String>>,
+    /// The caller's proven blessings (indices) and their names, worked out
+    /// on first use.
+    proven: std::sync::OnceLock<(Vec<usize>, Vec<String>)>,
 }
 
 impl ServerCall {
@@ -292,10 +294,22 @@ impl ServerCall {
     /// method, this server as the peer, the first time it is asked). Worked
     /// out once per call: the authorizer and the invoker both need them.
     pub fn remote_names(&self) -> &[String] {
-        self.remote_names.get_or_init(|| {
-            self.conn
-                .principal
-                .proven_names(&self.conn.remote, &self.method)
+        &self.proven().1
+    }
+
+    /// The caller's blessings whose names [`remote_names`](Self::remote_names)
+    /// gives, in the same order.
+    pub fn remote_blessings(&self) -> impl Iterator<Item = &crate::security::Blessing> {
+        let all = self.conn.remote.blessings();
+        self.proven().0.iter().map(move |&i| &all[i])
+    }
+
+    fn proven(&self) -> &(Vec<usize>, Vec<String>) {
+        self.proven.get_or_init(|| {
+            let proven = self.conn.principal.proven(&self.conn.remote, &self.method);
+            let all = self.conn.remote.blessings();
+            let names = proven.iter().map(|&i| all[i].name()).collect();
+            (proven, names)
         })
     }
 
@@ -983,7 +997,7 @@ fn on_frame(
                 cancelled,
                 done: done_rx,
                 stream_closed: false,
-                remote_names: std::sync::OnceLock::new(),
+                proven: std::sync::OnceLock::new(),
             };
             let reply = Reply {
                 conn: conn.clone(),

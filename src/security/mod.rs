@@ -194,6 +194,17 @@ impl Principal {
     /// trusted root, valid chain for the key the peer proved, every caveat
     /// met with this principal as the peer.
     pub fn proven_names(&self, remote: &crate::rpc::RemoteIdentity, method: &str) -> Vec<String> {
+        let blessings = remote.blessings();
+        self.proven(remote, method)
+            .into_iter()
+            .map(|i| blessings[i].name())
+            .collect()
+    }
+
+    /// Which of `remote`'s blessings hold for a call of `method` (see
+    /// [`proven_names`](Self::proven_names)): their indices in
+    /// `remote.blessings()`.
+    pub fn proven(&self, remote: &crate::rpc::RemoteIdentity, method: &str) -> Vec<usize> {
         let local = self.names();
         let ctx = CaveatContext {
             method,
@@ -203,8 +214,9 @@ impl Principal {
         remote
             .blessings()
             .iter()
-            .filter(|b| self.recognizes(b) && b.holds(&ctx))
-            .map(Blessing::name)
+            .enumerate()
+            .filter(|(_, b)| self.recognizes(b) && b.holds(&ctx))
+            .map(|(i, _)| i)
             .collect()
     }
 

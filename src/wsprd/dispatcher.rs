@@ -202,7 +202,7 @@ impl Dispatcher for JsDispatcher {
 /// Fields in alphabetical order, as a JSON object of them would have.
 #[derive(Serialize)]
 pub(crate) struct Context<'a> {
-    method: String,
+    method: &'a str,
     name: &'a str,
     #[serde(rename = "remoteId")]
     remote_id: RemoteId<'a>,
@@ -220,22 +220,21 @@ struct RemoteId<'a> {
     names: &'a [String],
 }
 
-/// The context of `call`, and the identity handle it registered for the
-/// caller, which the flow's owner frees when the flow ends.
-pub(crate) fn context<'a>(pipe: &Pipe, call: &'a ServerCall) -> Result<(Context<'a>, u64)> {
+/// The context of `call` (whose method JavaScript knows as `method`), and
+/// the identity handle it registered for the caller, which the flow's owner
+/// frees when the flow ends.
+pub(crate) fn context<'a>(
+    pipe: &Pipe,
+    call: &'a ServerCall,
+    method: &'a str,
+) -> Result<(Context<'a>, u64)> {
     let names = call.remote_names();
-    let proven: Vec<Blessing> = call
-        .remote()
-        .blessings()
-        .iter()
-        .filter(|b| names.contains(&b.name()))
-        .cloned()
-        .collect();
+    let proven: Vec<Blessing> = call.remote_blessings().cloned().collect();
     let handle = pipe
         .identities
         .add(Identity::remote(call.remote().public_key(), proven))?;
     let ctx = Context {
-        method: naming::lower_first(call.method()),
+        method,
         name: call.name(),
         remote_id: RemoteId { handle, names },
         suffix: call.suffix(),
@@ -259,7 +258,8 @@ impl Authorizer for JsAuthorizer {
             .pipe
             .upgrade()
             .ok_or_else(|| Error::aborted("the server's pipe has closed"))?;
-        let (ctx, identity) = context(&pipe, call)?;
+        let method = naming::lower_first(call.method());
+        let (ctx, identity) = context(&pipe, call, &method)?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         let reply = self.state.ask(
             call,

@@ -192,7 +192,7 @@ impl JsInvoker {
         if call.is_cancelled() {
             return reply.send(Err(Error::aborted("the caller cancelled")));
         }
-        let (ctx, identity) = match context(&pipe, &call) {
+        let (ctx, identity) = match context(&pipe, &call, &name) {
             Ok(c) => c,
             Err(e) => return reply.send(Err(e)),
         };
@@ -269,7 +269,7 @@ impl Invoker for JsInvoker {
             .upgrade()
             .filter(|p| !p.is_closed())
             .ok_or_else(|| Error::aborted("the server's pipe has closed"))?;
-        let (ctx, identity) = context(&pipe, call)?;
+        let (ctx, identity) = context(&pipe, call, &name)?;
         let (items_tx, items) = crossbeam_channel::bounded(MAX_BUFFERED_ITEMS);
         let (done_tx, done) = crossbeam_channel::bounded(1);
         let buffered = Arc::new(AtomicUsize::new(0));
