@@ -170,6 +170,36 @@ fn bad(why: &str) -> Error {
     Error::bad_arg(format!("malformed blessing: {why}"))
 }
 
+/// Checks caveats against what a blessing's reader accepts (a blessing
+/// made with more could be signed but never read back).
+pub fn check_caveats(caveats: &[Caveat]) -> Result<()> {
+    let too_long = |why: String| Err(Error::bad_arg(why));
+    if caveats.len() > MAX_CAVEATS {
+        return too_long(format!("{} caveats, limit {MAX_CAVEATS}", caveats.len()));
+    }
+    for c in caveats {
+        let items: Vec<&str> = match c {
+            Caveat::Expiry(_) => continue,
+            Caveat::Method(l) => l.iter().map(String::as_str).collect(),
+            Caveat::PeerBlessings(l) => l.iter().map(BlessingPattern::as_str).collect(),
+        };
+        if items.len() > MAX_CAVEATS {
+            return too_long(format!(
+                "a caveat of {} entries, limit {MAX_CAVEATS}",
+                items.len()
+            ));
+        }
+        if let Some(s) = items.iter().find(|s| s.len() > u16::MAX as usize) {
+            return too_long(format!(
+                "a caveat entry of {} bytes, limit {}",
+                s.len(),
+                u16::MAX
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks one name component.
 pub fn check_extension(e: &str) -> Result<()> {
     if e.is_empty() || e.len() > MAX_EXTENSION {

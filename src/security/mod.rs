@@ -149,6 +149,7 @@ impl Principal {
         caveats: Vec<Caveat>,
     ) -> Result<Blessing> {
         check_extension(extension)?;
+        blessing::check_caveats(&caveats)?;
         let base = self
             .blessings
             .first()
@@ -349,6 +350,26 @@ struct Stored {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caveats_past_what_a_reader_takes_are_refused() {
+        let root = Principal::new_self_blessed("root").unwrap();
+        let bob = Principal::new_self_blessed("bob").unwrap();
+        let many = vec![Caveat::Expiry(u64::MAX); blessing::MAX_CAVEATS + 1];
+        let e = root.bless(&bob.public_key(), "bob", many).unwrap_err();
+        assert_eq!(e.id(), crate::error::ids::BAD_ARG, "{e}");
+        let list = vec!["M".to_string(); blessing::MAX_CAVEATS + 1];
+        let e = root
+            .bless(&bob.public_key(), "bob", vec![Caveat::Method(list)])
+            .unwrap_err();
+        assert_eq!(e.id(), crate::error::ids::BAD_ARG, "{e}");
+        // At the limit, the blessing reads back.
+        let ok = vec![Caveat::Expiry(u64::MAX); blessing::MAX_CAVEATS];
+        let b = root.bless(&bob.public_key(), "bob", ok).unwrap();
+        let mut bytes = Vec::new();
+        b.encode(&mut bytes);
+        assert_eq!(Blessing::decode(&bytes).unwrap().0, b);
+    }
 
     #[test]
     fn bless_and_tamper() {
