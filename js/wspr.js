@@ -475,7 +475,8 @@ export function signatureOf(service, explicit) {
   }
   const sig = {};
   for (const name of methodNames(service)) {
-    const given = explicit?.[name];
+    // (Own properties only: not toString and the like from Object.prototype.)
+    const given = explicit && Object.hasOwn(explicit, name) ? explicit[name] : undefined;
     if (given !== undefined) checkMethodSignature(`the signature of ${name}`, given);
     let inArgs = given?.inArgs;
     if (inArgs === undefined) {
@@ -494,7 +495,7 @@ export function signatureOf(service, explicit) {
     };
   }
   for (const name of Object.keys(explicit ?? {})) {
-    if (!(name in sig)) {
+    if (!Object.hasOwn(sig, name)) {
       throw new BadArgError(`the signature names method ${name}, but the service has no such function`);
     }
   }
@@ -565,7 +566,17 @@ export class Server {
     if (!this.#stopping) {
       this.#stopping = (async () => {
         if (this.#state.stopped) return;
-        await this.#rt._request(IN.stopServer, this.#state.id);
+        try {
+          await this.#rt._request(IN.stopServer, this.#state.id);
+        } catch (e) {
+          // The runtime closed, or the daemon no longer has the server:
+          // it is stopped all the same. Anything else: stop() may be
+          // tried again.
+          if (!(e instanceof ConnectionError || e instanceof NoExistError)) {
+            this.#stopping = null;
+            throw e;
+          }
+        }
         this.#rt._dropServer(this.#state, new AbortedError(`server ${this.serverId} was stopped`));
       })();
     }
@@ -1203,8 +1214,10 @@ export class Runtime {
     const { serverId, handle, method = '', args = [] } = message ?? {};
     const server = this.#servers.get(serverId);
     const entry = server?.handles.get(handle);
-    const fn = entry?.service[method];
-    const sig = entry?.signature[method];
+    // Only the methods served: the signature holds exactly those (a
+    // request for constructor or toString finds nothing).
+    const sig = entry && Object.hasOwn(entry.signature, method) ? entry.signature[method] : undefined;
+    const fn = sig ? entry.service[method] : undefined;
     if (!entry || typeof fn !== 'function' || !sig) {
       const msg = !entry ? `no object ${handle} on server ${serverId}` : `the object has no method ${method}`;
       this.#reply(id, IN.serverResponse, { results: [], err: { id: errorIds.noExist, msg } }, 'a server response');

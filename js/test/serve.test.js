@@ -339,3 +339,31 @@ test('stopping a server cancels the calls it is serving', async (t) => {
   assert.match(err.message, /stopped/);
   assert.equal(ctxSeen.signal.aborted, true);
 });
+
+test('stop() racing the runtime closing resolves, and the server is stopped', async () => {
+  const rt = await connect(url);
+  const s = await rt.serve('stop/race', { id: () => 'me' });
+  const stopping = s.stop();
+  rt.close();
+  await stopping;
+  assert.equal(s.stopped, true);
+  await s.stop(); // and again
+});
+
+test('methods of Object.prototype are neither signed nor served', async (t) => {
+  const { server, client } = await twoPipes(t);
+  // A service that has its own toString, with an explicit signature for
+  // its one real method.
+  const service = {
+    id: () => 'me',
+    toString() {
+      return 'a service';
+    },
+  };
+  await server.serve('own/props', service, { signature: { id: { inArgs: [] } } });
+  assert.deepEqual(await client.call('own/props', 'id', []), ['me']);
+  // A signature naming an inherited property is refused.
+  await assert.rejects(server.serve('own/props2', { id: () => 1 }, { signature: { constructor: {} } }), BadArgError);
+  // A request for an inherited method finds nothing.
+  await assert.rejects(client.call('own/props', 'constructor', []), NoExistError);
+});
