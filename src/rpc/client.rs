@@ -38,9 +38,6 @@ pub struct ClientConfig {
     pub write_timeout: Duration,
     /// Largest frame accepted or sent, in bytes. Default 4 MiB.
     pub max_frame: usize,
-    /// Bytes of stream items a peer may send on one flow before it waits
-    /// for credit. Default 256 KiB.
-    pub stream_window: u32,
     /// Bytes of stream items a non-blocking sender may queue on one flow
     /// while it waits for credit. Default 1 MiB.
     pub max_pending: usize,
@@ -59,7 +56,6 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             max_frame: wire::DEFAULT_MAX_FRAME,
-            stream_window: 256 * 1024,
             max_pending: 1 << 20,
             max_queued: 16 << 20,
             in_process: true,
@@ -73,10 +69,8 @@ impl ClientConfig {
         if self.connect_timeout.is_zero() || self.write_timeout.is_zero() {
             return Err(Error::bad_arg("timeouts must be positive"));
         }
-        if self.max_frame < 1024 || self.stream_window < 1024 {
-            return Err(Error::bad_arg(
-                "max_frame and stream_window must be at least 1 KiB",
-            ));
+        if self.max_frame < 1024 {
+            return Err(Error::bad_arg("max_frame must be at least 1 KiB"));
         }
         Ok(())
     }
@@ -202,7 +196,7 @@ impl ClientConn {
             flow,
             ClientFlow {
                 sink,
-                credit: Credit::new(self.config.stream_window),
+                credit: Credit::new(wire::STREAM_WINDOW),
                 pending: VecDeque::new(),
                 pending_bytes: 0,
                 send_closed: false,

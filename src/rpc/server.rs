@@ -175,8 +175,6 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Largest frame accepted or sent. Default 4 MiB.
     pub max_frame: usize,
-    /// Stream credit window per flow, bytes. Default 256 KiB.
-    pub stream_window: u32,
     /// Bytes queued for writing per connection. Default 16 MiB.
     pub max_queued: usize,
     /// How long names stay mounted without a refresh. Default 60 s;
@@ -197,7 +195,6 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             max_frame: wire::DEFAULT_MAX_FRAME,
-            stream_window: 256 * 1024,
             max_queued: 16 << 20,
             mount_ttl: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(5),
@@ -217,10 +214,8 @@ impl ServerConfig {
         if self.mount_ttl < Duration::from_secs(1) {
             return Err(Error::bad_arg("mount_ttl must be at least 1 s"));
         }
-        if self.max_frame < 1024 || self.stream_window < 1024 {
-            return Err(Error::bad_arg(
-                "max_frame and stream_window must be at least 1 KiB",
-            ));
+        if self.max_frame < 1024 {
+            return Err(Error::bad_arg("max_frame must be at least 1 KiB"));
         }
         Ok(())
     }
@@ -977,7 +972,7 @@ fn on_frame(
                     flow,
                     ServerFlow {
                         events: tx,
-                        credit: Credit::new(conn.config.stream_window),
+                        credit: Credit::new(wire::STREAM_WINDOW),
                         waiter: None,
                         cancelled: cancelled.clone(),
                         done: Some(done_tx),

@@ -238,6 +238,11 @@ fn finish(out: &mut [u8], start: usize) {
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
+/// The stream credit window of every flow, in bytes: what a sender may
+/// send before credit comes back. Part of the protocol, not a setting:
+/// two ends with different windows would disagree about what is allowed.
+pub const STREAM_WINDOW: u32 = 256 * 1024;
+
 /// Longest string field (a method, a suffix, an error id), in bytes.
 pub const MAX_STR: usize = u16::MAX as usize;
 
