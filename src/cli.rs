@@ -436,33 +436,39 @@ fn call(c: CallCmd) -> Result<()> {
     };
     let mut call = client.start_call(&c.name, &c.method, args, opts)?;
     let handle = call.handle();
-    std::thread::scope(|s| -> Result<()> {
-        let feeder = s.spawn(move || -> Result<()> {
-            if c.stdin {
-                for (i, line) in std::io::stdin().lock().lines().enumerate() {
-                    let line = line.map_err(|e| Error::internal(format!("reading stdin: {e}")))?;
-                    if line.trim().is_empty() {
-                        continue;
+    let stdin = c.stdin;
+    // Not joined: once the call has ended nothing waits for stdin (which
+    // may never end); the thread goes with the process.
+    let (fed_tx, fed) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let feed = || -> Result<()> {
+                if stdin {
+                    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+                        let line =
+                            line.map_err(|e| Error::internal(format!("reading stdin: {e}")))?;
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        handle.send(&parse_json(&line, &format!("stdin line {}", i + 1))?)?;
                     }
-                    handle.send(&parse_json(&line, &format!("stdin line {}", i + 1))?)?;
                 }
-            }
-            handle.close_send()
-        });
-        while let Some(item) = call.recv()? {
-            print_line(&item.to_string())?;
-        }
-        let fed = feeder
-            .join()
-            .unwrap_or_else(|_| Err(Error::internal("the stdin thread failed")));
-        // The call's own outcome wins: a server may finish before it has
-        // read every item, which ends the feeding with an error.
-        let results = call.finish()?;
-        if let Err(e) = fed {
-            log::warn!("not every stdin item was sent: {e}");
-        }
-        print_line(&Value::Array(results).to_string())
-    })
+                handle.close_send()
+            };
+            let _ = fed_tx.send(feed());
+        })
+        .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+    while let Some(item) = call.recv()? {
+        print_line(&item.to_string())?;
+    }
+    // The call's own outcome wins: a server may finish before it has read
+    // every item, which ends the feeding with an error.
+    let results = call.finish()?;
+    if let Ok(Err(e)) = fed.try_recv() {
+        log::warn!("not every stdin item was sent: {e}");
+    }
+    print_line(&Value::Array(results).to_string())
 }
 
 fn glob(c: GlobCmd) -> Result<()> {

@@ -5,6 +5,7 @@ mod common;
 use std::io::Write;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 use wspr::error::ids;
@@ -162,6 +163,41 @@ fn demo_through_wsprd_call() {
         .map(str::to_string)
         .collect();
     assert_eq!(lines, vec!["1", "3", "6", "10", "[10]"]);
+
+    // A call that ends while stdin is still open: the command ends with
+    // it, without waiting for stdin.
+    let mut child = wsprd()
+        .args([
+            "call",
+            "--namespace-root",
+            &root,
+            "--stdin",
+            "demo/adder",
+            "Add",
+            "2",
+            "3",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap(); // held open
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("wsprd call to end while its stdin is open")
+        .unwrap();
+    drop(stdin);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[5]");
 
     // A name nobody serves: an error on stderr, exit 1.
     let out = wsprd()
