@@ -25,6 +25,10 @@ struct Counts {
     js_calls: AtomicU64,
     js_streams: AtomicU64,
     native_calls: AtomicU64,
+    /// Native calls answered with the right sum, to the demo and to
+    /// JavaScript's servers.
+    native_ok_demo: AtomicU64,
+    native_ok_js: AtomicU64,
     native_errors: AtomicU64,
     served: AtomicU64,
     pipes: AtomicU64,
@@ -164,10 +168,22 @@ fn native_caller(client: &Client, names: &[String], until: Instant, c: &Counts, 
         );
         c.native_calls.fetch_add(1, Ordering::Relaxed);
         match r {
-            Ok(v) if v == vec![json!(i % 50 + 2)] => {}
+            Ok(v) if v == vec![json!(i % 50 + 2)] => {
+                let ok = if name == "demo/adder" {
+                    &c.native_ok_demo
+                } else {
+                    &c.native_ok_js
+                };
+                ok.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(v) => {
                 c.violations.fetch_add(1, Ordering::Relaxed);
                 eprintln!("wrong result from {name}: {v:?}");
+            }
+            // The demo never goes away: any error from it is a fault.
+            Err(e) if name == "demo/adder" => {
+                c.violations.fetch_add(1, Ordering::Relaxed);
+                eprintln!("{name}: {e}");
             }
             // The silent server times out by design; servers come and go.
             Err(e) if e.is(ids::TIMEOUT) && name != "soak/silent" => {
@@ -332,7 +348,14 @@ fn soak() {
         0,
         "every call answered exactly once, every bad input refused"
     );
-    assert!(n(&c.js_calls) > 0 && n(&c.native_calls) > 0 && n(&c.served) > 0);
+    assert!(n(&c.js_calls) > 0 && n(&c.served) > 0);
+    // Native callers reached both the demo and JavaScript's servers.
+    assert!(
+        n(&c.native_ok_demo) > 0 && n(&c.native_ok_js) > 0,
+        "native calls answered: {} by the demo, {} by JavaScript",
+        n(&c.native_ok_demo),
+        n(&c.native_ok_js)
+    );
     // Memory the allocator keeps for reuse is not a leak; growth is.
     assert!(
         after.2 <= rss0 * 2 + 8 * 1024,
