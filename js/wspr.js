@@ -778,11 +778,17 @@ export class Runtime {
         clear();
         f(v);
       };
+      // Given up on locally: the flow is forgotten at once, and whatever
+      // the daemon answers later is dropped as an answer to no flow.
+      const giveUp = (err) => {
+        this.#flows.delete(id);
+        settle(reject, err);
+      };
       const clear = deadline(
         signal,
         timeout,
-        (reason) => settle(reject, new AbortedError(`${what}: cancelled by its AbortSignal`, { cause: reason })),
-        () => settle(reject, new TimeoutError(`${what}: no answer within ${timeout} ms`)),
+        (reason) => giveUp(new AbortedError(`${what}: cancelled by its AbortSignal`, { cause: reason })),
+        () => giveUp(new TimeoutError(`${what}: no answer within ${timeout} ms`)),
       );
       this.#flows.set(id, {
         onFinal: (m) => settle(resolve, m),

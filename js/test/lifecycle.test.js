@@ -266,13 +266,16 @@ test('a request with a local deadline fails with Timeout and its late answer is 
     await gate;
     return { service: { ping: (ctx) => 'pong' } };
   });
-  const rt = await connect(url);
+  const seen = [];
+  const rt = await connect(url, { trace: (dir, m) => seen.push({ dir, ...m }) });
   t.after(() => rt.close());
   const err = await failure(rt.bindTo('gated', { timeout: 100 }));
   assert.ok(err instanceof TimeoutError);
   assert.match(err.message, /no answer within 100 ms/);
+  const asked = seen.find((m) => m.dir === 'send');
   release();
-  // The pipe goes on; the late answer went nowhere.
+  // The late answer arrives, and goes nowhere: the pipe goes on.
+  await waitFor(() => seen.some((m) => m.dir === 'recv' && m.id === asked.id), 'the late answer');
   const stub = await rt.bindTo('gated');
   assert.equal(await stub.ping(), 'pong');
 });
