@@ -409,6 +409,24 @@ fn join_reader(c: &ClientConn) {
     crate::pool::join(h);
 }
 
+/// Why [`CallHandle::offer`] did not take an item.
+#[derive(Debug)]
+pub enum OfferError {
+    /// The server is not taking items, and `ClientConfig::max_pending`
+    /// bytes already wait for credit.
+    Full(Error),
+    /// The call has ended, its stream is closed, or the item cannot go.
+    Failed(Error),
+}
+
+impl From<OfferError> for Error {
+    fn from(e: OfferError) -> Error {
+        match e {
+            OfferError::Full(e) | OfferError::Failed(e) => e,
+        }
+    }
+}
+
 /// An RPC client. Cloning shares connections; dropping the last clone
 /// closes them and joins their threads (calls in flight end with
 /// `Aborted`).
@@ -940,27 +958,31 @@ impl CallHandle {
 
     /// Sends a stream item without blocking: without credit it waits in a
     /// per-call queue (bounded by `ClientConfig::max_pending`).
-    pub fn offer(&self, item: &Value) -> Result<()> {
-        let (buf, size) = self.encode_item(item)?;
+    pub fn offer(&self, item: &Value) -> std::result::Result<(), OfferError> {
+        let (buf, size) = self.encode_item(item).map_err(OfferError::Failed)?;
         let mut flows = self.conn.flows();
         let Some(f) = flows.get_mut(&self.flow) else {
-            return Err(Error::aborted("the call has ended"));
+            return Err(OfferError::Failed(Error::aborted("the call has ended")));
         };
         if f.send_closed {
-            return Err(Error::bad_arg(
+            return Err(OfferError::Failed(Error::bad_arg(
                 "the stream was closed; nothing more can be sent",
-            ));
+            )));
         }
         if f.pending.is_empty() && f.credit.can_send(size) {
             f.credit.take_send(size);
             drop(flows);
-            return self.conn.writer.send(&buf, None);
+            return self
+                .conn
+                .writer
+                .send(&buf, None)
+                .map_err(OfferError::Failed);
         }
         if f.pending_bytes + buf.len() > self.conn.config.max_pending {
-            return Err(Error::aborted(format!(
+            return Err(OfferError::Full(Error::aborted(format!(
                 "the server is not taking stream items: {} bytes wait, limit {}",
                 f.pending_bytes, self.conn.config.max_pending
-            )));
+            ))));
         }
         f.pending_bytes += buf.len();
         f.pending.push_back(Pending::Item(buf, size));

@@ -19,6 +19,7 @@ pub mod wire;
 
 pub use client::{
     Call, CallEvent, CallHandle, CallOptions, CallSink, Canceller, Client, ClientConfig, ItemToken,
+    OfferError,
 };
 pub use conn::{RawSession, RemoteIdentity};
 pub use namespace::{GlobEntry, MAX_DEPTH, MountedServer, Namespace};

@@ -27,7 +27,7 @@ use serde_json::Value;
 use crate::error::{Error, ids};
 use crate::outbox::PushError;
 use crate::pool::lock;
-use crate::rpc::{CallHandle, Client, ClientConfig, Reply};
+use crate::rpc::{CallHandle, Client, ClientConfig, OfferError, Reply};
 use crate::security::Principal;
 use crate::wsprd::Shared;
 use crate::wsprd::controller;
@@ -351,11 +351,14 @@ impl Pipe {
                 CallState::Direct(h) => {
                     let h = h.clone();
                     drop(flows);
-                    if let Err(e) = h.offer(&value) {
-                        h.end(crate::wsprd::limit_reached(
+                    match h.offer(&value) {
+                        Ok(()) => {}
+                        // Only a full queue is the stream-buffer limit.
+                        Err(OfferError::Full(e)) => h.end(crate::wsprd::limit_reached(
                             &self.shared.stats.limits.stream_buffer,
                             format!("{} (--max-stream-buffer-bytes)", e.msg()),
-                        ));
+                        )),
+                        Err(OfferError::Failed(e)) => h.end(e),
                     }
                 }
                 _ if c.buffered.len() >= MAX_BUFFERED_ITEMS || c.buffered_bytes + size > limit => {
