@@ -105,6 +105,8 @@ impl CallSink for JsCallSink {
 
 /// A call of JavaScript's, checked and ready to start.
 pub(crate) struct PreparedCall {
+    /// The call's `CallFlow::serial`.
+    serial: u64,
     name: String,
     method: String,
     args: Vec<Value>,
@@ -116,6 +118,7 @@ pub(crate) struct PreparedCall {
 pub(crate) fn prepare_call(
     pipe: &Arc<Pipe>,
     id: u64,
+    serial: u64,
     data: protocol::Data,
 ) -> Result<PreparedCall> {
     let req: protocol::CallRequest = protocol::data(data, "call")?;
@@ -130,6 +133,7 @@ pub(crate) fn prepare_call(
         _ => CallOptions::default(),
     };
     Ok(PreparedCall {
+        serial,
         name: req.name,
         method: naming::upper_first(&req.method),
         args: req.in_args,
@@ -170,6 +174,7 @@ pub(crate) fn call_now(pipe: &Arc<Pipe>, id: u64, call: PreparedCall) -> Option<
 
 /// Starts the call on a worker (it may resolve the name and connect).
 pub(crate) fn call_blocking(pipe: &Arc<Pipe>, id: u64, call: PreparedCall) {
+    let serial = call.serial;
     let handle = match pipe.client.start_call_with_sink(
         &call.name,
         &call.method,
@@ -185,8 +190,12 @@ pub(crate) fn call_blocking(pipe: &Arc<Pipe>, id: u64, call: PreparedCall) {
     loop {
         let batch: VecDeque<Buffered> = {
             let mut flows = pipe.flows();
-            let Some(Flow::Call(c)) = flows.get_mut(&id) else {
-                // The pipe closed, or the call already ended.
+            let Some(Flow::Call(c)) = flows.get_mut(&id).filter(|f| match f {
+                Flow::Call(c) => c.serial == serial,
+                _ => false,
+            }) else {
+                // The pipe closed, or the call already ended (and its id
+                // may be another call's by now).
                 drop(flows);
                 handle.cancel();
                 return;

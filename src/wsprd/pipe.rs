@@ -64,6 +64,9 @@ pub(crate) enum Buffered {
 
 /// A call of JavaScript's.
 pub(crate) struct CallFlow {
+    /// This call among the pipe's calls (JavaScript may reuse a flow id
+    /// once a call has ended; this tells the calls apart).
+    pub serial: u64,
     pub state: CallState,
     pub buffered: VecDeque<Buffered>,
     /// Bytes of the items in `buffered`.
@@ -108,6 +111,8 @@ pub(crate) struct Pipe {
     pub shared: Arc<Shared>,
     flows: Mutex<HashMap<u64, Flow>>,
     next_flow: AtomicU64,
+    /// Numbers JavaScript's calls (`CallFlow::serial`).
+    calls: AtomicU64,
     pub servers: Mutex<HashMap<u64, Arc<JsServer>>>,
     pub client: Client,
     /// This pipe's principal, blessed by the daemon under its Origin.
@@ -280,6 +285,7 @@ impl Pipe {
                 )),
             );
         }
+        let serial = self.calls.fetch_add(1, Ordering::Relaxed);
         {
             let mut flows = self.flows();
             if flows.contains_key(&id) {
@@ -301,6 +307,7 @@ impl Pipe {
             }
             let flow = match m.kind {
                 InType::Call => Flow::Call(CallFlow {
+                    serial,
                     state: CallState::Starting,
                     buffered: VecDeque::new(),
                     buffered_bytes: 0,
@@ -313,7 +320,7 @@ impl Pipe {
         }
         let pipe = self.clone();
         let job: Box<dyn FnOnce() + Send> = if m.kind == InType::Call {
-            let prepared = match controller::prepare_call(self, id, m.data) {
+            let prepared = match controller::prepare_call(self, id, serial, m.data) {
                 Ok(p) => p,
                 Err(e) => return self.finish_request(id, Err(e)),
             };
@@ -565,6 +572,7 @@ pub(crate) fn run(
         shared: shared.clone(),
         flows: Mutex::new(HashMap::new()),
         next_flow: AtomicU64::new(2),
+        calls: AtomicU64::new(0),
         servers: Mutex::new(HashMap::new()),
         client: Client::with_principal(shared.namespace.clone(), principal.clone(), client_config),
         principal,
