@@ -231,8 +231,16 @@ impl ThreadSet {
             .name(name)
             .stack_size(256 * 1024)
             .spawn(move || {
+                // Recorded as finished however `f` ends, panic included: a
+                // thread that panicked still gives its slot back.
+                struct Finished(Arc<ThreadSetInner>, u64);
+                impl Drop for Finished {
+                    fn drop(&mut self) {
+                        lock(&self.0.finished).push(self.1);
+                    }
+                }
+                let _finished = Finished(done, id);
                 f();
-                lock(&done.finished).push(id);
             })?;
         lock(&self.inner.threads).insert(id, h);
         Ok(())
@@ -345,6 +353,28 @@ mod tests {
         pool.shutdown();
         assert_eq!(pool.threads(), 0);
         assert!(pool.execute(Box::new(|| {})).is_err(), "shut down");
+    }
+
+    #[test]
+    fn a_thread_that_panics_gives_its_slot_back() {
+        let set = ThreadSet::default();
+        let (tx, rx) = bounded::<()>(0);
+        set.spawn(1, "panics".into(), move || {
+            drop(tx);
+            panic!("on purpose");
+        })
+        .unwrap();
+        // The panic has happened once the sender is gone; the slot comes
+        // back (it is joined) as the thread unwinds.
+        let _ = rx.recv();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while set.len() != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slot never came back"
+            );
+            std::thread::yield_now();
+        }
     }
 
     #[test]
