@@ -75,7 +75,9 @@ fn float(f: f64) -> Result<Value> {
 
 /// Checks `method` and its arguments against the signature.
 fn check(method: &str, args: &[Value]) -> Result<()> {
-    let sig = signature();
+    // Built once, not per call.
+    static SIG: std::sync::OnceLock<Signature> = std::sync::OnceLock::new();
+    let sig = SIG.get_or_init(signature);
     let m = sig
         .get(method)
         .ok_or_else(|| Error::no_exist(format!("the demo object has no method {method}")))?;

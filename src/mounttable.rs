@@ -346,7 +346,10 @@ impl Invoker for MountTableInvoker {
     }
 
     fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
-        let want = signature()
+        // Built once, not per call.
+        static SIG: std::sync::OnceLock<Signature> = std::sync::OnceLock::new();
+        let want = SIG
+            .get_or_init(signature)
             .get(method)
             .map(|m| m.in_args.len())
             .ok_or_else(|| Error::no_exist(format!("mount tables have no method {method}")))?;

@@ -198,6 +198,7 @@ fn established(
             inner: BufReader::with_capacity(16 * 1024, FlushBeforeRead(r)),
             transport: t.clone(),
             nonce: recv_nonce,
+            sealed: Vec::new(),
             plain: Vec::new(),
             at: 0,
         }),
@@ -351,6 +352,8 @@ struct RecordReader {
     inner: BufReader<FlushBeforeRead>,
     transport: Arc<Transport>,
     nonce: u64,
+    /// The record being read (reused: no allocation per record).
+    sealed: Vec<u8>,
     plain: Vec<u8>,
     at: usize,
 }
@@ -367,13 +370,13 @@ impl Read for RecordReader {
                 Err(e) => return Err(e),
             }
             let n = u16::from_be_bytes(len) as usize;
-            let mut sealed = vec![0u8; n];
-            self.inner.read_exact(&mut sealed)?;
+            self.sealed.resize(n, 0);
+            self.inner.read_exact(&mut self.sealed)?;
             self.plain.resize(n, 0);
             let got = self
                 .transport
                 .state
-                .read_message(self.nonce, &sealed, &mut self.plain)
+                .read_message(self.nonce, &self.sealed, &mut self.plain)
                 .map_err(|_| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
