@@ -900,16 +900,8 @@ pub struct CallHandle {
 
 impl CallHandle {
     fn encode_item(&self, item: &Value) -> Result<(Vec<u8>, u32)> {
-        let json = serde_json::to_vec(item).map_err(|e| Error::bad_arg(e.to_string()))?;
-        if json.len() + 13 > self.conn.config.max_frame {
-            return Err(Error::bad_arg(format!(
-                "stream item of {} bytes is over the frame limit of {}",
-                json.len(),
-                self.conn.config.max_frame
-            )));
-        }
-        let mut buf = Vec::with_capacity(json.len() + 17);
-        let size = wire::encode_item_json(&mut buf, self.flow, &json);
+        let mut buf = Vec::with_capacity(64);
+        let size = wire::encode_item(&mut buf, self.flow, item, self.conn.config.max_frame)?;
         Ok((buf, size))
     }
 
@@ -918,8 +910,7 @@ impl CallHandle {
     pub fn send(&self, item: &Value) -> Result<()> {
         let (buf, size) = self.encode_item(item)?;
         loop {
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            {
+            let rx = {
                 let mut flows = self.conn.flows();
                 let Some(f) = flows.get_mut(&self.flow) else {
                     return Err(Error::aborted("the call has ended"));
@@ -934,8 +925,11 @@ impl CallHandle {
                     drop(flows);
                     return self.conn.writer.send(&buf, None);
                 }
+                // (A channel only for an item that has to wait.)
+                let (tx, rx) = crossbeam_channel::bounded(1);
                 f.waiter = Some(tx);
-            }
+                rx
+            };
             let woke = match self.deadline {
                 Some(d) => rx.recv_deadline(d),
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),

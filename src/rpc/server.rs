@@ -386,16 +386,8 @@ impl ServerCall {
     }
 
     fn encode_item(&self, item: &Value) -> Result<(Vec<u8>, u32)> {
-        let json = serde_json::to_vec(item).map_err(|e| Error::bad_arg(e.to_string()))?;
-        if json.len() + 13 > self.conn.config.max_frame {
-            return Err(Error::bad_arg(format!(
-                "stream item of {} bytes is over the frame limit of {}",
-                json.len(),
-                self.conn.config.max_frame
-            )));
-        }
-        let mut buf = Vec::with_capacity(json.len() + 17);
-        let size = wire::encode_item_json(&mut buf, self.flow, &json);
+        let mut buf = Vec::with_capacity(64);
+        let size = wire::encode_item(&mut buf, self.flow, item, self.conn.config.max_frame)?;
         Ok((buf, size))
     }
 
@@ -403,7 +395,6 @@ impl ServerCall {
         if self.is_cancelled() {
             return Err(Error::aborted("the call was cancelled"));
         }
-        let (tx, rx) = crossbeam_channel::bounded(1);
         let mut flows = self.conn.flows();
         let Some(f) = flows.get_mut(&self.flow) else {
             return Err(Error::aborted("the call has ended"));
@@ -413,6 +404,8 @@ impl ServerCall {
             drop(flows);
             return self.conn.writer.send(buf, None).map(|_| None);
         }
+        // (A channel only for an item that has to wait.)
+        let (tx, rx) = crossbeam_channel::bounded(1);
         f.waiter = Some(tx);
         Ok(Some(rx))
     }

@@ -326,6 +326,32 @@ pub fn encode_item_json(out: &mut Vec<u8>, flow: u64, json: &[u8]) -> u32 {
     json.len() as u32
 }
 
+/// An Item frame's body before its JSON: kind, flow, the JSON's length.
+const ITEM_HEAD: usize = 1 + 8 + 4;
+
+/// Appends an Item frame holding `item`, written in place; returns the
+/// item's size (its JSON's bytes), or `BadArg` if the frame would be over
+/// `max_frame` (then nothing is appended).
+pub fn encode_item(
+    out: &mut Vec<u8>,
+    flow: u64,
+    item: &Value,
+    max_frame: usize,
+) -> Result<u32, crate::error::Error> {
+    let s = begin(out, kind::ITEM, flow);
+    put_json(out, item);
+    finish(out, s);
+    let body = out.len() - s - 4;
+    if body > max_frame {
+        out.truncate(s);
+        return Err(crate::error::Error::bad_arg(format!(
+            "stream item of {} bytes is over the frame limit of {max_frame}",
+            body - ITEM_HEAD
+        )));
+    }
+    Ok((body - ITEM_HEAD) as u32)
+}
+
 /// Appends a CloseSend frame.
 pub fn encode_close_send(out: &mut Vec<u8>, flow: u64) {
     let s = begin(out, kind::CLOSE_SEND, flow);
@@ -540,6 +566,20 @@ mod tests {
                 bytes: 1024
             }
         );
+    }
+
+    #[test]
+    fn an_item_is_written_in_place_and_refused_over_the_frame_limit() {
+        let mut out = Vec::new();
+        let size = encode_item(&mut out, 4, &json!([1, 2]), DEFAULT_MAX_FRAME).unwrap();
+        assert_eq!(size, 5);
+        let mut same = Vec::new();
+        encode_item_json(&mut same, 4, b"[1,2]");
+        assert_eq!(out, same);
+        let big = json!("x".repeat(2000));
+        let e = encode_item(&mut out, 5, &big, 1024).unwrap_err();
+        assert!(e.msg().contains("over the frame limit of 1024"), "{e}");
+        assert_eq!(out, same, "nothing appended");
     }
 
     #[test]
