@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::naming::{Endpoint, Name};
 use crate::pool::lock;
 use crate::rpc::conn::{
-    self, Credit, FrameHandler, FrameReader, LocalSink, ReadError, RemoteIdentity, Writer,
+    self, Credit, FrameHandler, FrameReader, LocalSink, ReadError, RemoteIdentity, Waiters, Writer,
 };
 use crate::rpc::namespace::Namespace;
 use crate::rpc::wire::{self, Frame};
@@ -164,8 +164,9 @@ struct ClientFlow {
     pending: VecDeque<Pending>,
     pending_bytes: usize,
     send_closed: bool,
-    /// A blocked sender waiting for credit.
-    waiter: Option<Sender<()>>,
+    /// Senders waiting for credit (clones of a handle may send at once):
+    /// all woken when credit comes, to try again.
+    waiters: Waiters,
     timer: Option<TimerId>,
 }
 
@@ -200,7 +201,7 @@ impl ClientConn {
                 pending: VecDeque::new(),
                 pending_bytes: 0,
                 send_closed: false,
-                waiter: None,
+                waiters: Waiters::default(),
                 timer: None,
             },
         );
@@ -333,9 +334,7 @@ impl ClientConn {
                         }
                         f.pending.pop_front();
                     }
-                    if let Some(w) = f.waiter.take() {
-                        let _ = w.try_send(());
-                    }
+                    f.waiters.wake();
                 }
                 drop(flows);
                 if !out.is_empty() {
@@ -926,9 +925,7 @@ impl CallHandle {
                     return self.conn.writer.send(&buf, None);
                 }
                 // (A channel only for an item that has to wait.)
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                f.waiter = Some(tx);
-                rx
+                f.waiters.add()
             };
             let woke = match self.deadline {
                 Some(d) => rx.recv_deadline(d),

@@ -174,6 +174,35 @@ fn keep_alive(s: &TcpStream) {
     let _ = sockopt::set_tcp_keepcnt(s, 3);
 }
 
+/// The senders of one flow waiting for credit. Each waits on a channel
+/// of its own: woken (a message) when credit comes, or disconnected when
+/// the flow ends or is cancelled. Several may wait at once (clones of a
+/// call's handle); one replacing another would wake it for nothing, and
+/// the two would take turns spinning.
+#[derive(Default)]
+pub(crate) struct Waiters(Vec<crossbeam_channel::Sender<()>>);
+
+impl Waiters {
+    /// A new waiter's channel.
+    pub(crate) fn add(&mut self) -> crossbeam_channel::Receiver<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.0.push(tx);
+        rx
+    }
+
+    /// Wakes every waiter to try again.
+    pub(crate) fn wake(&mut self) {
+        for w in self.0.drain(..) {
+            let _ = w.try_send(());
+        }
+    }
+
+    /// Disconnects every waiter.
+    pub(crate) fn drop_all(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Why a server refused a connection during setup (logged, then closed).
 #[derive(Debug)]
 pub(crate) enum SetupError {

@@ -25,7 +25,7 @@ use crate::naming::Endpoint;
 use crate::pool::lock;
 use crate::pool::{Pool, PoolConfig, ThreadSet};
 use crate::rpc::client::{Client, Granter, ItemToken};
-use crate::rpc::conn::{self, Credit, FrameReader, ReadError, RemoteIdentity, Writer};
+use crate::rpc::conn::{self, Credit, FrameReader, ReadError, RemoteIdentity, Waiters, Writer};
 use crate::rpc::publisher::Publisher;
 use crate::rpc::wire::{self, Frame};
 use crate::security::Principal;
@@ -236,7 +236,8 @@ pub enum ServerEvent {
 struct ServerFlow {
     events: Sender<ServerEvent>,
     credit: Credit,
-    waiter: Option<Sender<()>>,
+    /// Senders waiting for credit, all woken when it comes.
+    waiters: Waiters,
     cancelled: Arc<AtomicBool>,
     /// Never sent on; dropped when the call is cancelled or aborted, which
     /// wakes everything selecting on [`ServerCall::done`].
@@ -405,9 +406,7 @@ impl ServerCall {
             return self.conn.writer.send(buf, None).map(|_| None);
         }
         // (A channel only for an item that has to wait.)
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        f.waiter = Some(tx);
-        Ok(Some(rx))
+        Ok(Some(f.waiters.add()))
     }
 
     /// Closes the server's stream: the caller sees it end after every item
@@ -966,7 +965,7 @@ fn on_frame(
                     ServerFlow {
                         events: tx,
                         credit: Credit::new(wire::STREAM_WINDOW),
-                        waiter: None,
+                        waiters: Waiters::default(),
                         cancelled: cancelled.clone(),
                         done: Some(done_tx),
                         on_cancel: None,
@@ -1035,7 +1034,7 @@ fn on_frame(
                 let _ = f.events.send(ServerEvent::Cancelled);
                 f.done.take();
                 // A sender waiting for credit wakes and sees the cancel.
-                f.waiter.take();
+                f.waiters.drop_all();
                 f.on_cancel.take()
             });
             if let Some(hook) = hook {
@@ -1045,9 +1044,7 @@ fn on_frame(
         Frame::Credit { flow, bytes } => {
             if let Some(f) = conn.flows().get_mut(&flow) {
                 f.credit.grant_send(bytes);
-                if let Some(w) = f.waiter.take() {
-                    let _ = w.try_send(());
-                }
+                f.waiters.wake();
             }
         }
         Frame::Response { flow, .. } => return Err(format!("unexpected response on flow {flow}")),
