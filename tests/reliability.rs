@@ -264,8 +264,7 @@ fn a_javascript_pipe_dropped_mid_stream_ends_the_call() {
         .start_call("fragile", "StreamingAdd", vec![], CallOptions::default())
         .unwrap();
     call.send(json!(1)).unwrap();
-    let l = js.recv();
-    js.answer_lookup(l.id, 1, adder_signature(), false);
+    js.answer_next_lookup(1);
     let r = js.recv();
     assert_eq!(
         js.recv(),
@@ -302,8 +301,7 @@ fn sigterm_closes_pipes_unmounts_tells_callers_and_exits() {
             CallOptions::default(),
         )
     });
-    let l = js.recv();
-    js.answer_lookup(l.id, 1, adder_signature(), false);
+    js.answer_next_lookup(1);
     assert_eq!(js.recv().kind, SERVER_REQUEST);
     // The request is left waiting; the daemon is told to stop.
     daemon.signal("-TERM");

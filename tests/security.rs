@@ -181,8 +181,7 @@ fn callers_of_another_family_are_refused_by_default() {
     js.serve("guarded", 0);
     let stranger = Principal::new_self_blessed("stranger").unwrap();
     let caller = call_as(&d, stranger, "Add");
-    let l = js.recv();
-    js.answer_lookup(l.id, 1, adder_signature(), false);
+    js.answer_next_lookup(1);
     let err = caller.join().unwrap().unwrap_err();
     assert_eq!(err.id(), ids::NO_ACCESS, "{err}");
     assert!(err.msg().contains("stranger"), "{err}");
@@ -220,8 +219,7 @@ fn an_expired_blessing_is_refused() {
     js.serve("guarded", 0);
     let late = Principal::new_blessed_by(d.principal(), "late", vec![Caveat::Expiry(1)]).unwrap();
     let caller = call_as(&d, late, "Add");
-    let l = js.recv();
-    js.answer_lookup(l.id, 1, adder_signature(), false);
+    js.answer_next_lookup(1);
     assert_eq!(caller.join().unwrap().unwrap_err().id(), ids::NO_ACCESS);
 }
 
@@ -242,8 +240,7 @@ fn a_method_caveat_is_enforced() {
     answer_one(&mut js);
     assert_eq!(caller.join().unwrap().unwrap(), vec![json!(3)]);
     let caller = call_as(&d, p(), "Divide");
-    let l = js.recv();
-    js.answer_lookup(l.id, 1, adder_signature(), false);
+    js.answer_next_lookup(1);
     assert_eq!(caller.join().unwrap().unwrap_err().id(), ids::NO_ACCESS);
 }
 
@@ -307,8 +304,7 @@ fn the_callers_identity_handle_lives_as_long_as_its_request() {
             CallOptions::default(),
         )
     });
-    let l = js.recv();
-    js.answer_lookup(l.id, 1, adder_signature(), false);
+    js.answer_next_lookup(1);
     let r = js.recv();
     let handle = r.message["context"]["remoteId"]["handle"].as_u64().unwrap();
     // While the request is open, JavaScript can bless the caller.
@@ -499,8 +495,7 @@ fn two_programs_set_up_to_trust_each_other_with_wsprd_principal() {
     };
     // Bob is of another family: refused.
     let bob = call_as_bob();
-    let l = js.recv();
-    js.answer_lookup(l.id, 1, adder_signature(), false);
+    js.answer_next_lookup(1);
     let (code, _, err) = bob.join().unwrap();
     assert_eq!(code, Some(1));
     assert!(err.contains("NoAccess"), "{err}");

@@ -370,8 +370,7 @@ fn a_negative_handle_is_no_exist() {
 #[test]
 fn a_method_missing_from_the_signature_is_no_exist() {
     let (_d, mut js, caller) = setup("Multiply", vec![json!(1), json!(2)]);
-    let l = js.recv();
-    js.answer_lookup(l.id, 1, adder_signature(), false);
+    js.answer_next_lookup(1);
     let err = caller.join().unwrap().1.unwrap_err();
     assert_eq!(err.id(), ids::NO_EXIST, "{err}");
     assert_eq!(
@@ -384,8 +383,7 @@ fn a_method_missing_from_the_signature_is_no_exist() {
 #[test]
 fn a_wrong_argument_count_is_bad_arg() {
     let (_d, mut js, caller) = setup("Add", vec![json!(1)]);
-    let l = js.recv();
-    js.answer_lookup(l.id, 1, adder_signature(), false);
+    js.answer_next_lookup(1);
     let err = caller.join().unwrap().1.unwrap_err();
     assert_eq!(err.id(), ids::BAD_ARG, "{err}");
     assert_eq!(
@@ -464,8 +462,7 @@ fn javascript_calls_javascript_through_two_pipes() {
     // Streaming both ways between the two pipes.
     let id = caller.call("js/adder", "streamingAdd", json!([]), true);
     caller.send(id, 3, json!(5));
-    let l = server.recv();
-    server.answer_lookup(l.id, 9, adder_signature(), false);
+    server.answer_next_lookup(9);
     let r = server.recv();
     assert_eq!(
         server.recv(),

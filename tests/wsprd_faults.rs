@@ -144,8 +144,7 @@ fn a_native_cancel_reaches_javascript() {
     let c = client
         .start_call("slow", "StreamingAdd", vec![], CallOptions::default())
         .unwrap();
-    let l = js.recv();
-    js.answer_lookup(l.id, 1, adder_signature(), false);
+    js.answer_next_lookup(1);
     let r = js.recv();
     assert_eq!(r.kind, SERVER_REQUEST);
     c.cancel();
@@ -178,8 +177,7 @@ fn a_callers_deadline_cancels_the_javascript_request() {
             CallOptions::timeout(Duration::from_millis(500)),
         )
     });
-    let l = js.recv();
-    js.answer_lookup(l.id, 1, adder_signature(), false);
+    js.answer_next_lookup(1);
     let r = js.recv();
     let left = r.message["context"]["timeout"].as_u64().unwrap();
     assert!(left <= 500, "{left}");
@@ -203,8 +201,7 @@ fn javascript_cancels_and_times_out_its_own_calls() {
 
     // Cancel.
     let id = js.call("slow", "add", json!([1, 2]), false);
-    let l = server.recv();
-    server.answer_lookup(l.id, 1, adder_signature(), false);
+    server.answer_next_lookup(1);
     let r = server.recv();
     js.send(id, 17, Value::Null);
     let m = js.recv();
@@ -232,8 +229,7 @@ fn javascript_cancels_and_times_out_its_own_calls() {
         0,
         json!({"name": "slow", "method": "add", "inArgs": [1, 2], "timeout": 300}),
     );
-    let l = server.recv();
-    server.answer_lookup(l.id, 1, adder_signature(), false);
+    server.answer_next_lookup(1);
     let m = js.recv();
     assert_eq!(
         (m.id, m.kind, m.message["id"].clone()),

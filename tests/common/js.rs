@@ -159,6 +159,15 @@ impl Js {
             json!({"handle": handle, "hasAuthorizer": false, "signature": signature, "cacheable": cacheable}),
         );
     }
+
+    /// Takes the next message, a lookup, and answers it with object
+    /// `handle` and the adder's signature (not cacheable); the lookup.
+    pub fn answer_next_lookup(&mut self, handle: i64) -> Msg {
+        let l = self.recv();
+        assert_eq!(l.kind, LOOKUP, "expected a lookup: {l:?}");
+        self.answer_lookup(l.id, handle, adder_signature(), false);
+        l
+    }
 }
 
 /// The signature of the adder that the tests serve from "JavaScript".
