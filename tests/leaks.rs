@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use wspr::mounttable::{MountTable, MountTableConfig};
-use wspr::rpc::{CallOptions, Client, ClientConfig, Namespace, Server, ServerConfig};
+use wspr::rpc::{CallOptions, Client, ClientConfig, Namespace, Server};
 
 use common::*;
 
@@ -28,14 +27,7 @@ fn exercise(in_process: bool) {
         let mut config = ClientConfig::default();
         config.in_process = in_process;
         let client = Client::with_config(Namespace::new(vec![]), config);
-        let mt = Server::listen_with(
-            "127.0.0.1:0",
-            Arc::new(MountTable::new(MountTableConfig::default())),
-            client.clone(),
-            ServerConfig::default(),
-            true,
-        )
-        .unwrap();
+        let mt = mount_table_on(&client);
         client.namespace().set_roots(vec![mt.name()]);
         let demo =
             Server::listen("127.0.0.1:0", Arc::new(wspr::demo::Demo), client.clone()).unwrap();

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use wspr::error::ids;
-use wspr::mounttable::{MountTable, MountTableConfig};
 use wspr::rpc::{CallOptions, Client, Namespace, Server, ServerConfig};
 
 use common::*;
@@ -16,14 +15,7 @@ use common::*;
 fn a_name_resolves_through_two_mount_tables() {
     let (_root, client) = mount_table();
     // A second mount table, mounted in the first as "sub".
-    let sub = Server::listen_with(
-        "127.0.0.1:0",
-        Arc::new(MountTable::new(MountTableConfig::default())),
-        client.clone(),
-        ServerConfig::default(),
-        true,
-    )
-    .unwrap();
+    let sub = mount_table_on(&client);
     sub.add_name("sub").unwrap();
     // The demo object mounts itself as "sub/adder": the name space walks
     // into the second table to mount it there.

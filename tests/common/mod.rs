@@ -29,16 +29,22 @@ pub fn wsprd() -> Command {
 /// A mount table on its own listener, and a client whose root it is.
 pub fn mount_table() -> (Server, Client) {
     let client = Client::new(Namespace::new(vec![]));
-    let mt = Server::listen_with(
+    let mt = mount_table_on(&client);
+    client.namespace().set_roots(vec![mt.name()]);
+    (mt, client)
+}
+
+/// A mount table on its own listener, whose client (for its own mounts
+/// and calls) is `client`.
+pub fn mount_table_on(client: &Client) -> Server {
+    Server::listen_with(
         "127.0.0.1:0",
         Arc::new(MountTable::new(MountTableConfig::default())),
         client.clone(),
         ServerConfig::default(),
         true,
     )
-    .expect("mount table");
-    client.namespace().set_roots(vec![mt.name()]);
-    (mt, client)
+    .expect("mount table")
 }
 
 /// Polls `cond` until it holds; panics with `what` after `limit`.
