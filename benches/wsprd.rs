@@ -310,23 +310,24 @@ fn main() {
     );
 
     // Memory: idle, then with 1,000 idle pipes.
+    let pipes = || -> u64 {
+        let mut s = TcpStream::connect(d.addr).unwrap();
+        use std::io::{Read, Write};
+        write!(s, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let body = out.split("\r\n\r\n").nth(1).expect("a /health body");
+        let h: Value = serde_json::from_str(body).expect("/health is JSON");
+        h["pipes"].as_u64().expect("/health counts pipes")
+    };
+    let before = pipes();
     let mut idle = Vec::with_capacity(1000);
     for _ in 0..1000 {
         idle.push(ws_connect(d.addr, "/ws"));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let h: Value = {
-            let mut s = TcpStream::connect(d.addr).unwrap();
-            use std::io::{Read, Write};
-            write!(s, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("{}")).unwrap_or(json!({}))
-        };
-        if h["pipes"].as_u64() >= Some(1002) || Instant::now() > deadline {
-            break;
-        }
+    while pipes() < before + 1000 {
+        assert!(Instant::now() < deadline, "the daemon never counted 1,000 more pipes");
         std::thread::sleep(Duration::from_millis(50));
     }
     let rss_1000 = rss_kib(d.pid());
