@@ -327,7 +327,10 @@ fn main() {
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while pipes() < before + 1000 {
-        assert!(Instant::now() < deadline, "the daemon never counted 1,000 more pipes");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never counted 1,000 more pipes"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let rss_1000 = rss_kib(d.pid());

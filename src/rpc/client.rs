@@ -387,15 +387,16 @@ pub(crate) struct ClientInner {
 
 impl Drop for ClientInner {
     fn drop(&mut self) {
-        let conns: Vec<_> = self
-            .conns
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, c)| c)
-            .collect();
+        self.close_all("client dropped");
+    }
+}
+
+impl ClientInner {
+    /// Closes every connection, then joins their readers.
+    fn close_all(&self, why: &str) {
+        let conns: Vec<_> = lock(&self.conns).drain().map(|(_, c)| c).collect();
         for c in &conns {
-            c.writer.close("client dropped");
+            c.writer.close(why);
         }
         for c in conns {
             join_reader(&c);
@@ -873,13 +874,7 @@ impl Client {
 
     /// Closes every connection now; calls in flight end with `Aborted`.
     pub fn close(&self) {
-        let conns: Vec<_> = lock(&self.inner.conns).drain().map(|(_, c)| c).collect();
-        for c in &conns {
-            c.writer.close("client closed");
-        }
-        for c in conns {
-            join_reader(&c);
-        }
+        self.inner.close_all("client closed");
     }
 
     /// Number of open connections (for tests and health reports).

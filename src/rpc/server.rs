@@ -541,6 +541,20 @@ struct ListenerInner {
     timer: Timer,
 }
 
+impl ListenerInner {
+    /// The running server with routing id `rid` (0: the only one, if there
+    /// is exactly one).
+    fn find_server(&self, rid: u64) -> Option<Arc<ServerEntry>> {
+        let servers = self.servers.read().unwrap_or_else(|p| p.into_inner());
+        if rid == 0 && servers.len() == 1 {
+            servers.values().next().cloned()
+        } else {
+            servers.get(&rid).cloned()
+        }
+        .filter(|s| !s.stopping.load(Ordering::SeqCst))
+    }
+}
+
 /// The listeners of this process, by the address in their endpoints, so
 /// that a client of this process reaches them without a socket.
 fn local_listeners() -> &'static Mutex<HashMap<String, Weak<ListenerInner>>> {
@@ -773,16 +787,7 @@ impl Listener {
         client: Arc<std::sync::OnceLock<Weak<dyn conn::FrameHandler>>>,
         caller: RemoteIdentity,
     ) -> Result<(Arc<dyn conn::FrameHandler>, RemoteIdentity)> {
-        let entry = {
-            let servers = self.inner.servers.read().unwrap_or_else(|p| p.into_inner());
-            if routing_id == 0 && servers.len() == 1 {
-                servers.values().next().cloned()
-            } else {
-                servers.get(&routing_id).cloned()
-            }
-        }
-        .filter(|s| !s.stopping.load(Ordering::SeqCst))
-        .ok_or_else(|| {
+        let entry = self.inner.find_server(routing_id).ok_or_else(|| {
             Error::no_exist(format!(
                 "no server with routing id {routing_id:016x} at {}",
                 self.inner.address
@@ -871,14 +876,7 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
         inner.config.handshake_timeout,
         inner.config.write_timeout,
         |rid| {
-            let servers = inner.servers.read().unwrap_or_else(|p| p.into_inner());
-            if rid == 0 && servers.len() == 1 {
-                servers.values().next().cloned()
-            } else {
-                servers.get(&rid).cloned()
-            }
-            .filter(|s| !s.stopping.load(Ordering::SeqCst))
-            .map(|s| {
+            inner.find_server(rid).map(|s| {
                 let p = s.principal.clone();
                 (s, p)
             })

@@ -3,7 +3,6 @@
 //! blessIdentity, unlinkIdentity; `remoteId.handle` of server requests).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -143,52 +142,39 @@ pub fn bless(blesser: &Principal, identity: &Identity, req: &BlessRequest) -> Re
 }
 
 /// A pipe's identity handles.
-pub struct Identities {
-    next: AtomicU64,
-    map: Mutex<HashMap<u64, Identity>>,
-}
+#[derive(Default)]
+pub struct Identities(Mutex<Handles>);
 
-impl Default for Identities {
-    fn default() -> Self {
-        Identities {
-            next: AtomicU64::new(1),
-            map: Mutex::new(HashMap::new()),
-        }
-    }
+/// The handles and the last one given (0: none yet; handles start at 1).
+#[derive(Default)]
+struct Handles {
+    last: u64,
+    map: HashMap<u64, Identity>,
 }
 
 impl Identities {
     /// Adds an identity; its handle.
     pub fn add(&self, id: Identity) -> Result<u64> {
-        let mut m = lock(&self.map);
-        if m.len() >= MAX_IDENTITIES {
+        let mut h = lock(&self.0);
+        if h.map.len() >= MAX_IDENTITIES {
             return Err(Error::bad_arg(format!(
                 "this pipe holds {MAX_IDENTITIES} identities, the limit; unlink some"
             )));
         }
-        let h = self.next.fetch_add(1, Ordering::Relaxed);
-        m.insert(h, id);
-        Ok(h)
+        h.last += 1;
+        let handle = h.last;
+        h.map.insert(handle, id);
+        Ok(handle)
     }
 
     /// The identity at `handle`.
     pub fn get(&self, handle: u64) -> Option<Identity> {
-        lock(&self.map).get(&handle).cloned()
+        lock(&self.0).map.get(&handle).cloned()
     }
 
     /// Forgets `handle`.
     pub fn remove(&self, handle: u64) {
-        lock(&self.map).remove(&handle);
-    }
-
-    /// How many handles are held.
-    pub fn len(&self) -> usize {
-        lock(&self.map).len()
-    }
-
-    /// Whether none are held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        lock(&self.0).map.remove(&handle);
     }
 }
 
