@@ -89,8 +89,10 @@ impl WsOut {
         }));
         let mut out = Vec::new();
         let _ = f.format(&mut out);
-        self.outbox.close(Some(&out), reason);
+        // Reading stops first: the pipe takes no more requests while what
+        // is queued (then the close frame) is written.
         let _ = self.stream.shutdown(Shutdown::Read);
+        self.outbox.close(Some(&out), reason);
     }
 
     /// Ends the websocket at once, without what is queued (the peer is not
