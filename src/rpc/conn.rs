@@ -321,10 +321,19 @@ impl FrameReader {
             .read_exact(&mut prefix[1..])
             .map_err(ReadError::Io)?;
         let len = wire::frame_len(prefix, self.max).map_err(ReadError::Wire)?;
-        self.buf.resize(len, 0);
-        self.reader
-            .read_exact(&mut self.buf)
+        // Memory grows with the bytes that arrive, not with the length a
+        // peer announces (up to the frame limit on every connection).
+        self.buf.clear();
+        let got = (&mut self.reader)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)
             .map_err(ReadError::Io)?;
+        if got < len {
+            return Err(ReadError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the connection ended inside a frame",
+            )));
+        }
         let frame = wire::decode(&self.buf).map_err(ReadError::Wire);
         if self.buf.capacity() > 64 * 1024 {
             self.buf = Vec::new();
