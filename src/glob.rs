@@ -1,6 +1,9 @@
 //! Glob patterns over names: elements separated by `/`, where an element
-//! may use `*` (any run of characters) and `?` (one character), and the
-//! element `...` matches zero or more whole elements.
+//! may use `*` (any run of characters), `?` (one character), `[abc]`,
+//! `[a-z]` and `[^a-z]` (one character of, or not of, a set) and `\x` (the
+//! character `x` itself), and the element `...` matches zero or more whole
+//! elements. A pattern that breaks these rules (an unclosed `[`, an empty
+//! set, a reversed range, a `\` at the end) is `BadArg`.
 //!
 //! Matching is done element by element with a set of pattern positions
 //! (an NFA), so that a mount table can match part of a name and hand the
@@ -22,8 +25,88 @@ pub const MAX_ELEMENTS: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Elem {
     Rest,
-    /// An element, as written and as characters (for matching).
-    Lit(String, Vec<char>),
+    /// An element, as written and as tokens (for matching).
+    Lit(String, Vec<Tok>),
+}
+
+/// One token of an element's pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Tok {
+    /// This character.
+    Char(char),
+    /// `?`: any one character.
+    Any,
+    /// `*`: any run of characters.
+    Star,
+    /// `[...]`: one character in (or, negated, not in) these ranges.
+    Class { negated: bool, ranges: Vec<(char, char)> },
+}
+
+impl Tok {
+    fn matches(&self, c: char) -> bool {
+        match self {
+            Tok::Char(x) => *x == c,
+            Tok::Any => true,
+            Tok::Star => false,
+            Tok::Class { negated, ranges } => {
+                ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
+            }
+        }
+    }
+}
+
+/// The tokens of one element of `pattern`.
+fn tokens(pattern: &str, elem: &str) -> Result<Vec<Tok>> {
+    let bad = |why: &str| {
+        Error::bad_arg(format!(
+            "glob pattern {pattern:?}: {why} (in element {elem:?}); see the syntax: * ? [a-z] [^a-z] \\x ..."
+        ))
+    };
+    let mut out = Vec::new();
+    let mut chars = elem.chars().peekable();
+    // A character of a set: itself, or escaped; `-` and `]` only escaped.
+    let set_char = |chars: &mut std::iter::Peekable<std::str::Chars>| -> Result<char> {
+        match chars.next() {
+            None => Err(bad("'[' is not closed by ']'")),
+            Some('\\') => chars.next().ok_or_else(|| bad("'\\' at the end")),
+            Some(c @ (']' | '-')) => Err(bad(&format!(
+                "'{c}' where a character of a set is expected (escape it as \\{c})"
+            ))),
+            Some(c) => Ok(c),
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => out.push(Tok::Star),
+            '?' => out.push(Tok::Any),
+            '\\' => out.push(Tok::Char(chars.next().ok_or_else(|| bad("'\\' at the end"))?)),
+            '[' => {
+                let negated = chars.next_if(|&c| c == '^' || c == '!').is_some();
+                let mut ranges = Vec::new();
+                loop {
+                    if chars.next_if_eq(&']').is_some() {
+                        if ranges.is_empty() {
+                            return Err(bad("an empty set []"));
+                        }
+                        break;
+                    }
+                    let lo = set_char(&mut chars)?;
+                    let hi = if chars.next_if_eq(&'-').is_some() {
+                        set_char(&mut chars)?
+                    } else {
+                        lo
+                    };
+                    if lo > hi {
+                        return Err(bad(&format!("the range {lo}-{hi} is reversed")));
+                    }
+                    ranges.push((lo, hi));
+                }
+                out.push(Tok::Class { negated, ranges });
+            }
+            c => out.push(Tok::Char(c)),
+        }
+    }
+    Ok(out)
 }
 
 /// A parsed glob pattern.
@@ -51,13 +134,13 @@ impl Pattern {
             .split('/')
             .filter(|e| !e.is_empty())
             .map(|e| {
-                if e == "..." {
+                Ok(if e == "..." {
                     Elem::Rest
                 } else {
-                    Elem::Lit(e.to_string(), e.chars().collect())
-                }
+                    Elem::Lit(e.to_string(), tokens(p, e)?)
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         if elems.len() > MAX_ELEMENTS {
             return Err(Error::bad_arg(format!(
                 "pattern has {} elements, limit {MAX_ELEMENTS}",
@@ -150,15 +233,15 @@ impl Pattern {
     }
 }
 
-/// Matches one element against a `*` / `?` wildcard.
-fn wildcard(p: &[char], t: &[char]) -> bool {
+/// Matches one element against its tokens.
+fn wildcard(p: &[Tok], t: &[char]) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && p[pi].matches(t[ti]) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == Tok::Star {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
@@ -169,7 +252,7 @@ fn wildcard(p: &[char], t: &[char]) -> bool {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi] == Tok::Star {
         pi += 1;
     }
     pi == p.len()
@@ -180,10 +263,7 @@ mod tests {
     use super::*;
 
     fn w(p: &str, s: &str) -> bool {
-        wildcard(
-            &p.chars().collect::<Vec<_>>(),
-            &s.chars().collect::<Vec<_>>(),
-        )
+        wildcard(&tokens(p, p).unwrap(), &s.chars().collect::<Vec<_>>())
     }
 
     #[test]
@@ -194,6 +274,30 @@ mod tests {
         assert!(!w("a?c", "abbc"));
         assert!(w("", ""));
         assert!(!w("", "a"));
+    }
+
+    #[test]
+    fn sets_and_escapes() {
+        assert!(w("tab[ab]", "taba"));
+        assert!(!w("tab[ab]", "tabc"));
+        assert!(w("[a-c]*", "beta"));
+        assert!(!w("[^a-c]*", "beta"));
+        assert!(w("[!a-c]*", "delta"));
+        assert!(w("x[a\\-]", "x-"));
+        assert!(w("\\*", "*"));
+        assert!(!w("\\*", "a"));
+        assert!(w("\\[a]", "[a]"));
+        assert!(w("x]", "x]"), "a ']' outside a set is itself");
+    }
+
+    #[test]
+    fn malformed_patterns_are_bad_arg() {
+        for p in ["[", "a[b", "[]", "[^]", "[b-a]", "a\\", "[a-]", "[-a]", "ok/[/ok"] {
+            let e = Pattern::parse(p).expect_err(p);
+            assert!(e.is(crate::error::ids::BAD_ARG), "{p}: {e}");
+            assert!(e.msg().contains(&format!("{p:?}")), "{p}: names the pattern: {e}");
+        }
+        assert!(Pattern::parse("tabs/[a-f0-9]*").is_ok());
     }
 
     #[test]
