@@ -106,6 +106,8 @@ impl Daemon {
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
+                "--mounttable-listen",
+                "127.0.0.1:0",
                 "--demo",
                 "--log-level",
                 "warn",

@@ -11,18 +11,25 @@ use serde_json::Value;
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
 
 use wspr::mounttable::{MountTable, MountTableConfig};
+use wspr::naming::Name;
 use wspr::rpc::{CallOptions, Client, Namespace, Server, ServerConfig};
 use wspr::security::{BlessingPattern, Caveat, Principal, hex};
 use wspr::{Error, Result};
 
 /// The mount table address the tools use when no root is given.
 const DEFAULT_ROOT: &str = "/127.0.0.1:8125";
+/// Where `serve` runs its embedded mount table unless told (the address of
+/// [`DEFAULT_ROOT`]).
+const DEFAULT_MOUNTTABLE_LISTEN: &str = "127.0.0.1:8125";
 
 #[derive(FromArgs)]
 /// wspr: JavaScript programs as equals in an RPC network.
 struct Top {
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
     #[argh(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(FromArgs)]
@@ -51,12 +58,14 @@ struct ServeCmd {
     /// host that JavaScript-served servers listen on (default 127.0.0.1)
     #[argh(option, default = "String::from(\"127.0.0.1\")")]
     rpc_listen: String,
-    /// a name space root (repeatable); none: run an embedded mount table
+    /// a name space root, such as /127.0.0.1:8125 (repeatable); none: run
+    /// an embedded mount table
     #[argh(option)]
     namespace_root: Vec<String>,
-    /// where the embedded mount table listens (default 127.0.0.1:0)
-    #[argh(option, default = "String::from(\"127.0.0.1:0\")")]
-    mounttable_listen: String,
+    /// where the embedded mount table listens (default 127.0.0.1:8125, or
+    /// a free port with a warning if that is in use)
+    #[argh(option)]
+    mounttable_listen: Option<String>,
     /// origins allowed besides localhost, comma-separated (* allows all)
     #[argh(option, default = "String::new()")]
     allowed_origins: String,
@@ -236,13 +245,16 @@ struct GlobCmd {
     /// ~/.config/wspr/credentials); created with a new principal if empty
     #[argh(option)]
     credentials: Option<String>,
-    /// a name space root (repeatable)
+    /// a name space root, such as /127.0.0.1:8125 (repeatable; default:
+    /// $WSPR_NAMESPACE_ROOT, else /127.0.0.1:8125)
     #[argh(option)]
     namespace_root: Vec<String>,
     /// log level (default warn)
     #[argh(option, default = "LevelFilter::Warn")]
     log_level: LevelFilter,
-    /// the pattern
+    /// the pattern: `*` any run of characters, `?` one, `[a-z]` one of a
+    /// set, `[^a-z]` one not in it, `\x` the character x; `...` any number
+    /// of elements
     #[argh(positional)]
     pattern: String,
 }
@@ -256,7 +268,8 @@ struct DemoCmd {
     /// ~/.config/wspr/credentials); created with a new principal if empty
     #[argh(option)]
     credentials: Option<String>,
-    /// a name space root (repeatable)
+    /// a name space root, such as /127.0.0.1:8125 (repeatable; default:
+    /// $WSPR_NAMESPACE_ROOT, else /127.0.0.1:8125)
     #[argh(option)]
     namespace_root: Vec<String>,
     /// the name to serve under (default demo/adder)
@@ -297,28 +310,162 @@ fn credentials(flag: &Option<String>) -> Result<Arc<Principal>> {
     )?))
 }
 
-fn client(roots_flag: &[String], credentials_flag: &Option<String>) -> Result<Client> {
+fn client(roots: &Roots, credentials_flag: &Option<String>) -> Result<Client> {
     Ok(Client::with_principal(
-        Namespace::new(roots(roots_flag)),
+        Namespace::new(roots.list.clone()),
         credentials(credentials_flag)?,
         Default::default(),
     ))
 }
 
-fn roots(flags: &[String]) -> Vec<String> {
-    if !flags.is_empty() {
-        return flags.to_vec();
+/// Where the name space roots of a command came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RootsFrom {
+    Flag,
+    Env,
+    Default,
+}
+
+/// The name space roots of a command, rooted.
+struct Roots {
+    list: Vec<String>,
+    from: RootsFrom,
+}
+
+impl Roots {
+    /// `--namespace-root`, else `WSPR_NAMESPACE_ROOT`, else the default.
+    fn of(flags: &[String]) -> Result<Roots> {
+        let (raw, from) = if !flags.is_empty() {
+            (flags.to_vec(), RootsFrom::Flag)
+        } else {
+            match std::env::var("WSPR_NAMESPACE_ROOT") {
+                Ok(v) if !v.trim().is_empty() => (
+                    v.split(',').map(|s| s.trim().to_string()).collect(),
+                    RootsFrom::Env,
+                ),
+                _ => (vec![DEFAULT_ROOT.to_string()], RootsFrom::Default),
+            }
+        };
+        let list = raw.iter().map(|r| rooted(r, from)).collect::<Result<_>>()?;
+        Ok(Roots { list, from })
     }
-    match std::env::var("WSPR_NAMESPACE_ROOT") {
-        Ok(v) if !v.trim().is_empty() => v.split(',').map(|s| s.trim().to_string()).collect(),
-        _ => vec![DEFAULT_ROOT.to_string()],
+
+    /// `e` with a hint when it is a failure to reach one of the roots.
+    fn explain(&self, e: Error) -> Error {
+        let reached = |root: &String| {
+            Name::parse(root).ok().and_then(|n| {
+                n.endpoint()
+                    .map(|ep| e.msg().contains(&format!("connecting to {}", ep.address())))
+            }) == Some(true)
+        };
+        if !self.list.iter().any(reached) {
+            return e;
+        }
+        let hint = match self.from {
+            RootsFrom::Default => format!(
+                "is `wsprd serve` running? (root {DEFAULT_ROOT}; set --namespace-root or WSPR_NAMESPACE_ROOT)"
+            ),
+            RootsFrom::Env => format!(
+                "is a mount table running at {}? (root from WSPR_NAMESPACE_ROOT)",
+                self.list.join(", ")
+            ),
+            RootsFrom::Flag => format!(
+                "is a mount table running at {}? (root from --namespace-root)",
+                self.list.join(", ")
+            ),
+        };
+        Error::new(e.id(), format!("{}; {hint}", e.msg()))
     }
+}
+
+/// A name space root as a rooted name: `127.0.0.1:8125` is taken as
+/// `/127.0.0.1:8125`; anything that names no mount table is `BadArg`.
+fn rooted(root: &str, from: RootsFrom) -> Result<String> {
+    let r = if root.starts_with('/') {
+        root.to_string()
+    } else {
+        format!("/{root}")
+    };
+    match Name::parse(&r) {
+        Ok(n) if n.endpoint().is_some() => Ok(r),
+        Ok(_) | Err(_) => Err(Error::bad_arg(format!(
+            "namespace root {root:?}{} is not the address of a mount table; give one such as /127.0.0.1:8125",
+            match from {
+                RootsFrom::Env => " (from WSPR_NAMESPACE_ROOT)",
+                _ => "",
+            }
+        ))),
+    }
+}
+
+/// The subcommand words at the start of `args` (`call`, `principal
+/// bless`): each leading word that argh's help takes as a subcommand (its
+/// help differs from its parent's; a positional argument's does not).
+fn command_path(args: &[&str]) -> Vec<String> {
+    let help = |path: &[&str]| {
+        let mut probe = path.to_vec();
+        probe.push("--help");
+        match Top::from_args(&["wsprd"], &probe) {
+            Err(e) if e.status.is_ok() => Some(e.output),
+            _ => None,
+        }
+    };
+    let mut path = vec![];
+    let mut parent = help(&[]);
+    for word in args.iter().take_while(|a| !a.starts_with('-')).take(3) {
+        path.push(*word);
+        let this = help(&path);
+        if this.is_none() || this == parent {
+            path.pop();
+            break;
+        }
+        parent = this;
+    }
+    path.iter().map(|w| w.to_string()).collect()
+}
+
+/// Where to read about `path`'s arguments.
+fn help_line(path: &[String]) -> String {
+    let cmd = std::iter::once("wsprd".to_string())
+        .chain(path.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("Run {cmd} --help for more information.")
 }
 
 /// Runs the command line; returns the exit status.
 pub fn main() -> i32 {
-    let top: Top = argh::from_env();
-    let result = match top.cmd {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let path = command_path(&args);
+    let top = match Top::from_args(&["wsprd"], &args) {
+        Ok(top) => top,
+        Err(exit) if exit.status.is_ok() => {
+            print!("{}", exit.output);
+            return 0;
+        }
+        Err(exit) => {
+            // Where the arguments are explained: the subcommand's help.
+            eprintln!("{}\n{}", exit.output.trim_end(), help_line(&path));
+            return 1;
+        }
+    };
+    let cmd = match (top.version, top.cmd) {
+        (true, _) => {
+            println!("wsprd {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
+        (false, Some(cmd)) => cmd,
+        (false, None) => {
+            let help = Top::from_args(&["wsprd"], &["--help"])
+                .err()
+                .map(|e| e.output)
+                .unwrap_or_default();
+            eprintln!("wsprd: give a command\n\n{}", help.trim_end());
+            return 1;
+        }
+    };
+    let result = match cmd {
         Cmd::Serve(c) => serve(c),
         Cmd::Principal(c) => principal(c),
         Cmd::MountTable(c) => mounttable(c),
@@ -331,6 +478,10 @@ pub fn main() -> i32 {
         Err(e) => {
             // The whole id: an application's own ids are not abbreviated.
             eprintln!("wsprd: {}: {}", e.id(), e.msg());
+            // Bad input of the user's: where the arguments are explained.
+            if e.is(wspr::error::ids::BAD_ARG) {
+                eprintln!("{}", help_line(&path));
+            }
             1
         }
     }
@@ -359,8 +510,16 @@ fn serve(c: ServeCmd) -> Result<()> {
     let mut config = wspr::wsprd::Config::default();
     config.listen = c.listen;
     config.rpc_listen = c.rpc_listen;
-    config.namespace_roots = c.namespace_root;
-    config.mounttable_listen = c.mounttable_listen;
+    config.namespace_roots = c
+        .namespace_root
+        .iter()
+        .map(|r| rooted(r, RootsFrom::Flag))
+        .collect::<Result<_>>()?;
+    // The tools' default root, unless told otherwise (then exactly that).
+    config.mounttable_fallback = c.mounttable_listen.is_none();
+    config.mounttable_listen = c
+        .mounttable_listen
+        .unwrap_or_else(|| DEFAULT_MOUNTTABLE_LISTEN.to_string());
     config.allowed_origins = c
         .allowed_origins
         .split(',')
@@ -380,6 +539,8 @@ fn serve(c: ServeCmd) -> Result<()> {
     config.serve_demo = c.demo;
     config.mount_ttl = Duration::from_secs(c.mount_ttl_secs);
     config.keepalive = Duration::from_millis(c.keepalive_ms);
+    // Every address is checked before anything is made or started.
+    config.validate()?;
     config.principal = Some(credentials(&c.credentials)?);
     let daemon = wspr::wsprd::Daemon::spawn(config)?;
     print_line(&format!("wsprd listening on http://{}", daemon.http_addr()))?;
@@ -421,6 +582,15 @@ fn parse_json(s: &str, what: &str) -> Result<Value> {
     })
 }
 
+/// One line of `--stdin`, numbered from 1.
+fn parse_line(n: usize, line: &str) -> Result<Value> {
+    serde_json::from_str(line).map_err(|e| {
+        Error::bad_arg(format!(
+            "line {n} is not JSON: {line:?} ({e}); quote strings, e.g. \"text\""
+        ))
+    })
+}
+
 fn call(c: CallCmd) -> Result<()> {
     init_log(c.log_level);
     let args = c
@@ -429,17 +599,19 @@ fn call(c: CallCmd) -> Result<()> {
         .enumerate()
         .map(|(i, a)| parse_json(a, &format!("argument {}", i + 1)))
         .collect::<Result<Vec<_>>>()?;
-    let client = client(&c.namespace_root, &c.credentials)?;
+    let roots = Roots::of(&c.namespace_root)?;
+    let client = client(&roots, &c.credentials)?;
     let opts = match c.timeout_ms {
         Some(ms) => CallOptions::timeout(Duration::from_millis(ms)),
         None => CallOptions::default(),
     };
-    let mut call = client.start_call(&c.name, &c.method, args, opts)?;
+    let mut call = client
+        .start_call(&c.name, &c.method, args, opts)
+        .map_err(|e| roots.explain(e))?;
     let handle = call.handle();
     let stdin = c.stdin;
     // Not joined: once the call has ended nothing waits for stdin (which
     // may never end); the thread goes with the process.
-    let (fed_tx, fed) = crossbeam_channel::bounded(1);
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
@@ -451,30 +623,41 @@ fn call(c: CallCmd) -> Result<()> {
                         if line.trim().is_empty() {
                             continue;
                         }
-                        handle.send(&parse_json(&line, &format!("stdin line {}", i + 1))?)?;
+                        let item = parse_line(i + 1, &line)?;
+                        if let Err(e) = handle.send(&item) {
+                            // The call has ended (its outcome is the
+                            // command's) or cannot take more.
+                            log::warn!("stdin line {} was not sent: {e}", i + 1);
+                            return Ok(());
+                        }
                     }
                 }
-                handle.close_send()
+                let _ = handle.close_send();
+                Ok(())
             };
-            let _ = fed_tx.send(feed());
+            // Input that cannot be sent ends the call with its error, which
+            // the command then reports.
+            if let Err(e) = feed() {
+                handle.end(e);
+            }
         })
         .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
     while let Some(item) = call.recv()? {
         print_line(&item.to_string())?;
     }
     // The call's own outcome wins: a server may finish before it has read
-    // every item, which ends the feeding with an error.
+    // every item, which ends the feeding.
     let results = call.finish()?;
-    if let Ok(Err(e)) = fed.try_recv() {
-        log::warn!("not every stdin item was sent: {e}");
-    }
     print_line(&Value::Array(results).to_string())
 }
 
 fn glob(c: GlobCmd) -> Result<()> {
     init_log(c.log_level);
-    let client = client(&c.namespace_root, &c.credentials)?;
-    for e in client.glob(&c.pattern)? {
+    let roots = Roots::of(&c.namespace_root)?;
+    // A malformed pattern is refused before anything is asked.
+    wspr::glob::Pattern::parse(&c.pattern)?;
+    let client = client(&roots, &c.credentials)?;
+    for e in client.glob(&c.pattern).map_err(|e| roots.explain(e))? {
         let mut line = e.name.clone();
         for s in &e.servers {
             line.push('\t');
@@ -487,11 +670,12 @@ fn glob(c: GlobCmd) -> Result<()> {
 
 fn demo(c: DemoCmd) -> Result<()> {
     init_log(c.log_level);
-    let client = client(&c.namespace_root, &c.credentials)?;
+    let roots = Roots::of(&c.namespace_root)?;
+    let client = client(&roots, &c.credentials)?;
     let mut config = ServerConfig::default();
     config.mount_ttl = Duration::from_secs(c.mount_ttl_secs.max(1));
     let server = Server::listen_with(&c.listen, Arc::new(wspr::demo::Demo), client, config, false)?;
-    server.add_name(&c.name)?;
+    server.add_name(&c.name).map_err(|e| roots.explain(e))?;
     log::info!("demo object served as {} at {}", c.name, server.name());
     print_line(&server.name())?;
     wait_for_signal()?;
@@ -574,5 +758,55 @@ fn principal(c: PrincipalCmd) -> Result<()> {
                 s.from
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_root_that_refuses_says_what_to_do() {
+        let roots = Roots {
+            list: vec![DEFAULT_ROOT.to_string()],
+            from: RootsFrom::Default,
+        };
+        let e = roots.explain(Error::no_exist(
+            "connecting to 127.0.0.1:8125: Connection refused (os error 111)",
+        ));
+        assert_eq!(
+            e.msg(),
+            "connecting to 127.0.0.1:8125: Connection refused (os error 111); is `wsprd serve` running? (root /127.0.0.1:8125; set --namespace-root or WSPR_NAMESPACE_ROOT)"
+        );
+        assert!(e.is(wspr::error::ids::NO_EXIST));
+        // Other errors are left as they are.
+        let e = roots.explain(Error::no_exist("demo/x: nothing is mounted at demo/x"));
+        assert_eq!(e.msg(), "demo/x: nothing is mounted at demo/x");
+    }
+
+    #[test]
+    fn roots_are_rooted() {
+        assert_eq!(
+            rooted("127.0.0.1:8125", RootsFrom::Flag).unwrap(),
+            "/127.0.0.1:8125"
+        );
+        assert_eq!(
+            rooted("/127.0.0.1:8125", RootsFrom::Flag).unwrap(),
+            "/127.0.0.1:8125"
+        );
+        let e = rooted("demo", RootsFrom::Flag).unwrap_err();
+        assert!(e.msg().contains("\"demo\""), "{e}");
+    }
+
+    #[test]
+    fn the_command_path_names_subcommands_only() {
+        assert_eq!(command_path(&["call", "demo/adder", "Add"]), vec!["call"]);
+        assert_eq!(command_path(&["glob", "["]), vec!["glob"]);
+        assert_eq!(
+            command_path(&["principal", "bless", "x"]),
+            vec!["principal", "bless"]
+        );
+        assert!(command_path(&["--version"]).is_empty());
+        assert!(command_path(&["nope"]).is_empty());
     }
 }

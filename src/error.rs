@@ -99,6 +99,17 @@ impl Error {
         self.id == id
     }
 
+    /// A listener that cannot bind `addr`: `Exists` when the address is
+    /// in use (the caller may pick another), `Internal` otherwise.
+    pub(crate) fn listen_failed(addr: impl fmt::Display, e: std::io::Error) -> Error {
+        let msg = format!("cannot listen on {addr}: {e}");
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            Error::exists(msg)
+        } else {
+            Error::internal(msg)
+        }
+    }
+
     /// The same error with `context: ` in front of its message.
     pub fn context(self, context: impl fmt::Display) -> Error {
         Error {

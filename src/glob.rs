@@ -39,7 +39,10 @@ enum Tok {
     /// `*`: any run of characters.
     Star,
     /// `[...]`: one character in (or, negated, not in) these ranges.
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 impl Tok {
@@ -79,7 +82,9 @@ fn tokens(pattern: &str, elem: &str) -> Result<Vec<Tok>> {
         match c {
             '*' => out.push(Tok::Star),
             '?' => out.push(Tok::Any),
-            '\\' => out.push(Tok::Char(chars.next().ok_or_else(|| bad("'\\' at the end"))?)),
+            '\\' => out.push(Tok::Char(
+                chars.next().ok_or_else(|| bad("'\\' at the end"))?,
+            )),
             '[' => {
                 let negated = chars.next_if(|&c| c == '^' || c == '!').is_some();
                 let mut ranges = Vec::new();
@@ -292,10 +297,15 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_bad_arg() {
-        for p in ["[", "a[b", "[]", "[^]", "[b-a]", "a\\", "[a-]", "[-a]", "ok/[/ok"] {
+        for p in [
+            "[", "a[b", "[]", "[^]", "[b-a]", "a\\", "[a-]", "[-a]", "ok/[/ok",
+        ] {
             let e = Pattern::parse(p).expect_err(p);
             assert!(e.is(crate::error::ids::BAD_ARG), "{p}: {e}");
-            assert!(e.msg().contains(&format!("{p:?}")), "{p}: names the pattern: {e}");
+            assert!(
+                e.msg().contains(&format!("{p:?}")),
+                "{p}: names the pattern: {e}"
+            );
         }
         assert!(Pattern::parse("tabs/[a-f0-9]*").is_ok());
     }

@@ -263,7 +263,14 @@ fn names_split_inside_a_character() {
 #[test]
 fn pipes_survive_their_daemon_being_stopped_and_continued() {
     let mut c = common::wsprd();
-    c.args(["serve", "--listen", "127.0.0.1:0", "--demo"]);
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--mounttable-listen",
+        "127.0.0.1:0",
+        "--demo",
+    ]);
     let p = common::Proc::spawn(c);
     let line = p.line();
     let addr = line

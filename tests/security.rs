@@ -460,6 +460,8 @@ fn two_programs_set_up_to_trust_each_other_with_wsprd_principal() {
         "serve",
         "--listen",
         "127.0.0.1:0",
+        "--mounttable-listen",
+        "127.0.0.1:0",
         "--credentials",
         a.to_str().unwrap(),
     ]);

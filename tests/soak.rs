@@ -253,6 +253,8 @@ fn soak() {
         "serve",
         "--listen",
         "127.0.0.1:0",
+        "--mounttable-listen",
+        "127.0.0.1:0",
         "--demo",
         "--log-level",
         "warn",

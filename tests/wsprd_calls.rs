@@ -549,3 +549,65 @@ fn signatures_follow_the_server_that_serves_the_name() {
         sig("second")
     );
 }
+
+#[test]
+fn remove_name_unmounts_one_name_and_the_server_goes_on() {
+    let d = daemon(|_| {});
+    let client = native_client(&d);
+    let mut js = Js::connect(d.http_addr());
+    let ep = js.serve("first", 0);
+    assert_eq!(js.serve("second", 0), ep);
+    let names = |client: &Client| -> Vec<String> {
+        client
+            .glob("...")
+            .unwrap()
+            .into_iter()
+            .filter(|e| !e.servers.is_empty())
+            .map(|e| e.name)
+            .collect()
+    };
+    assert_eq!(names(&client), vec!["first", "second"]);
+
+    // removeName (19): Final null, and the name is gone from the name space.
+    let id = js.id();
+    js.send(id, 19, json!({"serverId": 0, "name": "first"}));
+    assert_eq!(
+        js.recv(),
+        Msg {
+            id,
+            kind: FINAL,
+            message: Value::Null
+        }
+    );
+    assert_eq!(names(&client), vec!["second"]);
+
+    // The server still answers under its other name.
+    let caller = std::thread::spawn(move || {
+        client.call(
+            "second",
+            "Add",
+            vec![json!(1), json!(2)],
+            CallOptions::timeout(Duration::from_secs(10)),
+        )
+    });
+    js.answer_next_lookup(1);
+    let req = js.recv();
+    assert_eq!(req.kind, SERVER_REQUEST, "{req:?}");
+    js.send(req.id, 2, json!({"results": [3], "err": null}));
+    assert_eq!(caller.join().unwrap().unwrap(), vec![json!(3)]);
+
+    // A name it does not have, a server the pipe does not have, bad data.
+    for (data, want) in [
+        (json!({"serverId": 0, "name": "first"}), ids::NO_EXIST),
+        (json!({"serverId": 7, "name": "second"}), ids::NO_EXIST),
+        (json!({"serverId": 0}), ids::BAD_ARG),
+    ] {
+        let id = js.id();
+        js.send(id, 19, data.clone());
+        let m = js.recv();
+        assert_eq!((m.id, m.kind), (id, ERROR), "{data}: {m:?}");
+        assert_eq!(m.message["id"], want, "{data}: {m:?}");
+    }
+    // The name can be served again.
+    assert_eq!(js.serve("first", 0), ep);
+}

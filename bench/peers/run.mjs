@@ -74,7 +74,7 @@ async function startDaemon() {
   if (!fs.existsSync(WSPRD)) throw new Error(`${WSPRD} is missing: run cargo build --release (make bench-peers does)`);
   const credentials = path.join(work, 'credentials');
   fs.mkdirSync(credentials, { recursive: true });
-  const d = start('wsprd', WSPRD, ['serve', '--listen', '127.0.0.1:0', '--log-level', 'warn'], {
+  const d = start('wsprd', WSPRD, ['serve', '--listen', '127.0.0.1:0', '--mounttable-listen', '127.0.0.1:0', '--log-level', 'warn'], {
     env: { ...process.env, WSPR_CREDENTIALS: credentials },
     log: path.join(work, 'wsprd.log'),
     stdin: 'ignore',

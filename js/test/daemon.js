@@ -19,7 +19,8 @@ export const CREDENTIALS =
 const env = { ...process.env, WSPR_CREDENTIALS: CREDENTIALS };
 
 /**
- * Starts `wsprd serve --listen 127.0.0.1:0 --demo` (plus `extra` flags) and
+ * Starts `wsprd serve --listen 127.0.0.1:0 --mounttable-listen 127.0.0.1:0
+ * --demo` (plus `extra` flags: free ports only) and
  * waits, up to 20 s, for the two lines that say where it listens and its
  * name space root.
  */
@@ -29,7 +30,7 @@ export async function startDaemon(extra = []) {
   }
   const child = spawn(
     WSPRD,
-    ['serve', '--listen', '127.0.0.1:0', '--demo', '--log-level', 'warn', ...extra],
+    ['serve', '--listen', '127.0.0.1:0', '--mounttable-listen', '127.0.0.1:0', '--demo', '--log-level', 'warn', ...extra],
     { stdio: ['ignore', 'pipe', 'pipe'], env },
   );
   let stderr = '';

@@ -69,17 +69,33 @@ impl Publisher {
 
     /// Stops refreshing `owner`'s names and unmounts them.
     pub(crate) fn remove(&self, owner: u64) {
+        self.remove_where(|e| e.owner == owner);
+    }
+
+    /// Stops refreshing `owner`'s mount under `name` and unmounts it.
+    pub(crate) fn remove_name(&self, owner: u64, name: &str) -> Result<()> {
+        match self.remove_where(|e| e.owner == owner && e.name == name) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets and unmounts the entries `gone` picks; the last error.
+    fn remove_where(&self, gone: impl Fn(&Entry) -> bool) -> Option<crate::error::Error> {
         let gone: Vec<Entry> = {
             let mut entries = lock(&self.inner.entries);
-            let (gone, keep) = entries.drain(..).partition(|e| e.owner == owner);
+            let (gone, keep) = entries.drain(..).partition(|e| gone(e));
             *entries = keep;
             gone
         };
+        let mut last = None;
         for e in gone {
             if let Err(err) = self.inner.client.unmount(&e.name, &e.server) {
                 log::warn!("unmounting {} from {}: {err}", e.server, e.name);
+                last = Some(err);
             }
         }
+        last
     }
 
     fn ensure_thread(&self) {

@@ -620,8 +620,7 @@ impl Listener {
             .map_err(|e| Error::bad_arg(format!("listen address {addr}: {e}")))?
             .next()
             .ok_or_else(|| Error::bad_arg(format!("listen address {addr} resolves to nothing")))?;
-        let tcp = TcpListener::bind(sock)
-            .map_err(|e| Error::internal(format!("cannot listen on {addr}: {e}")))?;
+        let tcp = TcpListener::bind(sock).map_err(|e| Error::listen_failed(addr, e))?;
         let local = tcp
             .local_addr()
             .map_err(|e| Error::internal(e.to_string()))?;
@@ -1202,6 +1201,25 @@ impl Server {
             lock(&self.entry.names).retain(|n| n != name);
         }
         res
+    }
+
+    /// Unmounts the server from `name` and stops refreshing that mount;
+    /// the server goes on. A name the server does not have is `NoExist`.
+    pub fn remove_name(&self, name: &str) -> Result<()> {
+        {
+            let mut names = lock(&self.entry.names);
+            let before = names.len();
+            names.retain(|n| n != name);
+            if names.len() == before {
+                return Err(Error::no_exist(format!(
+                    "{name} is not a name of this server"
+                )));
+            }
+        }
+        self.listener
+            .inner
+            .publisher
+            .remove_name(self.entry.routing_id, name)
     }
 
     /// The names the server is mounted under.

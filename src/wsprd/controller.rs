@@ -17,6 +17,7 @@ use crate::pool::lock;
 use crate::rpc::{CallEvent, CallHandle, CallOptions, CallSink};
 use crate::wsprd::dispatcher::JsServer;
 use crate::wsprd::identity;
+use crate::wsprd::metrics;
 use crate::wsprd::pipe::{Buffered, CallState, Flow, Pipe};
 use crate::wsprd::protocol::{self, InType, Incoming, NamespaceRequest, OutType};
 
@@ -32,6 +33,7 @@ pub(crate) fn handle(pipe: &Arc<Pipe>, m: Incoming) {
         InType::Namespace => return namespace(pipe, id, m.data),
         InType::Serve => serve(pipe, m.data),
         InType::StopServer => stop_server(pipe, m.data),
+        InType::RemoveName => remove_name(pipe, m.data),
         InType::Signature => signature(pipe, m.data),
         InType::CreateIdentity => create_identity(pipe, m.data),
         InType::BlessIdentity => bless_identity(pipe, m.data),
@@ -49,6 +51,10 @@ struct JsCallSink {
     id: u64,
     streaming: bool,
     state: Mutex<SinkState>,
+    /// When the call arrived, and `name.method` at debug (for `/metrics`
+    /// and the call's log line).
+    started: Instant,
+    label: Option<String>,
 }
 
 #[derive(Default)]
@@ -78,6 +84,12 @@ impl CallSink for JsCallSink {
                 CallEvent::Done(result) => {
                     st.ended = true;
                     pipe.remove_flow(self.id);
+                    pipe.shared.calls.ended(
+                        pipe.id,
+                        self.label.as_deref(),
+                        self.started,
+                        result.as_ref().err(),
+                    );
                     match result {
                         Ok(results) => {
                             if self.streaming && !st.stream_closed {
@@ -112,6 +124,16 @@ pub(crate) struct PreparedCall {
     args: Vec<Value>,
     opts: CallOptions,
     sink: Arc<dyn CallSink>,
+    started: Instant,
+}
+
+/// A call that could not start ends with `e`.
+fn not_started(pipe: &Arc<Pipe>, id: u64, call: &PreparedCall, e: Error) {
+    let label = metrics::call_label(&call.name, &call.method);
+    pipe.shared
+        .calls
+        .ended(pipe.id, label.as_deref(), call.started, Some(&e));
+    pipe.finish_request(id, Err(e));
 }
 
 /// Checks a call's data (on the pipe thread).
@@ -132,18 +154,23 @@ pub(crate) fn prepare_call(
         Some(t) if t > 0.0 => CallOptions::timeout(Duration::from_secs_f64(t.min(1e9) / 1000.0)),
         _ => CallOptions::default(),
     };
+    let method = naming::upper_first(&req.method);
+    let started = Instant::now();
     Ok(PreparedCall {
         serial,
-        name: req.name,
-        method: naming::upper_first(&req.method),
-        args: req.in_args,
-        opts,
         sink: Arc::new(JsCallSink {
             pipe: Arc::downgrade(pipe),
             id,
             streaming: req.is_streaming,
             state: Mutex::new(SinkState::default()),
+            started,
+            label: metrics::call_label(&req.name, &method),
         }),
+        name: req.name,
+        method,
+        args: req.in_args,
+        opts,
+        started,
     })
 }
 
@@ -166,24 +193,24 @@ pub(crate) fn call_now(pipe: &Arc<Pipe>, id: u64, call: PreparedCall) -> Option<
         }
         Ok(None) => Some(call),
         Err(e) => {
-            pipe.finish_request(id, Err(e));
+            not_started(pipe, id, &call, e);
             None
         }
     }
 }
 
 /// Starts the call on a worker (it may resolve the name and connect).
-pub(crate) fn call_blocking(pipe: &Arc<Pipe>, id: u64, call: PreparedCall) {
+pub(crate) fn call_blocking(pipe: &Arc<Pipe>, id: u64, mut call: PreparedCall) {
     let serial = call.serial;
     let handle = match pipe.client.start_call_with_sink(
         &call.name,
         &call.method,
-        call.args,
-        call.opts,
-        call.sink,
+        std::mem::take(&mut call.args),
+        call.opts.clone(),
+        call.sink.clone(),
     ) {
         Ok(h) => h,
-        Err(e) => return pipe.finish_request(id, Err(e)),
+        Err(e) => return not_started(pipe, id, &call, e),
     };
     // Send what JavaScript streamed while the call was starting, then let
     // the pipe thread send directly. Only one thread sends at a time.
@@ -317,6 +344,24 @@ fn stop_server(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     server.stop();
     forget_signatures(pipe, &server.endpoint());
     Ok(json!(true))
+}
+
+/// Unmounts one of a server's names; the server goes on (under its other
+/// names, and at its endpoint).
+fn remove_name(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
+    let req: protocol::RemoveNameRequest = protocol::data(data, "removeName")?;
+    let server = lock(&pipe.servers)
+        .get(&req.server_id)
+        .cloned()
+        .ok_or_else(|| Error::no_exist(format!("no server {} on this pipe", req.server_id)))?;
+    server.rpc.remove_name(&req.name)?;
+    log::info!(
+        "pipe {}: server {} no longer serves {}",
+        pipe.id,
+        req.server_id,
+        req.name
+    );
+    Ok(Value::Null)
 }
 
 /// The signature of a name, cached by who asks (the pipe's principal: a

@@ -1,7 +1,9 @@
 //! The HTTP listener: `GET /ws` upgrades to a websocket pipe after the
-//! Origin check, `GET /health` answers JSON, `GET /` is the demo page and
-//! `GET /wspr.js` the JavaScript library (both built into the binary),
-//! everything else is 404.
+//! Origin check, `GET /health` answers JSON, `GET /metrics` the same
+//! figures and the calls' for Prometheus, `GET /` is the demo page and
+//! `GET /wspr.js` and `/wspr.d.ts` the JavaScript library and its types
+//! (built into the binary, and public: any origin may load them). HEAD is
+//! answered for each of those but `/ws`; everything else is 404.
 //!
 //! One accept thread (`wsprd-http`), and one thread per connection
 //! (`wsprd-pipe-<n>`) that reads the request (bounded in size and time)
@@ -22,6 +24,11 @@ use crate::wsprd::{Shared, pipe};
 const DEMO_PAGE: &str = include_str!("../../js/demo.html");
 /// The JavaScript library, served at `/wspr.js`.
 const WSPR_JS: &str = include_str!("../../js/wspr.js");
+/// Its TypeScript declarations, served at `/wspr.d.ts`.
+const WSPR_D_TS: &str = include_str!("../../js/wspr.d.ts");
+/// Lets a page of any origin load the library (public code; the
+/// websocket's Origin policy is a different matter, and unchanged).
+const CORS_ANY: &str = "Access-Control-Allow-Origin: *\r\n";
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -35,17 +42,18 @@ pub(crate) struct Http {
     conns: ThreadSet,
 }
 
+/// Binds the HTTP address (before anything else of the daemon starts).
+pub(crate) fn bind(listen: &str) -> Result<TcpListener> {
+    let addr = listen
+        .to_socket_addrs()
+        .map_err(|e| Error::bad_arg(format!("listen address {listen}: {e}")))?
+        .next()
+        .ok_or_else(|| Error::bad_arg("listen address resolves to nothing"))?;
+    TcpListener::bind(addr).map_err(|e| Error::listen_failed(addr, e))
+}
+
 impl Http {
-    pub(crate) fn start(shared: Arc<Shared>) -> Result<Http> {
-        let addr = shared
-            .config
-            .listen
-            .to_socket_addrs()
-            .map_err(|e| Error::bad_arg(format!("listen address {}: {e}", shared.config.listen)))?
-            .next()
-            .ok_or_else(|| Error::bad_arg("listen address resolves to nothing"))?;
-        let tcp = TcpListener::bind(addr)
-            .map_err(|e| Error::internal(format!("cannot listen on {addr}: {e}")))?;
+    pub(crate) fn start(shared: Arc<Shared>, tcp: TcpListener) -> Result<Http> {
         let local = tcp
             .local_addr()
             .map_err(|e| Error::internal(e.to_string()))?;
@@ -133,7 +141,20 @@ fn respond(
     content_type: &str,
     body: &[u8],
 ) -> std::io::Result<()> {
-    respond_now(stream, status, content_type, body)?;
+    respond_with(stream, status, content_type, "", body, true)
+}
+
+/// Answers with `extra` header lines (each ending in CRLF), the body only
+/// if `with_body` (HEAD: without), and closes gently (see below).
+fn respond_with(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    extra: &str,
+    body: &[u8],
+    with_body: bool,
+) -> std::io::Result<()> {
+    write_response(stream, status, content_type, extra, body, with_body)?;
     // Close gently: tell the client we are done, and read what it is still
     // sending for a moment, so that the close does not reset the
     // connection and destroy the answer before it is read.
@@ -157,6 +178,17 @@ fn respond_now(
     content_type: &str,
     body: &[u8],
 ) -> std::io::Result<()> {
+    write_response(stream, status, content_type, "", body, true)
+}
+
+fn write_response(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    extra: &str,
+    body: &[u8],
+    with_body: bool,
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -168,11 +200,13 @@ fn respond_now(
         _ => "Error",
     };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    if with_body {
+        stream.write_all(body)?;
+    }
     stream.flush()
 }
 
@@ -294,32 +328,76 @@ fn serve_http(shared: Arc<Shared>, id: u64, mut stream: TcpStream, peer: SocketA
             return;
         }
     };
-    if head.method != "GET" {
-        let _ = respond(&mut stream, 405, "text/plain", b"only GET is served\n");
-        return;
-    }
     let path = head.path.split('?').next().unwrap_or("");
-    match path {
-        "/ws" => upgrade(shared, id, stream, peer, head),
-        "/health" => {
-            let body = shared.health().to_string();
-            let _ = respond(&mut stream, 200, "application/json", body.as_bytes());
-        }
-        "/" => {
-            let _ = respond(
-                &mut stream,
-                200,
-                "text/html; charset=utf-8",
-                DEMO_PAGE.as_bytes(),
-            );
-        }
-        "/wspr.js" => {
-            let _ = respond(&mut stream, 200, "text/javascript", WSPR_JS.as_bytes());
-        }
-        _ => {
-            let _ = respond(&mut stream, 404, "text/plain", b"not found\n");
-        }
+    if path == "/ws" && head.method == "GET" {
+        return upgrade(shared, id, stream, peer, head);
     }
+    let path = path.to_string();
+    answer(&shared, &mut stream, &head.method, &path);
+}
+
+/// What `GET` answers at a path other than `/ws`.
+struct Resource {
+    content_type: &'static str,
+    body: std::borrow::Cow<'static, [u8]>,
+    /// Public code: any origin may load it.
+    public: bool,
+}
+
+fn resource(shared: &Shared, path: &str) -> Option<Resource> {
+    let fixed = |content_type, body: &'static str, public| Resource {
+        content_type,
+        body: body.as_bytes().into(),
+        public,
+    };
+    Some(match path {
+        "/" => fixed("text/html; charset=utf-8", DEMO_PAGE, false),
+        "/wspr.js" => fixed("text/javascript", WSPR_JS, true),
+        "/wspr.d.ts" => fixed("application/typescript; charset=utf-8", WSPR_D_TS, true),
+        "/health" => Resource {
+            content_type: "application/json",
+            body: shared.health().to_string().into_bytes().into(),
+            public: false,
+        },
+        "/metrics" => Resource {
+            content_type: crate::wsprd::metrics::CONTENT_TYPE,
+            body: crate::wsprd::metrics::render(&shared.health(), &shared.calls)
+                .into_bytes()
+                .into(),
+            public: false,
+        },
+        _ => return None,
+    })
+}
+
+/// Answers a request that is not a websocket upgrade: GET and HEAD of
+/// the resources above.
+fn answer(shared: &Shared, stream: &mut TcpStream, method: &str, path: &str) {
+    let resource = resource(shared, path);
+    let (get, head) = (method == "GET", method == "HEAD");
+    let _ = match resource {
+        Some(r) if get || head => {
+            let extra = if r.public { CORS_ANY } else { "" };
+            respond_with(stream, 200, r.content_type, extra, &r.body, get)
+        }
+        Some(_) => respond_with(
+            stream,
+            405,
+            "text/plain",
+            "Allow: GET, HEAD\r\n",
+            b"only GET and HEAD are served\n",
+            true,
+        ),
+        None if path == "/ws" => respond_with(
+            stream,
+            405,
+            "text/plain",
+            "Allow: GET\r\n",
+            b"GET /ws upgrades to a websocket; nothing else is served there\n",
+            !head,
+        ),
+        None => respond_with(stream, 404, "text/plain", "", b"not found\n", !head),
+    };
 }
 
 fn upgrade(shared: Arc<Shared>, id: u64, mut stream: TcpStream, peer: SocketAddr, head: Head) {

@@ -1,7 +1,8 @@
 //! The daemon: websocket pipes through which JavaScript calls RPC servers
 //! by name and serves servers whose objects live in JavaScript.
 //!
-//! - `http`: the HTTP listener (Origin check, upgrade, `/health`).
+//! - `http`: the HTTP listener (Origin check, upgrade, `/health`);
+//!   `metrics`: `/metrics`.
 //! - `ws`: the websocket layer (tungstenite), `protocol`: the messages.
 //! - `pipe`: a pipe's thread and flow table; `controller`: JavaScript's
 //!   requests.
@@ -28,6 +29,7 @@ mod dispatcher;
 mod http;
 pub mod identity;
 mod invoker;
+mod metrics;
 mod pipe;
 pub mod protocol;
 mod ws;
@@ -58,8 +60,13 @@ pub struct Config {
     pub rpc_listen: String,
     /// Name space roots; empty: run an embedded mount table. Default empty.
     pub namespace_roots: Vec<String>,
-    /// Where the embedded mount table listens. Default `127.0.0.1:0`.
+    /// Where the embedded mount table listens. Default `127.0.0.1:0`
+    /// (`wsprd serve`: `127.0.0.1:8125`, with `mounttable_fallback`).
     pub mounttable_listen: String,
+    /// When `mounttable_listen` is in use, the embedded mount table
+    /// listens on a free port of the same host instead, and says so in a
+    /// warning. Default false (an address in use is an error).
+    pub mounttable_fallback: bool,
     /// Origins allowed besides localhost (`*`: all). Default none.
     pub allowed_origins: Vec<String>,
     /// How long a lookup or authorization waits for JavaScript. Default 10 s.
@@ -110,6 +117,7 @@ impl Default for Config {
             rpc_listen: "127.0.0.1".into(),
             namespace_roots: vec![],
             mounttable_listen: "127.0.0.1:0".into(),
+            mounttable_fallback: false,
             allowed_origins: vec![],
             lookup_timeout: Duration::from_secs(10),
             max_message_bytes: 1 << 20,
@@ -162,6 +170,23 @@ impl Config {
         if self.mount_ttl < Duration::from_secs(1) {
             return bad("mount_ttl must be at least 1 s");
         }
+        socket_addr("the HTTP address (listen)", &self.listen)?;
+        socket_addr(
+            "the host of JavaScript's servers (rpc_listen)",
+            &format!("{}:0", self.rpc_listen),
+        )
+        .map_err(|_| {
+            Error::bad_arg(format!(
+                "the host of JavaScript's servers (rpc_listen) {:?} is not a host to listen on; give one such as 127.0.0.1",
+                self.rpc_listen
+            ))
+        })?;
+        if self.namespace_roots.is_empty() {
+            socket_addr(
+                "the mount table's address (mounttable_listen)",
+                &self.mounttable_listen,
+            )?;
+        }
         for r in &self.namespace_roots {
             if !r.starts_with('/') {
                 return Err(Error::bad_arg(format!(
@@ -171,6 +196,49 @@ impl Config {
             crate::naming::Name::parse(r)?;
         }
         Ok(())
+    }
+}
+
+/// The socket address `addr` names, or a `BadArg` naming the setting.
+fn socket_addr(setting: &str, addr: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .map_err(|e| {
+            Error::bad_arg(format!(
+                "{setting} {addr:?} is not an address to listen on ({e}); give HOST:PORT such as 127.0.0.1:8124"
+            ))
+        })?
+        .next()
+        .ok_or_else(|| Error::bad_arg(format!("{setting} {addr:?} resolves to no address")))
+}
+
+/// The embedded mount table on `config.mounttable_listen`, or on a free
+/// port of the same host if that is in use and `mounttable_fallback` is
+/// set.
+fn embedded_mount_table(config: &Config, client: &Client, server: &ServerConfig) -> Result<Server> {
+    let listen = |addr: &str| {
+        Server::listen_with(
+            addr,
+            Arc::new(MountTable::new(MountTableConfig::default())),
+            client.clone(),
+            server.clone(),
+            true,
+        )
+    };
+    match listen(&config.mounttable_listen) {
+        Err(e) if config.mounttable_fallback && e.is(crate::error::ids::EXISTS) => {
+            let mut free = socket_addr("mounttable_listen", &config.mounttable_listen)?;
+            free.set_port(0);
+            let mt = listen(&free.to_string())?;
+            log::warn!(
+                "the mount table {}; it listens on {} instead, so tools need --namespace-root {}",
+                e.msg(),
+                mt.listener().local_addr(),
+                mt.name()
+            );
+            Ok(mt)
+        }
+        r => r,
     }
 }
 
@@ -229,6 +297,8 @@ pub(crate) struct Shared {
     /// registers after that closes itself.
     pub closing: AtomicBool,
     pub stats: Stats,
+    /// JavaScript's calls that have ended, for `/metrics`.
+    pub calls: metrics::CallMetrics,
 }
 
 impl Shared {
@@ -276,6 +346,9 @@ impl Daemon {
     /// the HTTP listener.
     pub fn spawn(config: Config) -> Result<Daemon> {
         config.validate()?;
+        // The HTTP address first: a daemon that cannot have it starts
+        // nothing else.
+        let http_listener = http::bind(&config.listen)?;
         let principal = match &config.principal {
             Some(p) => p.clone(),
             None => Arc::new(Principal::new_self_blessed("wsprd")?),
@@ -299,13 +372,7 @@ impl Daemon {
             ..Default::default()
         };
         let mount_table = if config.namespace_roots.is_empty() {
-            let mt = Server::listen_with(
-                &config.mounttable_listen,
-                Arc::new(MountTable::new(MountTableConfig::default())),
-                client.clone(),
-                server_config.clone(),
-                true,
-            )?;
+            let mt = embedded_mount_table(&config, &client, &server_config)?;
             namespace.set_roots(vec![mt.name()]);
             Some(mt)
         } else {
@@ -334,9 +401,10 @@ impl Daemon {
             pipes: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             stats: Stats::default(),
+            calls: metrics::CallMetrics::default(),
             config,
         });
-        let http = http::Http::start(shared.clone())?;
+        let http = http::Http::start(shared.clone(), http_listener)?;
         log::info!(
             "wsprd listening on http://{} (websocket at /ws), name space root {}, principal {}",
             http.local_addr(),

@@ -40,6 +40,9 @@ pub enum InType {
     Namespace,
     /// 17: cancel a call.
     Cancel,
+    /// 19: stop serving a server under one of its names (an extension of
+    /// the contract; docs/protocol.md).
+    RemoveName,
 }
 
 impl InType {
@@ -60,6 +63,7 @@ impl InType {
             12 => InType::AuthResponse,
             13 => InType::Namespace,
             17 => InType::Cancel,
+            19 => InType::RemoveName,
             _ => return None,
         })
     }
@@ -72,6 +76,7 @@ impl InType {
                 | InType::Serve
                 | InType::Signature
                 | InType::StopServer
+                | InType::RemoveName
                 | InType::BlessIdentity
                 | InType::UnlinkIdentity
                 | InType::CreateIdentity
@@ -256,6 +261,16 @@ pub struct CallRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ServeRequest {
     /// The name to mount the server under.
+    pub name: String,
+    /// JavaScript's number for the server.
+    pub server_id: u64,
+}
+
+/// `data` of removeName (19): a name of one of this pipe's servers.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoveNameRequest {
+    /// The name to unmount the server from.
     pub name: String,
     /// JavaScript's number for the server.
     pub server_id: u64,
