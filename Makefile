@@ -1,10 +1,14 @@
 # wspr: the two commands a newcomer needs are `make run` and `make test`.
+# `make test` installs what its tests need when it is missing (Chromium
+# from Debian, js/'s npm packages from the lockfile), saying so in one line.
 
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8124
-MOUNTTABLE ?= 127.0.0.1:8125
+# Empty: the daemon's default, 127.0.0.1:8125 (or a free port, with a
+# warning, when that is taken).
+MOUNTTABLE ?=
 
-.PHONY: build run test test-rust test-node test-browser js-deps bench soak lint fmt doc clean fuzz
+.PHONY: build run test test-rust test-node test-browser js-deps browser-deps node-check bench soak lint fmt doc clean fuzz
 
 build:
 	$(CARGO) build --release
@@ -12,7 +16,7 @@ build:
 # The daemon with its embedded mount table (and the demo object), in the
 # foreground. Stop it with Ctrl-C.
 run: build
-	./target/release/wsprd serve --listen $(LISTEN) --mounttable-listen $(MOUNTTABLE) --demo
+	./target/release/wsprd serve --listen $(LISTEN) $(if $(MOUNTTABLE),--mounttable-listen $(MOUNTTABLE)) --demo
 
 test: test-rust test-node test-browser
 
@@ -27,21 +31,47 @@ test-rust:
 NODE ?= node
 NODE_TEST = $(NODE) --experimental-websocket --test
 
+# Node 20 or later runs the JavaScript tests (Debian 12's own is 18).
+node-check:
+	@major=$$($(NODE) -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0); \
+	if [ "$$major" -lt 20 ]; then \
+	  echo "make: the JavaScript tests need Node 20 or later (found: $$($(NODE) --version 2>/dev/null || echo none))" >&2; \
+	  exit 1; \
+	fi
+
 # npm ci when the lockfile is newer than node_modules (or there is none).
-js/node_modules/.package-lock.json: js/package-lock.json
-	cd js && npm ci --no-audit --no-fund
+js/node_modules/.package-lock.json: js/package-lock.json | node-check
+	@echo "make: installing js/'s npm packages from js/package-lock.json (npm ci: playwright-core, typescript)"
+	cd js && npm ci --no-audit --no-fund --loglevel=error
 
 js-deps: js/node_modules/.package-lock.json
+
+# Chromium for the browser tests: Debian's package, installed with apt-get
+# (as root, or through sudo) when /usr/bin/chromium is missing. apt-get's
+# own output goes to target/apt-chromium.log (shown if it fails).
+CHROMIUM ?= /usr/bin/chromium
+browser-deps:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$(CHROMIUM)" != /usr/bin/chromium ]; then \
+	    echo "make: CHROMIUM=$(CHROMIUM) is missing" >&2; exit 1; \
+	  fi; \
+	  echo "make: installing Chromium from Debian for the browser tests (apt-get install chromium)"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  mkdir -p target; \
+	  { $$sudo apt-get update -q && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+	    > target/apt-chromium.log 2>&1 || { cat target/apt-chromium.log >&2; exit 1; }; \
+	fi
 
 test-node: js-deps
 	$(CARGO) build --bin wsprd
 	cd js && $(NODE_TEST) test/*.test.js
 
 # The demo page in headless Chromium (/usr/bin/chromium, Debian's package),
-# driven by playwright-core; leaves target/artifacts/demo.png.
-test-browser: js-deps
+# driven by playwright-core; leaves screenshots in target/artifacts/.
+test-browser: js-deps browser-deps
 	$(CARGO) build --bin wsprd
-	cd js && $(NODE_TEST) test/browser/*.test.js
+	cd js && CHROMIUM=$(CHROMIUM) $(NODE_TEST) test/browser/*.test.js
 
 bench:
 	$(CARGO) bench --bench rpc --bench wsprd

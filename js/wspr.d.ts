@@ -5,7 +5,7 @@ export type Json = null | boolean | number | string | Json[] | { [key: string]: 
 
 // ----------------------------------------------------------------- errors
 
-/** The contract's error ids (PROTOCOL.md section 4). */
+/** The protocol's error ids (docs/protocol.md, section 4). */
 export declare const errorIds: {
   readonly aborted: 'veyron2/verror.Aborted';
   readonly badArg: 'veyron2/verror.BadArg';

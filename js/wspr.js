@@ -1,8 +1,9 @@
 // wspr.js: the JavaScript side of wsprd.
 //
 // One ES module with no dependencies, for browsers and Node (20 and later).
-// It speaks the websocket protocol of ../shared/spec/PROTOCOL.md: JavaScript
-// starts its flows with odd ids, the daemon starts its flows with even ids.
+// It speaks wsprd's websocket protocol (docs/protocol.md in the wspr
+// repository): JavaScript starts its flows with odd ids, the daemon starts
+// its flows with even ids.
 //
 //   const rt = await connect('ws://127.0.0.1:8124/ws');
 //   const adder = await rt.bindTo('demo/adder');
@@ -13,7 +14,7 @@
 
 // ---------------------------------------------------------------- errors
 
-/** The contract's error ids (PROTOCOL.md section 4). */
+/** The protocol's error ids (docs/protocol.md, section 4). */
 export const errorIds = Object.freeze({
   aborted: 'veyron2/verror.Aborted',
   badArg: 'veyron2/verror.BadArg',
