@@ -224,41 +224,106 @@ export interface ServeOptions {
 /** A server whose objects live in this runtime. */
 export declare class Server {
   private constructor();
-  /** `@w1@host:port@rid@s@@`; `/<endpoint>/<suffix>` reaches the server directly. */
+  /**
+   * `@w1@host:port@rid@s@@`; `/<endpoint>/<suffix>` reaches the server
+   * directly. A runtime that reconnects serves it again at a new endpoint.
+   */
   readonly endpoint: string;
-  /** The names it is served under. */
+  /** The names it is served under (a copy). */
   readonly names: string[];
   readonly serverId: number;
   readonly stopped: boolean;
   /** Serves it under one more name (ExistsError if it already has it). */
   addName(name: string): Promise<void>;
+  /** Stops serving it under `name`; it goes on under its other names (NoExistError: not one of its names). */
+  removeName(name: string): Promise<void>;
   /** Unmounts and stops it; calls in flight are cancelled. Idempotent. */
   stop(): Promise<void>;
 }
 
 // ---------------------------------------------------------------- runtime
 
+/** How a runtime reconnects: waits doubling from `initialDelay` to `maxDelay` ms, each a random half to all of that. */
+export interface ReconnectOptions {
+  /** Milliseconds before the first attempt (default 250). */
+  initialDelay?: number;
+  /** The cap of the wait between attempts (default 10000). */
+  maxDelay?: number;
+}
+
 export interface ConnectOptions {
   /** A WebSocket constructor, where there is no global one. */
   WebSocket?: new (url: string) => WebSocket;
-  /** Milliseconds to wait for the connection (default 10000; 0: no limit). */
+  /** Milliseconds to wait for a connection (default 10000; 0: no limit). */
   timeout?: number;
+  /**
+   * When the pipe is lost, open a new one (exponential back-off with
+   * jitter, capped) and serve every server again under all its names.
+   * Calls in flight fail with ConnectionError at once; new calls wait,
+   * within their timeout, for the pipe to come back. Default: on for
+   * `connect()` with no URL in a page, off otherwise. The first connection
+   * is not retried.
+   */
+  reconnect?: boolean | ReconnectOptions;
   /** The daemon's --max-message-bytes (default 1 MiB): larger messages throw BadArgError instead of closing the pipe. */
   maxMessageBytes?: number;
   /** Sees every message on the pipe. */
   trace?: (direction: 'send' | 'recv', message: { id: number; type: number; data?: Json; message?: Json }) => void;
 }
 
+/** Where a runtime's pipe stands. */
+export type RuntimeState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** A runtime's `state` event. */
+export declare class StateEvent extends Event {
+  private constructor();
+  readonly type: 'state';
+  /** The new state. */
+  readonly state: RuntimeState;
+  /** Why the pipe was lost, closed, or could not be opened again; null otherwise. */
+  readonly error: Error | null;
+}
+
+/** A runtime's `serveerror` event: a server's name could not be served again after a reconnect. */
+export declare class ServeErrorEvent extends Event {
+  private constructor();
+  readonly type: 'serveerror';
+  readonly server: Server;
+  readonly name: string;
+  readonly error: Error;
+}
+
+export interface RuntimeEventMap {
+  state: StateEvent;
+  serveerror: ServeErrorEvent;
+}
+
 /** A pipe to wsprd. */
-export declare class Runtime {
+export declare class Runtime extends EventTarget {
   private constructor();
   /** The websocket URL. */
   readonly url: string;
-  /** Resolves, with the reason, once the runtime has closed. Never rejects. */
+  /** Resolves, with the reason, once the runtime has closed for good. Never rejects. */
   readonly closed: Promise<ConnectionError>;
+  /** Whether it has closed for good (close(), or a lost pipe without reconnect). */
   readonly isClosed: boolean;
-  /** Closes the pipe: everything pending fails with ConnectionError. Idempotent. */
+  /** 'open'; 'reconnecting' (waiting to try again) and 'connecting' (trying) while the pipe is lost; 'closed'. */
+  readonly state: RuntimeState;
+  /** Closes the pipe for good: everything pending fails with ConnectionError. Idempotent. */
   close(): void;
+
+  addEventListener<K extends keyof RuntimeEventMap>(
+    type: K,
+    listener: (this: Runtime, ev: RuntimeEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof RuntimeEventMap>(
+    type: K,
+    listener: (this: Runtime, ev: RuntimeEventMap[K]) => unknown,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
 
   /** The signature of the object named `name`. */
   signature(name: string, options?: RequestOptions): Promise<Signature>;
@@ -268,7 +333,10 @@ export declare class Runtime {
   call(name: string, method: string, args?: Json[], options?: RawCallOptions & { streaming?: false }): Promise<Json[]>;
   call(name: string, method: string, args: Json[], options: RawCallOptions & { streaming: true }): Call<Json[]>;
 
-  /** Serves a dispatcher, or an object as a leaf (suffix "" only, cacheable lookups). */
+  /**
+   * Serves a dispatcher, or an object as a leaf (suffix "" only, cacheable
+   * lookups). An object with no methods publishes the name.
+   */
   serve(name: string, target: Dispatcher | object, options?: ServeOptions): Promise<Server>;
 
   /** Names matching a pattern (`*` one element, `...` any depth). */
@@ -283,6 +351,7 @@ export declare class Runtime {
 
 /**
  * Opens a pipe to wsprd: `ws://host:port/ws` (an http URL of the daemon
- * works too; in a page the daemon serves, the URL may be left out).
+ * works too; in a page the daemon serves, the URL may be left out, and
+ * the runtime then reconnects by default).
  */
 export declare function connect(url?: string, options?: ConnectOptions): Promise<Runtime>;

@@ -5,7 +5,7 @@
 // repository): JavaScript starts its flows with odd ids, the daemon starts
 // its flows with even ids.
 //
-//   const rt = await connect('ws://127.0.0.1:8124/ws');
+//   const rt = await connect('ws://127.0.0.1:8124/ws', { reconnect: true });
 //   const adder = await rt.bindTo('demo/adder');
 //   await adder.add(2, 3);                         // 5
 //   const server = await rt.serve('me/hello', { hello(ctx, who) { return `hi ${who}`; } });
@@ -130,6 +130,8 @@ const IN = Object.freeze({
   authResponse: 12,
   namespace: 13,
   cancel: 17,
+  // An extension of wspr's: docs/protocol.md.
+  removeName: 19,
 });
 // Types the daemon sends.
 const OUT = Object.freeze({
@@ -500,9 +502,8 @@ export function signatureOf(service, explicit) {
       throw new BadArgError(`the signature names method ${name}, but the service has no such function`);
     }
   }
-  if (Object.keys(sig).length === 0) {
-    throw new BadArgError('the service has no methods (methods whose names start with _ are not served)');
-  }
+  // An object with no methods is a signature with none: serving it
+  // publishes a name (every call of it is NoExist).
   return sig;
 }
 
@@ -534,15 +535,25 @@ export class Server {
   #stopping = null;
 
   /** @internal */
-  constructor(rt, state, endpoint, name) {
+  constructor(rt, state) {
     this.#rt = rt;
     this.#state = state;
-    /** The server's endpoint; `/<endpoint>/<suffix>` reaches it directly. */
-    this.endpoint = endpoint;
-    /** The names it is served under. */
-    this.names = [name];
+    state.server = this;
     /** The number the pipe knows it by. */
     this.serverId = state.id;
+  }
+
+  /**
+   * The server's endpoint; `/<endpoint>/<suffix>` reaches it directly. A
+   * runtime that reconnects serves it again, at a new endpoint.
+   */
+  get endpoint() {
+    return this.#state.endpoint;
+  }
+
+  /** The names it is served under. */
+  get names() {
+    return [...this.#state.names];
   }
 
   /** Whether the server was stopped (by stop(), or by its runtime's end). */
@@ -554,8 +565,34 @@ export class Server {
   async addName(name) {
     checkName('addName', name);
     if (this.#state.stopped) throw new BadArgError(`addName: server ${this.serverId} was stopped`);
-    await this.#rt._request(IN.serve, { name, serverId: this.#state.id });
-    this.names.push(name);
+    if (this.#state.names.includes(name)) throw new ExistsError(`addName: server ${this.serverId} is already served as ${name}`);
+    await this.#rt._request(IN.serve, { name, serverId: this.#state.id }, { what: `addName ${name}` });
+    if (!this.#state.names.includes(name)) this.#state.names.push(name);
+  }
+
+  /**
+   * Stops serving it under `name` (the daemon unmounts that name); the
+   * server goes on under its other names and at its endpoint. A name it
+   * does not have: NoExistError.
+   */
+  async removeName(name) {
+    checkName('removeName', name);
+    if (this.#state.stopped) throw new BadArgError(`removeName: server ${this.serverId} was stopped`);
+    const i = this.#state.names.indexOf(name);
+    if (i < 0) throw new NoExistError(`removeName: server ${this.serverId} is not served as ${name}`);
+    // Forgotten at once, so that a runtime that reconnects does not serve
+    // it again.
+    this.#state.names.splice(i, 1);
+    try {
+      await this.#rt._request(IN.removeName, { name, serverId: this.#state.id }, { what: `removeName ${name}` });
+    } catch (e) {
+      // Not served by the daemon (a pipe that came back before the server
+      // was served again, say): removed all the same.
+      if (!(e instanceof NoExistError)) {
+        if (!this.#state.names.includes(name)) this.#state.names.splice(i, 0, name);
+        throw e;
+      }
+    }
   }
 
   /**
@@ -567,12 +604,17 @@ export class Server {
     if (!this.#stopping) {
       this.#stopping = (async () => {
         if (this.#state.stopped) return;
+        if (!this.#rt._isConnected) {
+          // The daemon dropped it with the pipe; it is not served again.
+          this.#rt._dropServer(this.#state, new AbortedError(`server ${this.serverId} was stopped`));
+          return;
+        }
         try {
           await this.#rt._request(IN.stopServer, this.#state.id);
         } catch (e) {
-          // The runtime closed, or the daemon no longer has the server:
-          // it is stopped all the same. Anything else: stop() may be
-          // tried again.
+          // The runtime closed or lost its pipe, or the daemon no longer
+          // has the server: it is stopped all the same. Anything else:
+          // stop() may be tried again.
           if (!(e instanceof ConnectionError || e instanceof NoExistError)) {
             this.#stopping = null;
             throw e;
@@ -590,6 +632,12 @@ class ServerState {
     this.id = id;
     this.dispatcher = dispatcher;
     this.stopped = false;
+    /** The names it is served under, in order. */
+    this.names = [];
+    /** Its endpoint on the current pipe. */
+    this.endpoint = '';
+    /** Its Server, once made. */
+    this.server = null;
     /** handle -> {service, authorizer, signature, pinned, active} */
     this.handles = new Map();
     /** service -> authorizer (or NO_AUTH) -> handle */
@@ -664,11 +712,70 @@ function leafDispatcher(name, service, authorizer, signature) {
 
 // ------------------------------------------------------------- runtime
 
+/** What a runtime's `state` event says: its new state, and why. */
+export class StateEvent extends Event {
+  /** @internal */
+  constructor(state, error) {
+    super('state');
+    /** 'connecting', 'open', 'reconnecting' or 'closed'. */
+    this.state = state;
+    /** Why the pipe was lost or closed (reconnecting, closed), or the last attempt failed. */
+    this.error = error ?? null;
+  }
+}
+
+/** What a runtime's `serveerror` event says: a name not served again after a reconnect. */
+export class ServeErrorEvent extends Event {
+  /** @internal */
+  constructor(server, name, error) {
+    super('serveerror');
+    this.server = server;
+    this.name = name;
+    this.error = error;
+  }
+}
+
+const DEFAULT_RECONNECT = Object.freeze({ initialDelay: 250, maxDelay: 10_000 });
+
+function checkReconnect(r) {
+  if (r === undefined || r === false) return null;
+  if (r === true) return { ...DEFAULT_RECONNECT };
+  if (!isPlainObject(r)) {
+    throw new BadArgError(`connect: reconnect must be true, false or {initialDelay, maxDelay}, not ${describe(r)}`);
+  }
+  const o = checkOptions('connect: reconnect', r, ['initialDelay', 'maxDelay']);
+  const out = { ...DEFAULT_RECONNECT };
+  for (const k of ['initialDelay', 'maxDelay']) {
+    if (o[k] === undefined) continue;
+    if (typeof o[k] !== 'number' || !Number.isFinite(o[k]) || o[k] <= 0) {
+      throw new BadArgError(`connect: reconnect.${k} must be a number of milliseconds > 0, not ${describe(o[k])}`);
+    }
+    out[k] = o[k];
+  }
+  if (out.maxDelay < out.initialDelay) {
+    throw new BadArgError(`connect: reconnect.maxDelay (${out.maxDelay}) is less than initialDelay (${out.initialDelay})`);
+  }
+  return out;
+}
+
 /**
- * A connection (pipe) to wsprd. Made by `connect`.
+ * The wait before reconnect attempt `n` (0, 1, ...): doubling from
+ * `initialDelay` up to `maxDelay`, of which a random half ("equal jitter",
+ * so that many clients of a restarted daemon do not come back at once).
  */
-export class Runtime {
-  #ws;
+function backoff(n, { initialDelay, maxDelay }) {
+  const d = Math.min(maxDelay, initialDelay * 2 ** Math.min(n, 30));
+  return d / 2 + Math.random() * (d / 2);
+}
+
+/**
+ * A connection (pipe) to wsprd. Made by `connect`. It is an EventTarget:
+ * `state` events (a StateEvent) tell when the pipe is lost and comes back,
+ * `serveerror` events (a ServeErrorEvent) when a name could not be served
+ * again after that.
+ */
+export class Runtime extends EventTarget {
+  #ws = null;
   #nextId = 1;
   #nextServerId = 0;
   /** JavaScript's flows: odd id -> {onFinal, onStream, onStreamClose, onError, fail} */
@@ -680,45 +787,197 @@ export class Runtime {
   #resolveClosed;
   #trace;
   #maxBytes;
-  #listeners;
+  #listeners = null;
+  /** 'connecting' | 'open' | 'reconnecting' | 'closed' */
+  #state = 'open';
+  /** Settings of reconnecting, or null. */
+  #reconnect;
+  #openSocket;
+  /** Counts pipes: what belongs to a lost pipe is dropped. */
+  #generation = 0;
+  #attempts = 0;
+  #retryTimer;
+  /** Requests and calls waiting for the pipe to come back: {run, fail}. */
+  #waiting = new Set();
 
   /** @internal Use connect(). */
-  constructor(ws, url, options) {
-    this.#ws = ws;
+  constructor(ws, url, options, openSocket) {
+    super();
     this.#trace = options.trace;
     this.#maxBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.#reconnect = options.reconnect;
+    this.#openSocket = openSocket;
     /** The websocket's URL. */
     this.url = url;
-    /** Resolves, with the reason, when the runtime has closed. Never rejects. */
+    /** Resolves, with the reason, when the runtime has closed for good. Never rejects. */
     this.closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
+    this.#attach(ws);
+  }
+
+  /** Whether the runtime has closed for good (close(), or a lost pipe without reconnect). */
+  get isClosed() {
+    return this.#closedWith !== null;
+  }
+
+  /** 'open', 'reconnecting' (waiting to try again), 'connecting' (trying) or 'closed'. */
+  get state() {
+    return this.#state;
+  }
+
+  /** @internal Whether there is a pipe to send on (open, or being set up again). */
+  get _isConnected() {
+    return this.#ws !== null && this.#closedWith === null;
+  }
+
+  /**
+   * Closes the pipe for good. Every pending call, request and stream fails
+   * with a ConnectionError; served objects stop being reachable (the daemon
+   * unmounts them); contexts of calls in flight abort.
+   */
+  close() {
+    if (this.#closedWith) return;
+    const ws = this.#ws;
+    this.#shutdown(new ConnectionError('the runtime was closed by close()'));
+    try {
+      ws?.close(1000, 'closed by the client');
+    } catch {
+      // Closing a socket that is already closing.
+    }
+  }
+
+  #setState(state, error) {
+    if (this.#state === state && state !== 'reconnecting') return;
+    this.#state = state;
+    try {
+      this.dispatchEvent(new StateEvent(state, error));
+    } catch {
+      // A listener that throws is the listener's problem.
+    }
+  }
+
+  #attach(ws) {
+    this.#ws = ws;
+    this.#generation++;
+    const generation = this.#generation;
     this.#listeners = {
       message: (ev) => this.#onFrame(ev.data),
-      close: (ev) => this.#shutdown(new ConnectionError(`the connection to wsprd closed: ${closeReason(ev)}`)),
+      close: (ev) => {
+        if (generation === this.#generation) {
+          this.#lost(new ConnectionError(`the connection to wsprd closed: ${closeReason(ev)}`));
+        }
+      },
       error: () => {},
     };
     for (const [k, f] of Object.entries(this.#listeners)) ws.addEventListener(k, f);
   }
 
-  /** Whether the runtime has closed. */
-  get isClosed() {
-    return this.#closedWith !== null;
+  #detach() {
+    const ws = this.#ws;
+    if (!ws) return;
+    for (const [k, f] of Object.entries(this.#listeners)) ws.removeEventListener(k, f);
+    this.#ws = null;
+    this.#generation++;
+  }
+
+  /** Everything that was in flight on the pipe fails with `err`. */
+  #failInFlight(err) {
+    const flows = [...this.#flows.values()];
+    this.#flows.clear();
+    for (const f of flows) f.fail(err);
+    for (const req of [...this.#daemonFlows.values()]) this.#endRequest(req, err);
+  }
+
+  /** The pipe is gone (not by close()): reconnect, or close for good. */
+  #lost(err) {
+    if (this.#closedWith) return;
+    if (!this.#reconnect) {
+      this.#shutdown(err);
+      return;
+    }
+    this.#detach();
+    this.#failInFlight(err);
+    this.#setState('reconnecting', err);
+    this.#scheduleAttempt();
+  }
+
+  #scheduleAttempt() {
+    const delay = backoff(this.#attempts++, this.#reconnect);
+    this.#retryTimer = setTimeout(() => this.#attempt(), delay);
+  }
+
+  async #attempt() {
+    this.#retryTimer = undefined;
+    if (this.#closedWith) return;
+    this.#setState('connecting', null);
+    let ws;
+    try {
+      ws = await this.#openSocket();
+    } catch (e) {
+      if (this.#closedWith) return;
+      this.#setState('reconnecting', e);
+      this.#scheduleAttempt();
+      return;
+    }
+    if (this.#closedWith) {
+      try {
+        ws.close(1000, 'closed by the client');
+      } catch {
+        // Already closing.
+      }
+      return;
+    }
+    this.#attach(ws);
+    const generation = this.#generation;
+    await this.#serveAgain(generation);
+    if (generation !== this.#generation || this.#closedWith) return;
+    this.#attempts = 0;
+    this.#setState('open', null);
+    const waiting = [...this.#waiting];
+    this.#waiting.clear();
+    for (const w of waiting) w.run();
+  }
+
+  /** Serves every server again under each of its names, on a new pipe. */
+  async #serveAgain(generation) {
+    for (const state of [...this.#servers.values()]) {
+      let served = false;
+      for (const name of [...state.names]) {
+        if (generation !== this.#generation || state.stopped) break;
+        try {
+          const endpoint = await this._request(IN.serve, { name, serverId: state.id }, { what: `serve ${name} again`, now: true });
+          if (!served) state.endpoint = endpoint;
+          served = true;
+        } catch (e) {
+          if (generation !== this.#generation) return;
+          try {
+            this.dispatchEvent(new ServeErrorEvent(state.server, name, e));
+          } catch {
+            // A listener that throws is the listener's problem.
+          }
+        }
+      }
+      // Stopped while it was being served again: stop it on the daemon too.
+      if (served && state.stopped && generation === this.#generation) {
+        this._request(IN.stopServer, state.id, { now: true }).catch(() => {});
+      }
+    }
   }
 
   /**
-   * Closes the pipe. Every pending call, request and stream fails with a
-   * ConnectionError; served objects stop being reachable (the daemon
-   * unmounts them); contexts of calls in flight abort.
+   * Runs `run` now if the pipe is open; else once it is back (reconnect),
+   * unless the runtime closes first (`fail`). Returns a function that
+   * withdraws it.
    */
-  close() {
-    if (this.#closedWith) return;
-    this.#shutdown(new ConnectionError('the runtime was closed by close()'));
-    try {
-      this.#ws.close(1000, 'closed by the client');
-    } catch {
-      // Closing a socket that is already closing.
+  #whenOpen(run, fail) {
+    if (this.#state === 'open') {
+      run();
+      return () => {};
     }
+    const w = { run, fail };
+    this.#waiting.add(w);
+    return () => this.#waiting.delete(w);
   }
 
   // ---- sending
@@ -752,61 +1011,84 @@ export class Runtime {
     }
   }
 
-  /** Sends on a flow that is already open; false if the runtime is closed. */
+  /** Sends on a flow that is already open; false if there is no pipe. */
   #sendOn(id, type, data, what) {
-    if (this.#closedWith) return false;
+    if (this.#closedWith || !this.#ws) return false;
     this.#sendText(this.#encode(id, type, data, what));
     return true;
   }
 
   /**
    * @internal Starts a flow of JavaScript's and resolves with its Final
-   * (rejects with its Error). `onStream` gets Stream items.
+   * (rejects with its Error). `onStream` gets Stream items. While the pipe
+   * is being reconnected, it waits (within `timeout`) until it is back;
+   * `now` sends at once (serving again on a new pipe).
    */
-  _request(type, data, { what = typeNames.in[type], onStream, signal, timeout = 0 } = {}) {
+  _request(type, data, { what = typeNames.in[type], onStream, signal, timeout = 0, now = false } = {}) {
     return new Promise((resolve, reject) => {
       this.#checkOpen(what);
       if (signal?.aborted) {
         throw new AbortedError(`${what}: cancelled by its AbortSignal`, { cause: signal.reason });
       }
-      const id = this.#nextId;
-      const text = this.#encode(id, type, data, what);
-      this.#nextId += 2;
+      if (now && !this._isConnected) {
+        throw new ConnectionError(`${what}: the pipe to wsprd was lost`);
+      }
+      const ready = now || this.#state === 'open';
+      let id;
+      let text;
+      if (ready) {
+        // Bad data throws here, before anything is sent.
+        id = this.#nextId;
+        text = this.#encode(id, type, data, what);
+        this.#nextId += 2;
+      } else {
+        // Bad data throws here, before anything waits.
+        this.#encode(0, type, data, what);
+      }
       let done = false;
+      let withdraw = () => {};
       const settle = (f, v) => {
         if (done) return;
         done = true;
         clear();
+        withdraw();
         f(v);
       };
       // Given up on locally: the flow is forgotten at once, and whatever
       // the daemon answers later is dropped as an answer to no flow.
       const giveUp = (err) => {
-        this.#flows.delete(id);
+        if (id !== undefined) this.#flows.delete(id);
         settle(reject, err);
       };
       const clear = deadline(
         signal,
         timeout,
         (reason) => giveUp(new AbortedError(`${what}: cancelled by its AbortSignal`, { cause: reason })),
-        () => giveUp(new TimeoutError(`${what}: no answer within ${timeout} ms`)),
+        () =>
+          giveUp(
+            new TimeoutError(`${what}: no answer within ${timeout} ms${this.#state === 'open' ? '' : ' (the pipe to wsprd is not back)'}`),
+          ),
       );
-      this.#flows.set(id, {
-        onFinal: (m) => settle(resolve, m),
-        onError: (e) => settle(reject, e),
-        onStream: (v) => !done && onStream?.(v),
-        onStreamClose: () => {},
-        fail: (e) => settle(reject, e),
-      });
-      this.#sendText(text);
+      const start = () => {
+        if (done) return;
+        if (id === undefined) {
+          id = this.#nextId;
+          text = this.#encode(id, type, data, what);
+          this.#nextId += 2;
+        }
+        this.#flows.set(id, {
+          onFinal: (m) => settle(resolve, m),
+          onError: (e) => settle(reject, e),
+          onStream: (v) => !done && onStream?.(v),
+          onStreamClose: () => {},
+          fail: (e) => settle(reject, e),
+        });
+        this.#sendText(text);
+      };
+      if (ready) start();
+      else withdraw = this.#whenOpen(start, (e) => settle(reject, e));
     });
   }
-
-  /**
-   * Calls `method` of the object named `name` with `args`. Resolves with
-   * the Final array (every result, no error slot). With `streaming: true`
-   * it returns a Call at once (awaitable, with a stream).
-   */
   call(name, method, args = [], options = {}) {
     checkName('call', name);
     if (typeof method !== 'string' || method === '') {
@@ -835,16 +1117,24 @@ export class Runtime {
     } else if (signal?.aborted) {
       early = new AbortedError(`${what}: cancelled by its AbortSignal before it started`, { cause: signal.reason });
     } else {
-      // Bad arguments throw here, before anything is sent.
+      // Bad arguments throw here, before anything is sent or waits.
       id = this.#nextId;
       text = this.#encode(id, IN.call, data, `the arguments of ${what}`);
       this.#nextId += 2;
     }
+    // Items written while the call waits for the pipe go after it.
+    let sent = false;
+    const queued = [];
+    const sendOrQueue = (type, v, itemWhat) => {
+      const t = this.#encode(id, type, v, itemWhat);
+      if (!sent) queued.push(t);
+      else if (!this.#closedWith && this.#ws) this.#sendText(t);
+    };
     if (streaming) {
       stream = new Stream(
         what,
-        (v) => this.#sendOn(id, IN.streamValue, v, `a stream item of ${what}`),
-        () => this.#sendOn(id, IN.streamClose, undefined, what),
+        (v) => sendOrQueue(IN.streamValue, v, `a stream item of ${what}`),
+        () => sendOrQueue(IN.streamClose, undefined, what),
       );
     }
     const promise = new Promise((resolve, reject) => {
@@ -855,10 +1145,15 @@ export class Runtime {
         return;
       }
       let done = false;
+      let withdraw = () => {};
+      let waitTimer;
+      let waitingSince;
       const finish = (err, results) => {
         if (done) return;
         done = true;
         clear();
+        withdraw();
+        clearTimeout(waitTimer);
         if (stream) {
           stream[FINISH](err ? `the call failed: ${err.message}` : 'the call has finished');
           if (err) stream[FAIL](err);
@@ -872,19 +1167,44 @@ export class Runtime {
         0,
         (reason) => {
           // Tell the daemon; its Aborted reply ends the flow.
-          this.#sendOn(id, IN.cancel, undefined, what);
+          if (sent) this.#sendOn(id, IN.cancel, undefined, what);
           finish(new AbortedError(`${what}: cancelled by its AbortSignal`, { cause: reason }));
         },
         () => {},
       );
-      this.#flows.set(id, {
-        onFinal: (m) => finish(null, Array.isArray(m) ? m : [m]),
-        onError: (e) => finish(e),
-        onStream: (v) => !done && stream?.[PUSH](v),
-        onStreamClose: () => !done && stream?.[CLOSE](),
-        fail: (e) => finish(e),
-      });
-      this.#sendText(text);
+      const start = () => {
+        if (done) return;
+        let t = text;
+        if (waitingSince !== undefined && timeout > 0) {
+          // What is left of the call's own deadline after waiting.
+          const left = Math.max(1, Math.round(timeout - (Date.now() - waitingSince)));
+          t = this.#encode(id, IN.call, { ...data, timeout: left }, `the arguments of ${what}`);
+        }
+        this.#flows.set(id, {
+          onFinal: (m) => finish(null, Array.isArray(m) ? m : [m]),
+          onError: (e) => finish(e),
+          onStream: (v) => !done && stream?.[PUSH](v),
+          onStreamClose: () => !done && stream?.[CLOSE](),
+          fail: (e) => finish(e),
+        });
+        sent = true;
+        this.#sendText(t);
+        for (const q of queued.splice(0)) this.#sendText(q);
+      };
+      if (this.#state === 'open') {
+        start();
+        return;
+      }
+      // The pipe is being reconnected: wait for it, within the call's
+      // own timeout.
+      waitingSince = Date.now();
+      withdraw = this.#whenOpen(start, (e) => finish(e));
+      if (timeout > 0) {
+        waitTimer = setTimeout(
+          () => finish(new TimeoutError(`${what}: no answer within ${timeout} ms (the pipe to wsprd is not back)`)),
+          timeout,
+        );
+      }
     });
     if (streaming) return new Call(promise, stream);
     return promise;
@@ -1023,16 +1343,16 @@ export class Runtime {
     state.dispatcher = dispatcher;
     this.#nextServerId++;
     this.#servers.set(state.id, state);
-    let endpoint;
     try {
-      endpoint = await this._request(IN.serve, { name, serverId: state.id }, { what: `serve ${name}` });
+      state.endpoint = await this._request(IN.serve, { name, serverId: state.id }, { what: `serve ${name}` });
     } catch (e) {
       // The daemon drops a server whose first name failed.
       this.#servers.delete(state.id);
       state.stopped = true;
       throw e;
     }
-    return new Server(this, state, endpoint, name);
+    state.names.push(name);
+    return new Server(this, state);
   }
 
   /** @internal The server has stopped: its requests end. */
@@ -1120,9 +1440,13 @@ export class Runtime {
     }
   }
 
-  /** Replies on one of the daemon's flows; a reply that cannot be sent becomes an error reply. */
-  #reply(id, type, data, what) {
-    if (this.#closedWith) return;
+  /**
+   * Replies on one of the daemon's flows of pipe `generation`; a reply
+   * that cannot be sent becomes an error reply, and one for a pipe that
+   * was lost since is dropped.
+   */
+  #reply(id, type, data, what, generation = this.#generation) {
+    if (this.#closedWith || !this.#ws || generation !== this.#generation) return;
     let text;
     try {
       text = this.#encode(id, type, data, what);
@@ -1134,6 +1458,7 @@ export class Runtime {
   }
 
   async #onLookup(id, message) {
+    const generation = this.#generation;
     const { serverId, suffix = '', method = '' } = message ?? {};
     const server = this.#servers.get(serverId);
     const what = 'a lookup reply';
@@ -1145,11 +1470,11 @@ export class Runtime {
     try {
       found = await server.dispatcher(suffix, method);
     } catch (e) {
-      this.#reply(id, IN.lookupResponse, { err: errorToWire(e, errorIds.unknown) }, what);
+      this.#reply(id, IN.lookupResponse, { err: errorToWire(e, errorIds.unknown) }, what, generation);
       return;
     }
     if (found === null || found === undefined) {
-      this.#reply(id, IN.lookupResponse, { handle: -1, hasAuthorizer: false, signature: {}, err: null, cacheable: false }, what);
+      this.#reply(id, IN.lookupResponse, { handle: -1, hasAuthorizer: false, signature: {}, err: null, cacheable: false }, what, generation);
       return;
     }
     let reply;
@@ -1167,7 +1492,7 @@ export class Runtime {
     } catch (e) {
       reply = { err: errorToWire(e, errorIds.internal) };
     }
-    this.#reply(id, IN.lookupResponse, reply, what);
+    this.#reply(id, IN.lookupResponse, reply, what, generation);
   }
 
   /**
@@ -1201,6 +1526,7 @@ export class Runtime {
   }
 
   async #onAuthRequest(id, message) {
+    const generation = this.#generation;
     const server = this.#servers.get(message?.serverId);
     const entry = server?.handles.get(message?.handle);
     let err = null;
@@ -1214,7 +1540,7 @@ export class Runtime {
         err = errorToWire(e, errorIds.noAccess);
       }
     }
-    this.#reply(id, IN.authResponse, { err }, 'an authorization reply');
+    this.#reply(id, IN.authResponse, { err }, 'an authorization reply', generation);
   }
 
   async #onServerRequest(id, message) {
@@ -1276,15 +1602,18 @@ export class Runtime {
     }
   }
 
+  /** Closes for good: everything pending and waiting fails with `err`. */
   #shutdown(err) {
     if (this.#closedWith) return;
     this.#closedWith = err;
-    for (const [k, f] of Object.entries(this.#listeners)) this.#ws.removeEventListener(k, f);
-    const flows = [...this.#flows.values()];
-    this.#flows.clear();
-    for (const f of flows) f.fail(err);
+    clearTimeout(this.#retryTimer);
+    this.#detach();
+    this.#failInFlight(err);
     for (const s of [...this.#servers.values()]) this._dropServer(s, err);
-    for (const req of [...this.#daemonFlows.values()]) this.#endRequest(req, err);
+    const waiting = [...this.#waiting];
+    this.#waiting.clear();
+    for (const w of waiting) w.fail(err);
+    this.#setState('closed', err);
     this.#resolveClosed(err);
   }
 }
@@ -1332,12 +1661,17 @@ function normalizeUrl(url) {
  * Opens a pipe to wsprd. `url` is the websocket URL (`ws://host:port/ws`;
  * an http URL of the daemon works too; in a page served by the daemon it
  * may be left out). Options: `WebSocket` (a constructor, where there is no
- * global one), `timeout` (ms to wait for the connection, default 10000),
+ * global one), `timeout` (ms to wait for a connection, default 10000),
  * `maxMessageBytes` (the daemon's --max-message-bytes, default 1 MiB),
- * `trace(direction, message)` (sees every message: 'send' or 'recv').
+ * `trace(direction, message)` (sees every message: 'send' or 'recv'),
+ * `reconnect` (true, or `{initialDelay, maxDelay}` in ms: when the pipe is
+ * lost, open a new one with exponential back-off and serve every server
+ * again; default: on for `connect()` with no URL, in a page, off
+ * otherwise). The first connection is not retried: if it fails, connect
+ * rejects.
  */
 export async function connect(url, options) {
-  const o = checkOptions('connect', options, ['WebSocket', 'timeout', 'maxMessageBytes', 'trace']);
+  const o = checkOptions('connect', options, ['WebSocket', 'timeout', 'maxMessageBytes', 'trace', 'reconnect']);
   const href = normalizeUrl(url);
   const WS = o.WebSocket ?? globalThis.WebSocket;
   if (typeof WS !== 'function') {
@@ -1352,6 +1686,14 @@ export async function connect(url, options) {
     throw new BadArgError(`connect: maxMessageBytes must be a positive integer, not ${describe(o.maxMessageBytes)}`);
   }
   const timeout = o.timeout === undefined ? DEFAULT_CONNECT_TIMEOUT_MS : checkTimeout('connect', o.timeout);
+  const reconnect = checkReconnect(o.reconnect ?? url === undefined);
+  const open = () => openSocket(WS, href, timeout);
+  const ws = await open();
+  return new Runtime(ws, href, { trace: o.trace, maxMessageBytes: o.maxMessageBytes, reconnect }, open);
+}
+
+/** Opens a websocket to `href`; resolves once it is open. */
+async function openSocket(WS, href, timeout) {
   let ws;
   try {
     ws = new WS(href);
@@ -1398,5 +1740,5 @@ export async function connect(url, options) {
       }, timeout);
     }
   });
-  return new Runtime(ws, href, o);
+  return ws;
 }

@@ -20,17 +20,17 @@ const env = { ...process.env, WSPR_CREDENTIALS: CREDENTIALS };
 
 /**
  * Starts `wsprd serve --listen 127.0.0.1:0 --mounttable-listen 127.0.0.1:0
- * --demo` (plus `extra` flags: free ports only) and
- * waits, up to 20 s, for the two lines that say where it listens and its
- * name space root.
+ * --demo` (plus `extra` flags; `listen` instead of the free port: to start
+ * a daemon again where one was) and waits, up to 20 s, for the two lines
+ * that say where it listens and its name space root.
  */
-export async function startDaemon(extra = []) {
+export async function startDaemon(extra = [], { listen = '127.0.0.1:0' } = {}) {
   if (!fs.existsSync(WSPRD)) {
     throw new Error(`${WSPRD} is missing: run cargo build first (or set WSPRD)`);
   }
   const child = spawn(
     WSPRD,
-    ['serve', '--listen', '127.0.0.1:0', '--mounttable-listen', '127.0.0.1:0', '--demo', '--log-level', 'warn', ...extra],
+    ['serve', '--listen', listen, '--mounttable-listen', '127.0.0.1:0', '--demo', '--log-level', 'warn', ...extra],
     { stdio: ['ignore', 'pipe', 'pipe'], env },
   );
   let stderr = '';
@@ -56,6 +56,8 @@ export async function startDaemon(extra = []) {
     if (!http || !root) throw new Error(`unexpected wsprd output: ${first.value} / ${second.value}`);
     const httpUrl = http[1];
     return {
+      /** host:port of the HTTP listener. */
+      address: httpUrl.replace(/^http:\/\//, ''),
       child,
       http: httpUrl,
       url: `${httpUrl.replace(/^http/, 'ws')}/ws`,

@@ -15,11 +15,23 @@ before(async () => {
 });
 after(() => daemon.stop());
 
-test('GET /wspr.js is the library, as JavaScript', async () => {
-  const r = await fetch(`${daemon.http}/wspr.js`);
+test('GET /wspr.js is the library, as JavaScript any page may load', async () => {
+  const r = await fetch(`${daemon.http}/wspr.js`, { headers: { Origin: 'http://localhost:5173' } });
   assert.equal(r.status, 200);
   assert.equal(r.headers.get('content-type'), 'text/javascript');
+  assert.equal(r.headers.get('access-control-allow-origin'), '*');
   assert.equal(await r.text(), fs.readFileSync(path.join(js, 'wspr.js'), 'utf8'), 'the binary embeds this wspr.js (rebuild it?)');
+});
+
+test('GET /wspr.d.ts is its types', async () => {
+  const r = await fetch(`${daemon.http}/wspr.d.ts`);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('content-type'), 'application/typescript; charset=utf-8');
+  assert.equal(r.headers.get('access-control-allow-origin'), '*');
+  assert.equal(await r.text(), fs.readFileSync(path.join(js, 'wspr.d.ts'), 'utf8'), 'the binary embeds this wspr.d.ts (rebuild it?)');
+  const head = await fetch(`${daemon.http}/wspr.d.ts`, { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(Number(head.headers.get('content-length')), fs.statSync(path.join(js, 'wspr.d.ts')).size);
 });
 
 test('GET / is the demo page, as HTML', async () => {

@@ -268,7 +268,6 @@ test('bad signatures and targets are refused before anything is served', async (
   const { server } = await twoPipes(t);
   await assert.rejects(server.serve('', { a: (ctx) => 1 }), /the name must be a non-empty string/);
   await assert.rejects(server.serve('x', 42), /serve a dispatcher function or an object, not number 42/);
-  await assert.rejects(server.serve('x', {}), /the service has no methods/);
   await assert.rejects(server.serve('x', { a: (ctx) => 1 }, { signature: { b: {} } }), /names method b, but the service has no such function/);
   await assert.rejects(server.serve('x', { a: (ctx) => 1 }, { signature: { a: { isStreaming: 'yes' } } }), /isStreaming must be a boolean/);
   await assert.rejects(server.serve('x', { a: (ctx, ...rest) => rest }), /cannot tell the arguments of method a/);
@@ -366,4 +365,35 @@ test('methods of Object.prototype are neither signed nor served', async (t) => {
   await assert.rejects(server.serve('own/props2', { id: () => 1 }, { signature: { constructor: {} } }), BadArgError);
   // A request for an inherited method finds nothing.
   await assert.rejects(client.call('own/props', 'constructor', []), NoExistError);
+});
+
+test('an object with no methods publishes its name', async (t) => {
+  const { server, client } = await twoPipes(t);
+  assert.deepEqual(signatureOf({}), {});
+  const published = await server.serve('js/published', {});
+  assert.deepEqual(await wsprdGlob(daemon.root, 'js/published'), ['js/published']);
+  assert.deepEqual(await client.signature('js/published'), {});
+  await assert.rejects(client.call('js/published', 'anything', []), NoExistError);
+  await published.stop();
+  assert.deepEqual(await wsprdGlob(daemon.root, 'js/published'), []);
+});
+
+test('removeName stops serving one name; the server goes on under the others', async (t) => {
+  const { server, client } = await twoPipes(t);
+  const greeter = { hi: (ctx) => `hi via ${ctx.name}` };
+  const s = await server.serve('js/names/a', greeter);
+  await s.addName('js/names/b');
+  await assert.rejects(s.addName('js/names/b'), ExistsError);
+  await s.removeName('js/names/a');
+  assert.deepEqual(s.names, ['js/names/b']);
+  assert.deepEqual(await wsprdGlob(daemon.root, 'js/names/*'), ['js/names/b']);
+  assert.deepEqual(await client.call('js/names/b', 'hi', []), ['hi via js/names/b']);
+  await assert.rejects(client.call('js/names/a', 'hi', []), NoExistError);
+  await assert.rejects(s.removeName('js/names/a'), NoExistError);
+  await assert.rejects(s.removeName(''), BadArgError);
+  // The name can be served again.
+  await s.addName('js/names/a');
+  assert.deepEqual(await client.call('js/names/a', 'hi', []), ['hi via js/names/a']);
+  await s.stop();
+  await assert.rejects(s.removeName('js/names/a'), /was stopped/);
 });

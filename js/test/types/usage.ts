@@ -11,8 +11,10 @@ import {
   type Call,
   type Dispatcher,
   type Runtime,
+  type RuntimeState,
   type Server,
   type ServerContext,
+  StateEvent,
 } from '../../wspr.js';
 
 interface Adder {
@@ -43,6 +45,10 @@ export async function use(): Promise<void> {
     suffix === '' ? { service: { hello: (ctx: ServerContext, who: string) => `${method} ${who}` }, cacheable: true } : null;
   const server: Server = await rt.serve('a', dispatcher);
   await server.addName('b');
+  await server.removeName('a');
+  const served: string[] = server.names;
+  void served;
+  await rt.serve('published', {});
   await rt.serve('c', { sum: async (ctx: ServerContext) => ctx.stream?.write(1) }, { signature: { sum: { isStreaming: true } } });
   await server.stop();
   const entries = await rt.glob('...');
@@ -74,8 +80,24 @@ export async function use(): Promise<void> {
   void reason;
   rt.close();
 
+  const page = await connect(undefined, { reconnect: { initialDelay: 100, maxDelay: 5000 } });
+  const now: RuntimeState = page.state;
+  void now;
+  page.addEventListener('state', (ev) => {
+    const s: RuntimeState = ev.state;
+    const why: Error | null = ev.error;
+    void [s, why, ev instanceof StateEvent];
+  });
+  page.addEventListener('serveerror', (ev) => void [ev.server.serverId, ev.name, ev.error.message]);
+  await connect('ws://127.0.0.1:8124/ws', { reconnect: true });
+
   // @ts-expect-error an unknown connect option
   await connect('ws://x/ws', { retries: 1 });
+  // @ts-expect-error an unknown reconnect option
+  await connect('ws://x/ws', { reconnect: { retries: 1 } });
+  // @ts-expect-error a state is one of four
+  const bad: RuntimeState = 'gone';
+  void bad;
   // @ts-expect-error a serve option that does not exist
   await rt.serve('d', {}, { cache: true });
   // @ts-expect-error a stream is not a string
