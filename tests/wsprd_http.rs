@@ -151,6 +151,8 @@ fn head_and_cors_on_the_static_files() {
         ("/wspr.d.ts", true),
         ("/health", false),
         ("/metrics", false),
+        ("/docs/javascript.md", false),
+        ("/docs/protocol.md", false),
     ] {
         let (status, headers, body) = request(a, "GET", path);
         assert_eq!(status, 200, "GET {path}");

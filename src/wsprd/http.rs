@@ -2,8 +2,10 @@
 //! Origin check, `GET /health` answers JSON, `GET /metrics` the same
 //! figures and the calls' for Prometheus, `GET /` is the demo page and
 //! `GET /wspr.js` and `/wspr.d.ts` the JavaScript library and its types
-//! (built into the binary, and public: any origin may load them). HEAD is
-//! answered for each of those but `/ws`; everything else is 404.
+//! (built into the binary, and public: any origin may load them),
+//! `/docs/javascript.md` and `/docs/protocol.md` the guide and the
+//! protocol. HEAD is answered for each of those but `/ws`; everything
+//! else is 404.
 //!
 //! One accept thread (`wsprd-http`), and one thread per connection
 //! (`wsprd-pipe-<n>`) that reads the request (bounded in size and time)
@@ -26,6 +28,9 @@ const DEMO_PAGE: &str = include_str!("../../js/demo.html");
 const WSPR_JS: &str = include_str!("../../js/wspr.js");
 /// Its TypeScript declarations, served at `/wspr.d.ts`.
 const WSPR_D_TS: &str = include_str!("../../js/wspr.d.ts");
+/// The JavaScript guide and the protocol, linked from the demo page.
+const DOC_JAVASCRIPT: &str = include_str!("../../docs/javascript.md");
+const DOC_PROTOCOL: &str = include_str!("../../docs/protocol.md");
 /// Lets a page of any origin load the library (public code; the
 /// websocket's Origin policy is a different matter, and unchanged).
 const CORS_ANY: &str = "Access-Control-Allow-Origin: *\r\n";
@@ -354,6 +359,9 @@ fn resource(shared: &Shared, path: &str) -> Option<Resource> {
         "/" => fixed("text/html; charset=utf-8", DEMO_PAGE, false),
         "/wspr.js" => fixed("text/javascript", WSPR_JS, true),
         "/wspr.d.ts" => fixed("application/typescript; charset=utf-8", WSPR_D_TS, true),
+        // (As text: a browser shows it rather than saving it.)
+        "/docs/javascript.md" => fixed("text/plain; charset=utf-8", DOC_JAVASCRIPT, false),
+        "/docs/protocol.md" => fixed("text/plain; charset=utf-8", DOC_PROTOCOL, false),
         "/health" => Resource {
             content_type: "application/json",
             body: shared.health().to_string().into_bytes().into(),
