@@ -44,7 +44,8 @@ enum Cmd {
 }
 
 #[derive(FromArgs)]
-/// Run the daemon: websocket pipes for JavaScript at /ws, health at /health.
+/// Run the daemon: websocket pipes for JavaScript at /ws, health at /health,
+/// figures for Prometheus at /metrics.
 /// Prints where it listens and the name space root.
 #[argh(subcommand, name = "serve")]
 struct ServeCmd {
