@@ -163,11 +163,15 @@ pub(crate) fn render(health: &Value, calls: &CallMetrics) -> String {
                 );
             }
             // Any other figure of /health, as it is.
-            (key, Value::Number(n)) => reg.register(
-                snake(key),
-                format!("The /health figure {key}"),
-                ConstGauge::new(n.as_f64().unwrap_or(0.0)),
-            ),
+            (key, Value::Number(n)) => {
+                let help = format!("The /health figure {key}");
+                match n.as_i64() {
+                    Some(i) => reg.register(snake(key), help, ConstGauge::new(i)),
+                    None => {
+                        reg.register(snake(key), help, ConstGauge::new(n.as_f64().unwrap_or(0.0)))
+                    }
+                }
+            }
             _ => {}
         }
     }
