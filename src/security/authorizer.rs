@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::rpc::{Authorizer, ServerCall};
 use crate::security::BlessingPattern;
+use crate::security::access::related;
 
 /// Allows a call when one of the caller's proven names matches a pattern
 /// whose methods include the call's (`*`: every method).
@@ -32,8 +33,10 @@ impl Authorizer for AclAuthorizer {
     fn authorize(&self, call: &ServerCall) -> Result<()> {
         let names = call.remote_names();
         let method = crate::naming::upper_first(call.method());
+        // (`...` is everyone, as in the mount table's access lists.)
         let allowed = self.entries.iter().any(|(p, methods)| {
-            methods.iter().any(|m| m == "*" || *m == method) && names.iter().any(|n| p.matches(n))
+            methods.iter().any(|m| m == "*" || *m == method)
+                && (p.as_str() == "..." || names.iter().any(|n| p.matches(n)))
         });
         if allowed {
             Ok(())
@@ -45,9 +48,9 @@ impl Authorizer for AclAuthorizer {
     }
 }
 
-/// The default policy of servers that JavaScript serves: allow callers
-/// that proved a name under a root the server trusts (its principal
-/// family), refuse the rest.
+/// Allows callers that proved a name under a root the server trusts (its
+/// principal family), and refuses the rest. (The daemon's default was
+/// this; it is now [`Delegation`].)
 pub struct SameFamily;
 
 impl Authorizer for SameFamily {
@@ -60,5 +63,42 @@ impl Authorizer for SameFamily {
             )));
         }
         Ok(())
+    }
+}
+
+/// The default policy of servers that JavaScript serves (Vanadium's
+/// default authorizer): a call is allowed when one of the names the caller
+/// proved and one of the server's own blessing names are the same, or one
+/// extends the other (`alice` and `alice/phone`). So the pages of one
+/// origin (`<daemon>/<origin>`) may call each other, the daemon's own
+/// principal (`<daemon>`) and the tools that share its credentials reach
+/// every page, and pages of two origins, or callers of another principal,
+/// are refused.
+pub struct Delegation;
+
+impl Authorizer for Delegation {
+    fn authorize(&self, call: &ServerCall) -> Result<()> {
+        let caller = call.remote_names();
+        let server = call.local().blessings();
+        let allowed = server.iter().any(|b| {
+            let s = b.name();
+            caller.iter().any(|c| related(c, &s))
+        });
+        if allowed {
+            return Ok(());
+        }
+        let server: Vec<String> = server.iter().map(|b| b.name()).collect();
+        Err(Error::no_access(if caller.is_empty() {
+            format!(
+                "{}: the caller proved no blessing this server recognizes (it presented {:?}); this server ({server:?}) admits callers whose blessings equal or extend its own, or that its own extend",
+                call.method(),
+                call.remote().claimed_names()
+            )
+        } else {
+            format!(
+                "{}: the caller's blessings {caller:?} neither equal, extend nor are extended by this server's {server:?}",
+                call.method(),
+            )
+        }))
     }
 }

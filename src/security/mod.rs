@@ -18,6 +18,7 @@
 //! # Ok::<(), wspr::Error>(())
 //! ```
 
+pub mod access;
 mod authorizer;
 mod blessing;
 pub(crate) mod session;
@@ -28,7 +29,7 @@ use std::time::SystemTime;
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 
-pub use authorizer::{AclAuthorizer, SameFamily};
+pub use authorizer::{AclAuthorizer, Delegation, SameFamily};
 pub use blessing::{
     Blessing, BlessingPattern, Caveat, CaveatContext, Certificate, check_extension, hex, unhex,
 };
