@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use wspr::error::ids;
-use wspr::rpc::{CallOptions, Client, Namespace, Server, ServerConfig};
+use wspr::rpc::{CallOptions, Server, ServerConfig};
 
 use common::*;
 
@@ -215,8 +215,9 @@ fn the_cache_is_dropped_when_a_server_is_gone() {
     // The first server dies without unmounting; a second mounts the name.
     first.signal("-KILL");
     first.wait();
-    // (Another client mounts it, so this client's cache is untouched.)
-    let other = Client::new(Namespace::new(vec![root.clone()]));
+    // (Another client mounts it, so this client's cache is untouched; of
+    // the first server's principal, whose name it is.)
+    let other = test_client(vec![root.clone()]);
     let second = Server::listen("127.0.0.1:0", Arc::new(wspr::demo::Demo), other).unwrap();
     second.add_name("svc").unwrap();
     assert_eq!(client.namespace().cache_len(), 1);

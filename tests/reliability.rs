@@ -201,7 +201,8 @@ fn servers_mount_again_when_the_mount_table_comes_back() {
     let (_daemon, addr, _) = serve(&["--namespace-root", &root, "--mount-ttl-secs", "2"]);
     let mut js = Js::connect(addr);
     js.serve("js/adder", 1);
-    let client = Client::new(Namespace::new(vec![root.clone()]));
+    // (Of the processes' principal: it trusts the mount table.)
+    let client = test_client(vec![root.clone()]);
     let names = || -> Vec<String> {
         client
             .glob("...")

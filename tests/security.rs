@@ -174,13 +174,28 @@ fn answer_one(js: &mut Js) -> Msg {
     r
 }
 
+/// A stranger that knows the daemon (trusts its root, so it accepts the
+/// daemon's mount table and servers) but that the daemon does not know.
+fn stranger_knowing(d: &wspr::wsprd::Daemon) -> Principal {
+    let mut p = Principal::new_self_blessed("stranger").unwrap();
+    p.trust(d.principal().blessings()[0].root_key());
+    p
+}
+
+/// A principal blessed as `<daemon>/local/<ext>`: an extension of the
+/// name of pages with no Origin (`<daemon>/local`), as those pages
+/// themselves could bless it.
+fn pages_delegate(d: &wspr::wsprd::Daemon, ext: &str, caveats: Vec<Caveat>) -> Principal {
+    let local = Principal::new_blessed_by(d.principal(), "local", vec![]).unwrap();
+    Principal::new_blessed_by(&local, ext, caveats).unwrap()
+}
+
 #[test]
 fn callers_of_another_family_are_refused_by_default() {
     let d = daemon(|_| {});
     let mut js = Js::connect(d.http_addr());
     js.serve("guarded", 0);
-    let stranger = Principal::new_self_blessed("stranger").unwrap();
-    let caller = call_as(&d, stranger, "Add");
+    let caller = call_as(&d, stranger_knowing(&d), "Add");
     js.answer_next_lookup(1);
     let err = caller.join().unwrap().unwrap_err();
     assert_eq!(err.id(), ids::NO_ACCESS, "{err}");
@@ -191,12 +206,12 @@ fn callers_of_another_family_are_refused_by_default() {
         "no ServerRequest"
     );
 
-    // The same family: the daemon's own blessing for a friend.
-    let friend = Principal::new_blessed_by(d.principal(), "friend", vec![]).unwrap();
+    // A delegate of the page (its name extends the page's).
+    let friend = pages_delegate(&d, "friend", vec![]);
     let caller = call_as(&d, friend, "Add");
     let r = answer_one(&mut js);
     assert_eq!(caller.join().unwrap().unwrap(), vec![json!(3)]);
-    let name = format!("{}/friend", d.principal().names()[0]);
+    let name = format!("{}/local/friend", d.principal().names()[0]);
     assert_eq!(r.message["context"]["remoteId"]["names"], json!([name]));
 }
 
@@ -205,7 +220,7 @@ fn open_access_admits_any_family_without_proven_names() {
     let d = daemon(|c| c.open_access = true);
     let mut js = Js::connect(d.http_addr());
     js.serve("guarded", 0);
-    let caller = call_as(&d, Principal::new_self_blessed("stranger").unwrap(), "Add");
+    let caller = call_as(&d, stranger_knowing(&d), "Add");
     let r = answer_one(&mut js);
     assert_eq!(caller.join().unwrap().unwrap(), vec![json!(3)]);
     // Its name is claimed, not proven under a root the daemon trusts.
@@ -217,7 +232,7 @@ fn an_expired_blessing_is_refused() {
     let d = daemon(|_| {});
     let mut js = Js::connect(d.http_addr());
     js.serve("guarded", 0);
-    let late = Principal::new_blessed_by(d.principal(), "late", vec![Caveat::Expiry(1)]).unwrap();
+    let late = pages_delegate(&d, "late", vec![Caveat::Expiry(1)]);
     let caller = call_as(&d, late, "Add");
     js.answer_next_lookup(1);
     assert_eq!(caller.join().unwrap().unwrap_err().id(), ids::NO_ACCESS);
@@ -228,14 +243,7 @@ fn a_method_caveat_is_enforced() {
     let d = daemon(|_| {});
     let mut js = Js::connect(d.http_addr());
     js.serve("guarded", 0);
-    let p = || {
-        Principal::new_blessed_by(
-            d.principal(),
-            "adder-only",
-            vec![Caveat::Method(vec!["Add".into()])],
-        )
-        .unwrap()
-    };
+    let p = || pages_delegate(&d, "adder-only", vec![Caveat::Method(vec!["Add".into()])]);
     let caller = call_as(&d, p(), "Add");
     answer_one(&mut js);
     assert_eq!(caller.join().unwrap().unwrap(), vec![json!(3)]);
@@ -495,12 +503,17 @@ fn two_programs_set_up_to_trust_each_other_with_wsprd_principal() {
             )
         })
     };
-    // Bob is of another family: refused.
+    // Bob is of another family: refused. (He does not trust Alice's root,
+    // so his client does not even take her mount table for hers.)
     let bob = call_as_bob();
-    js.answer_next_lookup(1);
     let (code, _, err) = bob.join().unwrap();
     assert_eq!(code, Some(1));
     assert!(err.contains("NoAccess"), "{err}");
+    assert_eq!(
+        js.try_recv(Duration::from_millis(200)),
+        None,
+        "nothing reached the page"
+    );
 
     // Alice blesses Bob: now he is of her family.
     let (code, out, err) = run(&[
@@ -516,8 +529,27 @@ fn two_programs_set_up_to_trust_each_other_with_wsprd_principal() {
     assert!(out.contains("alice/bob"), "{out}");
     let (_, shown, _) = run(&["principal", "show", "--credentials", b.to_str().unwrap()]);
     assert!(shown.contains("blessing alice/bob"), "{shown}");
+    // The page serves with an authorizer of its own (Bob's name is not an
+    // extension of the page's, so the default would refuse him): it sees
+    // the name Bob proves.
     let bob = call_as_bob();
-    let r = answer_one(&mut js);
+    let l = js.recv();
+    assert_eq!(l.kind, LOOKUP, "{l:?}");
+    js.send(
+        l.id,
+        11,
+        json!({"handle": 1, "hasAuthorizer": true, "signature": adder_signature()}),
+    );
+    let a = js.recv();
+    assert_eq!(a.kind, AUTH_REQUEST, "{a:?}");
+    assert_eq!(
+        a.message["context"]["remoteId"]["names"],
+        json!(["alice/bob"])
+    );
+    js.send(a.id, 12, json!({"err": null}));
+    let r = js.recv();
+    assert_eq!(r.kind, SERVER_REQUEST, "{r:?}");
+    js.send(r.id, 2, json!({"results": [3]}));
     assert_eq!(
         r.message["context"]["remoteId"]["names"],
         json!(["alice/bob"])

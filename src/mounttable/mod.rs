@@ -1,36 +1,54 @@
 //! The mount table: a name server. It maps names to the servers mounted
-//! under them, each with a TTL, and answers four methods on the name
-//! (the call's suffix):
+//! under them, each with a TTL and the blessing names the server must
+//! prove, keeps who may do what to each name, and answers these methods
+//! on the name (the call's suffix):
 //!
-//! | method | arguments | results |
-//! |---|---|---|
-//! | `Mount` | server (rooted name), ttl (seconds) | none |
-//! | `Unmount` | server (`""`: all) | none |
-//! | `ResolveStep` | none | `[servers, suffix]`: the servers of the longest mounted prefix of the name, and what is left of the name (`[[], name]` when nothing is mounted) |
-//! | `Glob` | pattern | streams `{name, servers}` per match; none |
+//! | method | arguments | results | needs |
+//! |---|---|---|---|
+//! | `Mount` | server (rooted name), ttl (seconds), blessings (optional: names or patterns the server proves; default the mounter's own) | none | Mount (or Admin); making a name needs Create on its parent |
+//! | `Unmount` | server (`""`: all) | none | Mount (or Admin) |
+//! | `ResolveStep` | none | `[servers, suffix]`: the servers of the longest mounted prefix of the name, and what is left of the name (`[[], name]` when nothing is mounted) | Resolve, Read or Admin |
+//! | `Glob` | pattern | streams `{name, servers}` per match; none | Read or Admin to list a node's children |
+//! | `GetPermissions` | none | `[permissions, version]` | Read or Admin |
+//! | `SetPermissions` | permissions, version (`""`: any) | none | Admin |
+//! | `Delete` | deleteSubtree (bool) | none | Admin of every name deleted |
+//!
+//! A name made by a caller is the caller's: the names it proved get Admin
+//! and Mount there; its other tags are its parent's. The root lets
+//! everyone resolve, read and make names, and the table's own principal
+//! is its Admin, which is Admin of every name (see `docs/security.md`).
 //!
 //! Entries expire at their TTL; expired entries are dropped when met and by
-//! a sweep every few hundred mounts. Mounting is bounded (see
-//! [`MountTableConfig`]).
+//! a sweep every few hundred mounts. Names with permissions stay (with
+//! nothing mounted) until deleted: their owners keep them. Mounting and
+//! making names are bounded (see [`MountTableConfig`]). With a state
+//! directory ([`MountTable::with_state`]) the permissions survive a
+//! restart.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod store;
+mod tree;
+
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::glob::{Pattern, States};
-use crate::naming::{self, Name};
+use crate::glob::Pattern;
 use crate::pool::lock;
+use crate::rpc::{
+    AllowAll, Dispatcher, GlobEntry, Invoker, Lookup, MethodSignature, Now, Reply, ServerCall,
+    Signature,
+};
+use crate::security::BlessingPattern;
+use crate::security::access::{MAX_PATTERNS, Permissions};
+
+pub use store::PERMISSIONS_FILE;
+use tree::{Caller, Changed, Table};
 
 /// Most elements in a mounted name (the tree is walked recursively).
 const MAX_DEPTH: usize = crate::glob::MAX_ELEMENTS;
-use crate::rpc::{
-    AllowAll, Dispatcher, Invoker, Lookup, MethodSignature, Now, Reply, ServerCall, Signature,
-};
-use crate::rpc::{GlobEntry, MountedServer};
 
 /// Limits of a [`MountTable`].
 #[derive(Clone, Debug)]
@@ -42,6 +60,12 @@ pub struct MountTableConfig {
     pub max_servers_per_name: usize,
     /// Longest TTL granted; longer asks are cut to it. Default 1 day.
     pub max_ttl: Duration,
+    /// Most names with owners (names stay when nothing is mounted at
+    /// them, until deleted). Default 100,000.
+    pub max_names: usize,
+    /// Most names one creator (its first proven blessing name) may own;
+    /// the table's own principal has no limit. Default 1,000.
+    pub max_names_per_creator: usize,
 }
 
 impl Default for MountTableConfig {
@@ -50,62 +74,39 @@ impl Default for MountTableConfig {
             max_entries: 100_000,
             max_servers_per_name: 32,
             max_ttl: Duration::from_secs(86_400),
+            max_names: 100_000,
+            max_names_per_creator: 1_000,
         }
     }
 }
 
-#[derive(Default)]
-struct Node {
-    servers: Vec<(String, Instant)>,
-    children: BTreeMap<String, Node>,
-}
-
-impl Node {
-    fn prune(&mut self, now: Instant) -> usize {
-        let before = self.servers.len();
-        self.servers.retain(|(_, exp)| *exp > now);
-        let mut removed = before - self.servers.len();
-        self.children.retain(|_, c| {
-            removed += c.prune(now);
-            !c.servers.is_empty() || !c.children.is_empty()
-        });
-        removed
-    }
-
-    /// Removes the nodes along `path` that are left with nothing in or
-    /// below them.
-    fn prune_path(&mut self, path: &[&str]) {
-        if let Some((first, rest)) = path.split_first()
-            && let Some(child) = self.children.get_mut(*first)
+impl MountTableConfig {
+    /// Checks that the settings make sense.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_entries == 0
+            || self.max_servers_per_name == 0
+            || self.max_names == 0
+            || self.max_names_per_creator == 0
         {
-            child.prune_path(rest);
-            if child.servers.is_empty() && child.children.is_empty() {
-                self.children.remove(*first);
-            }
+            return Err(Error::bad_arg("mount table limits must be positive"));
         }
+        if self.max_ttl < Duration::from_secs(1) {
+            return Err(Error::bad_arg("max_ttl must be at least 1 s"));
+        }
+        Ok(())
     }
-
-    fn live(&self, now: Instant) -> Vec<MountedServer> {
-        self.servers
-            .iter()
-            .filter(|(_, exp)| *exp > now)
-            .map(|(s, exp)| MountedServer {
-                server: s.clone(),
-                ttl: exp.saturating_duration_since(now).as_secs().max(1),
-            })
-            .collect()
-    }
-}
-
-struct Table {
-    root: Node,
-    entries: usize,
 }
 
 struct Inner {
     table: Mutex<Table>,
-    config: MountTableConfig,
-    mounts: AtomicU64,
+    /// Writes the permissions, for a table with a state directory.
+    store: Option<store::Store>,
+}
+
+impl store::Source for Inner {
+    fn snapshot(&self) -> Vec<tree::StoredNode> {
+        lock(&self.table).snapshot()
+    }
 }
 
 /// See the module documentation. Cloning shares the table; it is its own
@@ -115,19 +116,63 @@ pub struct MountTable {
     inner: Arc<Inner>,
 }
 
+fn limits(config: &MountTableConfig) -> tree::Limits {
+    tree::Limits {
+        max_entries: config.max_entries,
+        max_servers_per_name: config.max_servers_per_name,
+        max_ttl: config.max_ttl,
+        max_nodes: config.max_names,
+        max_nodes_per_creator: config.max_names_per_creator,
+    }
+}
+
 impl MountTable {
-    /// An empty mount table.
+    /// An empty mount table that keeps everything in memory.
     pub fn new(config: MountTableConfig) -> MountTable {
         MountTable {
             inner: Arc::new(Inner {
-                table: Mutex::new(Table {
-                    root: Node::default(),
-                    entries: 0,
-                }),
-                config,
-                mounts: AtomicU64::new(0),
+                table: Mutex::new(Table::new(limits(&config))),
+                store: None,
             }),
         }
+    }
+
+    /// A mount table whose permissions live in `dir` (created with mode
+    /// 0700 if missing): read now, written after every change. Refuses a
+    /// file it cannot read.
+    pub fn with_state(config: MountTableConfig, dir: &Path) -> Result<MountTable> {
+        config.validate()?;
+        let mut table = Table::new(limits(&config));
+        table.restore(store::load(dir)?)?;
+        let mut started = None;
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+            let store = store::Store::start(dir.to_path_buf(), weak.clone());
+            let s = match store {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    started = Some(e);
+                    None
+                }
+            };
+            Inner {
+                table: Mutex::new(table),
+                store: s,
+            }
+        });
+        if let Some(e) = started {
+            return Err(e);
+        }
+        log::info!(
+            "mount table state in {} ({} names with owners)",
+            dir.display(),
+            lock(&inner.table).snapshot().len()
+        );
+        Ok(MountTable { inner })
+    }
+
+    /// The state directory, if the table has one.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        self.inner.store.as_ref().map(|s| s.dir().to_path_buf())
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -136,179 +181,32 @@ impl MountTable {
 
     /// Live (name, server) entries.
     pub fn len(&self) -> usize {
-        let mut t = self.lock();
-        let removed = t.root.prune(Instant::now());
-        t.entries -= removed;
-        t.entries
+        self.lock().len()
     }
 
     /// Whether nothing is mounted.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    fn mount(&self, name: &str, server: &str, ttl: Duration) -> Result<()> {
-        let name = naming::clean(name);
-        if name.is_empty() {
-            return Err(Error::bad_arg("cannot mount at the root of a mount table"));
-        }
-        // The tree is walked recursively (prune, glob, drop): its depth is
-        // bounded, as a name's length is.
-        let depth = name.split('/').count();
-        if depth > MAX_DEPTH || name.len() > naming::MAX_NAME_LEN {
-            return Err(Error::bad_arg(format!(
-                "a name of {depth} elements and {} bytes (limits {MAX_DEPTH} and {})",
-                name.len(),
-                naming::MAX_NAME_LEN
-            )));
-        }
-        if !server.starts_with('/') {
-            return Err(Error::bad_arg(format!(
-                "server {server:?} is not a rooted name"
-            )));
-        }
-        Name::parse(server)?;
-        let ttl = ttl.min(self.inner.config.max_ttl);
-        let now = Instant::now();
-        let mut t = self.lock();
-        if self.inner.mounts.fetch_add(1, Ordering::Relaxed) % 256 == 255 {
-            let removed = t.root.prune(now);
-            t.entries -= removed;
-        }
-        let full = t.entries >= self.inner.config.max_entries;
-        let node = name.split('/').fold(&mut t.root, |n, e| {
-            n.children.entry(e.to_string()).or_default()
-        });
-        let expired = node.servers.len();
-        node.servers.retain(|(_, exp)| *exp > now);
-        let expired = expired - node.servers.len();
-        if let Some(entry) = node.servers.iter_mut().find(|(s, _)| s == server) {
-            entry.1 = now + ttl;
-            t.entries -= expired;
-            return Ok(());
-        }
-        if full || node.servers.len() >= self.inner.config.max_servers_per_name {
-            let why = if full {
-                format!(
-                    "the mount table is full ({} entries)",
-                    self.inner.config.max_entries
-                )
-            } else {
-                format!("{name} has {} servers, the limit", node.servers.len())
-            };
-            t.entries -= expired;
-            return Err(Error::bad_arg(why));
-        }
-        node.servers.push((server.to_string(), now + ttl));
-        t.entries = t.entries - expired + 1;
-        Ok(())
-    }
-
-    fn unmount(&self, name: &str, server: &str) -> Result<()> {
-        let name = naming::clean(name);
-        let path: Vec<&str> = name.split('/').filter(|e| !e.is_empty()).collect();
-        let mut t = self.lock();
-        let mut node = &mut t.root;
-        for e in &path {
-            match node.children.get_mut(*e) {
-                Some(n) => node = n,
-                None => return Ok(()),
-            }
-        }
-        let before = node.servers.len();
-        node.servers
-            .retain(|(s, _)| !server.is_empty() && s != server);
-        t.entries -= before - node.servers.len();
-        // Only the path: the whole tree is pruned every 256 mounts.
-        t.root.prune_path(&path);
-        Ok(())
-    }
-
-    fn resolve_step(&self, name: &str) -> (Vec<MountedServer>, String) {
-        let name = naming::clean(name);
-        let now = Instant::now();
-        let t = self.lock();
-        let elems: Vec<&str> = name.split('/').filter(|e| !e.is_empty()).collect();
-        let mut node = &t.root;
-        let mut best: Option<(Vec<MountedServer>, usize)> = None;
-        for (i, e) in elems.iter().enumerate() {
-            match node.children.get(*e) {
-                Some(n) => node = n,
-                None => break,
-            }
-            let live = node.live(now);
-            if !live.is_empty() {
-                best = Some((live, i + 1));
-            }
-        }
-        match best {
-            Some((servers, used)) => (servers, elems[used..].join("/")),
-            None => (Vec::new(), name),
-        }
-    }
-
-    fn glob(&self, at: &str, pattern: &Pattern, out: &mut Vec<GlobEntry>) {
-        let now = Instant::now();
-        let t = self.lock();
-        let mut node = &t.root;
-        for e in naming::clean(at).split('/').filter(|e| !e.is_empty()) {
-            match node.children.get(e) {
-                Some(n) => node = n,
-                None => return,
-            }
-        }
-        glob_node(node, "", pattern, &pattern.start(), now, out);
-    }
-}
-
-fn glob_node(
-    node: &Node,
-    name: &str,
-    pattern: &Pattern,
-    states: &States,
-    now: Instant,
-    out: &mut Vec<GlobEntry>,
-) {
-    for (elem, child) in &node.children {
-        let st = pattern.step(states, elem);
-        if Pattern::is_dead(&st) {
-            continue;
-        }
-        let child_name = naming::join(name, elem);
-        let servers = child.live(now);
-        let below = pattern.has_remainder(&st);
-        if pattern.is_final(&st) || (below && !servers.is_empty()) {
-            if servers.is_empty() && child.children.is_empty() {
-                continue; // expired and not yet pruned
-            }
-            out.push(GlobEntry {
-                name: child_name.clone(),
-                servers,
-            });
-        }
-        if below {
-            glob_node(child, &child_name, pattern, &st, now, out);
-        }
-    }
 }
 
 fn signature() -> Signature {
-    let m = |args: &[&str], streaming: bool| MethodSignature {
+    let m = |args: &[&str], outs: u32, streaming: bool| MethodSignature {
         in_args: args.iter().map(|s| s.to_string()).collect(),
-        num_out_args: 1,
+        num_out_args: outs,
         is_streaming: streaming,
     };
     let mut sig = Signature::new();
-    sig.insert("Mount".into(), m(&["server", "ttl"], false));
-    sig.insert("Unmount".into(), m(&["server"], false));
+    sig.insert("Mount".into(), m(&["server", "ttl", "blessings"], 1, false));
+    sig.insert("Unmount".into(), m(&["server"], 1, false));
+    sig.insert("ResolveStep".into(), m(&[], 3, false));
+    sig.insert("Glob".into(), m(&["pattern"], 1, true));
+    sig.insert("GetPermissions".into(), m(&[], 3, false));
     sig.insert(
-        "ResolveStep".into(),
-        MethodSignature {
-            num_out_args: 3,
-            ..m(&[], false)
-        },
+        "SetPermissions".into(),
+        m(&["permissions", "version"], 1, false),
     );
-    sig.insert("Glob".into(), m(&["pattern"], true));
+    sig.insert("Delete".into(), m(&["deleteSubtree"], 1, false));
     sig
 }
 
@@ -316,7 +214,7 @@ impl Dispatcher for MountTable {
     fn lookup(&self, _call: &ServerCall) -> Result<Lookup> {
         Ok(Lookup {
             invoker: Arc::new(MountTableInvoker(self.clone())),
-            // Anyone may read and write names (see docs/security.md).
+            // Every method checks the name's permissions itself.
             authorizer: Some(Arc::new(AllowAll)),
         })
     }
@@ -334,18 +232,49 @@ fn arg_str<'a>(args: &'a [Value], i: usize, what: &str) -> Result<&'a str> {
         .ok_or_else(|| Error::bad_arg(format!("argument {i} ({what}) must be a string")))
 }
 
-impl Invoker for MountTableInvoker {
-    fn invoke_now(&self, method: &str, args: Vec<Value>, call: ServerCall, reply: Reply) -> Now {
-        // Only Glob streams (and may wait for credit).
-        if method == "Glob" {
-            return Now::Blocking(call, args, reply);
+/// The blessings a mount records for its server: the ones given, else the
+/// names the mounter proved.
+fn mount_blessings(arg: Option<&Value>, call: &ServerCall) -> Result<Vec<String>> {
+    let given = match arg {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                let s = v.as_str().ok_or_else(|| {
+                    Error::bad_arg("argument 2 (blessings) must be an array of strings")
+                })?;
+                BlessingPattern::new(s)?;
+                Ok(s.to_string())
+            })
+            .collect::<Result<Vec<_>>>()?,
+        Some(_) => {
+            return Err(Error::bad_arg(
+                "argument 2 (blessings) must be an array of strings",
+            ));
         }
-        let mut call = call;
-        reply.send(self.invoke(method, args, &mut call));
-        Now::Handled
+    };
+    if given.len() > MAX_PATTERNS {
+        return Err(Error::bad_arg(format!(
+            "{} server blessings (limit {MAX_PATTERNS})",
+            given.len()
+        )));
     }
+    Ok(if given.is_empty() {
+        call.remote_names().to_vec()
+    } else {
+        given
+    })
+}
 
-    fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
+impl MountTableInvoker {
+    /// Runs a method; the results, and whether permissions changed (to be
+    /// saved before the caller is answered).
+    fn run(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        call: &mut ServerCall,
+    ) -> Result<(Vec<Value>, bool)> {
         // Built once, not per call.
         static SIG: std::sync::OnceLock<Signature> = std::sync::OnceLock::new();
         let want = SIG
@@ -353,13 +282,29 @@ impl Invoker for MountTableInvoker {
             .get(method)
             .map(|m| m.in_args.len())
             .ok_or_else(|| Error::no_exist(format!("mount tables have no method {method}")))?;
-        if args.len() != want {
+        // (Mount's blessings are optional.)
+        let optional = usize::from(method == "Mount");
+        if args.len() > want || args.len() + optional < want {
             return Err(Error::bad_arg(format!(
                 "{method} takes {want} arguments, got {}",
                 args.len()
             )));
         }
-        let suffix = call.suffix().to_string();
+        let suffix = crate::naming::clean(call.suffix());
+        if suffix.split('/').count() > MAX_DEPTH || suffix.len() > crate::naming::MAX_NAME_LEN {
+            return Err(Error::bad_arg(format!(
+                "a name of {} elements and {} bytes (limits {MAX_DEPTH} and {})",
+                suffix.split('/').count(),
+                suffix.len(),
+                crate::naming::MAX_NAME_LEN
+            )));
+        }
+        let caller = Caller {
+            names: call.remote_names(),
+        };
+        let mut t = self.0.lock();
+        t.know_own_names(|| call.local().names());
+        let done = |Changed(c): Changed| Ok((vec![], c));
         match method {
             "Mount" => {
                 let server = arg_str(&args, 0, "server")?;
@@ -367,105 +312,105 @@ impl Invoker for MountTableInvoker {
                     .as_u64()
                     .filter(|t| *t > 0)
                     .ok_or_else(|| Error::bad_arg("argument 1 (ttl) must be a positive integer"))?;
-                self.0.mount(&suffix, server, Duration::from_secs(ttl))?;
+                if !server.starts_with('/') {
+                    return Err(Error::bad_arg(format!(
+                        "server {server:?} is not a rooted name"
+                    )));
+                }
+                crate::naming::Name::parse(server)?;
+                let blessings = mount_blessings(args.get(2), call)?;
+                let changed = t.mount(
+                    &caller,
+                    &suffix,
+                    server,
+                    Duration::from_secs(ttl),
+                    blessings,
+                )?;
                 log::debug!("mounted {server} under {suffix} for {ttl} s");
-                Ok(vec![])
+                done(changed)
             }
             "Unmount" => {
                 let server = arg_str(&args, 0, "server")?;
-                self.0.unmount(&suffix, server)?;
+                t.unmount(&caller, &suffix, server)?;
                 log::debug!("unmounted {server:?} from {suffix}");
-                Ok(vec![])
+                Ok((vec![], false))
             }
             "ResolveStep" => {
-                let (servers, rest) = self.0.resolve_step(&suffix);
-                Ok(vec![json!(servers), json!(rest)])
+                let (servers, rest) = t.resolve_step(&caller, &suffix)?;
+                Ok((vec![json!(servers), json!(rest)], false))
             }
             "Glob" => {
                 let pattern = Pattern::parse(arg_str(&args, 0, "pattern")?)?;
-                let mut out = Vec::new();
-                self.0.glob(&suffix, &pattern, &mut out);
+                let mut out: Vec<GlobEntry> = Vec::new();
+                t.glob(&caller, &suffix, &pattern, &mut out)?;
+                drop(t);
                 for e in out {
                     call.send(&json!(e))?;
                 }
-                Ok(vec![])
+                Ok((vec![], false))
+            }
+            "GetPermissions" => {
+                let (perms, version) = t.get_permissions(&caller, &suffix)?;
+                Ok((vec![json!(perms), json!(version.to_string())], false))
+            }
+            "SetPermissions" => {
+                let perms: Permissions = serde_json::from_value(args[0].clone())
+                    .map_err(|e| Error::bad_arg(format!("argument 0 (permissions): {e}")))?;
+                let version = arg_str(&args, 1, "version")?;
+                let changed = t.set_permissions(&caller, &suffix, perms, version)?;
+                log::info!("permissions of {suffix:?} set by {:?}", caller.names);
+                done(changed)
+            }
+            "Delete" => {
+                let subtree = args[0].as_bool().ok_or_else(|| {
+                    Error::bad_arg("argument 0 (deleteSubtree) must be a boolean")
+                })?;
+                let changed = t.delete(&caller, &suffix, subtree)?;
+                log::info!("{suffix:?} deleted by {:?}", caller.names);
+                done(changed)
             }
             _ => Err(Error::no_exist(format!(
                 "mount tables have no method {method}"
             ))),
         }
     }
+}
+
+impl Invoker for MountTableInvoker {
+    fn invoke_now(&self, method: &str, args: Vec<Value>, call: ServerCall, reply: Reply) -> Now {
+        // Only Glob streams (and may wait for credit).
+        if method == "Glob" {
+            return Now::Blocking(call, args, reply);
+        }
+        let mut call = call;
+        match self.run(method, args, &mut call) {
+            // A change of permissions is answered once it is saved.
+            Ok((_, true)) if self.0.inner.store.is_some() => {
+                if let Some(s) = &self.0.inner.store {
+                    s.write(Some(reply));
+                }
+            }
+            Ok((results, _)) => reply.send(Ok(results)),
+            Err(e) => {
+                if e.is(crate::error::ids::NO_ACCESS) {
+                    log::info!("mount table: {method} refused: {}", e.msg());
+                }
+                reply.send(Err(e));
+            }
+        }
+        Now::Handled
+    }
+
+    fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
+        let (results, changed) = self.run(method, args, call)?;
+        if let (true, Some(s)) = (changed, &self.0.inner.store) {
+            // (Only Glob comes this way, and it changes nothing.)
+            s.write(None);
+        }
+        Ok(results)
+    }
 
     fn signature(&self, _call: &ServerCall) -> Result<Signature> {
         Ok(signature())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mount_resolve_unmount() {
-        let mt = MountTable::new(MountTableConfig::default());
-        mt.mount("a/b", "/h:1", Duration::from_secs(60)).unwrap();
-        mt.mount("a/b/c", "/h:2", Duration::from_secs(60)).unwrap();
-        let (s, rest) = mt.resolve_step("a/b/x/y");
-        assert_eq!(s[0].server, "/h:1");
-        assert_eq!(rest, "x/y");
-        let (s, rest) = mt.resolve_step("a/b/c");
-        assert_eq!(s[0].server, "/h:2");
-        assert_eq!(rest, "");
-        assert!(mt.resolve_step("a").0.is_empty());
-        assert_eq!(mt.len(), 2);
-        mt.unmount("a/b", "").unwrap();
-        assert_eq!(mt.len(), 1);
-        assert!(mt.mount("", "/h:1", Duration::from_secs(1)).is_err());
-        assert!(mt.mount("x", "h:1", Duration::from_secs(1)).is_err());
-    }
-
-    #[test]
-    fn limits_are_enforced() {
-        let mt = MountTable::new(MountTableConfig {
-            max_entries: 2,
-            max_servers_per_name: 1,
-            ..Default::default()
-        });
-        mt.mount("a", "/h:1", Duration::from_secs(60)).unwrap();
-        mt.mount("a", "/h:1", Duration::from_secs(60)).unwrap(); // refresh
-        assert!(mt.mount("a", "/h:2", Duration::from_secs(60)).is_err());
-        mt.mount("b", "/h:2", Duration::from_secs(60)).unwrap();
-        assert!(mt.mount("c", "/h:3", Duration::from_secs(60)).is_err());
-        // A name deeper than the tree may go.
-        let deep = vec!["d"; MAX_DEPTH + 1].join("/");
-        assert!(mt.mount(&deep, "/h:4", Duration::from_secs(60)).is_err());
-    }
-
-    #[test]
-    fn an_unmount_removes_the_nodes_it_leaves_empty() {
-        let mt = MountTable::new(MountTableConfig::default());
-        mt.mount("a/b/c", "/h:1", Duration::from_secs(60)).unwrap();
-        mt.mount("a/x", "/h:2", Duration::from_secs(60)).unwrap();
-        mt.unmount("a/b/c", "/h:1").unwrap();
-        let mut out = Vec::new();
-        mt.glob("", &Pattern::parse("...").unwrap(), &mut out);
-        let names: Vec<_> = out.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, vec!["a", "a/x"]);
-    }
-
-    #[test]
-    fn glob_lists_intermediate_names_and_mount_points() {
-        let mt = MountTable::new(MountTableConfig::default());
-        mt.mount("demo/adder", "/h:1", Duration::from_secs(60))
-            .unwrap();
-        mt.mount("x", "/h:2", Duration::from_secs(60)).unwrap();
-        let mut out = Vec::new();
-        mt.glob("", &Pattern::parse("*").unwrap(), &mut out);
-        let names: Vec<_> = out.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, vec!["demo", "x"]);
-        let mut out = Vec::new();
-        mt.glob("", &Pattern::parse("...").unwrap(), &mut out);
-        let names: Vec<_> = out.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, vec!["demo", "demo/adder", "x"]);
     }
 }

@@ -23,8 +23,9 @@ use crate::rpc::conn::{
     self, Credit, FrameHandler, FrameReader, LocalSink, ReadError, RemoteIdentity, Waiters, Writer,
 };
 use crate::rpc::namespace::Namespace;
+use crate::rpc::server_auth::{Expect, Verdicts};
 use crate::rpc::wire::{self, Frame};
-use crate::security::Principal;
+use crate::security::{BlessingPattern, Principal};
 use crate::timer::{Timer, TimerId};
 
 /// Settings of a [`Client`].
@@ -81,6 +82,11 @@ impl ClientConfig {
 pub struct CallOptions {
     /// When the caller gives up; also sent to the server.
     pub deadline: Option<Instant>,
+    /// Who the server must be: it must prove a blessing name matching one
+    /// of these patterns, besides one the name space recorded for it,
+    /// before anything is sent to it (else the call fails with
+    /// `NoAccess`). Empty: only what the name space recorded.
+    pub server_blessings: Vec<BlessingPattern>,
 }
 
 impl CallOptions {
@@ -88,7 +94,15 @@ impl CallOptions {
     pub fn timeout(timeout: Duration) -> CallOptions {
         CallOptions {
             deadline: Some(Instant::now() + timeout),
+            ..CallOptions::default()
         }
+    }
+
+    /// These options, pinning the server's blessings to `patterns` (see
+    /// [`CallOptions::server_blessings`]).
+    pub fn with_server_blessings(mut self, patterns: Vec<BlessingPattern>) -> CallOptions {
+        self.server_blessings = patterns;
+        self
     }
 }
 
@@ -178,6 +192,8 @@ pub(crate) struct ClientConn {
     next_flow: AtomicU64,
     dead: AtomicBool,
     remote: RemoteIdentity,
+    /// Whether the server may be sent requests, per expectation.
+    verdicts: Verdicts,
     reader: Mutex<Option<JoinHandle<()>>>,
     config: ClientConfig,
     client: Weak<ClientInner>,
@@ -509,7 +525,7 @@ impl Client {
     ) -> Result<Call> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let deadline = opts.deadline;
-        let handle = self.start(name, method, args, deadline, Arc::new(tx), false)?;
+        let handle = self.start(name, method, args, &opts, Arc::new(tx), false)?;
         Ok(Call {
             handle,
             rx,
@@ -530,7 +546,7 @@ impl Client {
         opts: CallOptions,
         sink: Arc<dyn CallSink>,
     ) -> Result<CallHandle> {
-        self.start(name, method, args, opts.deadline, sink, true)
+        self.start(name, method, args, &opts, sink, true)
     }
 
     /// Starts a call like [`Client::start_call_with_sink`], but only if it
@@ -548,12 +564,12 @@ impl Client {
         if method.is_empty() {
             return Err(Error::bad_arg("empty method name"));
         }
-        let Some(targets) = self.inner.namespace.cached(name) else {
+        let Some(targets) = self.inner.namespace.cached_targets(name) else {
             return Ok(None);
         };
         let method = crate::naming::upper_first(method);
         for target in &targets {
-            let Ok(parsed) = Name::parse(target) else {
+            let Ok(parsed) = Name::parse(&target.name) else {
                 continue;
             };
             let Some(ep) = parsed.endpoint() else {
@@ -562,6 +578,19 @@ impl Client {
             let key = (ep.address().to_string(), ep.routing_id());
             // (One that is not live is left to the slow path to replace.)
             if let Some(conn) = self.cached_conn(&key).filter(|c| c.is_live()) {
+                let expect = Expect {
+                    recorded: &target.blessings,
+                    pinned: &opts.server_blessings,
+                };
+                // A server that is not who it should be: the slow path
+                // resolves afresh and says why.
+                if conn
+                    .verdicts
+                    .check(&self.inner.principal, &conn.remote, &conn.address, expect)
+                    .is_err()
+                {
+                    continue;
+                }
                 return self
                     .request(
                         &conn,
@@ -572,6 +601,10 @@ impl Client {
                         opts.deadline,
                         sink.clone(),
                         true,
+                        Expect {
+                            recorded: &target.blessings,
+                            pinned: &opts.server_blessings,
+                        },
                     )
                     .map(Some);
             }
@@ -580,7 +613,7 @@ impl Client {
     }
 
     /// Calls `method` on the object `suffix` of the server at `endpoint`,
-    /// without resolving any name.
+    /// without resolving any name, if the server is who `expect` says.
     pub(crate) fn call_endpoint(
         &self,
         endpoint: &Endpoint,
@@ -588,6 +621,7 @@ impl Client {
         method: &str,
         args: Vec<Value>,
         deadline: Option<Instant>,
+        expect: Expect,
     ) -> Result<Call> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let conn = self.conn(endpoint, deadline)?;
@@ -601,6 +635,7 @@ impl Client {
             deadline,
             Arc::new(tx),
             false,
+            expect,
         )?;
         Ok(Call {
             handle,
@@ -616,13 +651,14 @@ impl Client {
         name: &str,
         method: &str,
         args: Vec<Value>,
-        deadline: Option<Instant>,
+        opts: &CallOptions,
         sink: Arc<dyn CallSink>,
         timed: bool,
     ) -> Result<CallHandle> {
         if method.is_empty() {
             return Err(Error::bad_arg("empty method name"));
         }
+        let deadline = opts.deadline;
         let method = crate::naming::upper_first(method);
         let mut fresh = false;
         loop {
@@ -632,7 +668,7 @@ impl Client {
                 .resolve_cached(self, name, deadline, fresh)?;
             let mut last = Error::no_exist(format!("{name} resolves to no server"));
             for target in &targets {
-                let parsed = match Name::parse(target) {
+                let parsed = match Name::parse(&target.name) {
                     Ok(n) => n,
                     Err(e) => {
                         last = e;
@@ -659,6 +695,10 @@ impl Client {
                     deadline,
                     sink.clone(),
                     timed,
+                    Expect {
+                        recorded: &target.blessings,
+                        pinned: &opts.server_blessings,
+                    },
                 ) {
                     Ok(h) => return Ok(h),
                     Err(e) => last = e,
@@ -685,7 +725,11 @@ impl Client {
         deadline: Option<Instant>,
         sink: Arc<dyn CallSink>,
         timed: bool,
+        expect: Expect,
     ) -> Result<CallHandle> {
+        // Who the server is, before anything is sent to it.
+        conn.verdicts
+            .check(&self.inner.principal, &conn.remote, &conn.address, expect)?;
         let timeout_ms = match deadline {
             None => 0,
             Some(d) => {
@@ -796,6 +840,7 @@ impl Client {
             next_flow: AtomicU64::new(1),
             dead: AtomicBool::new(false),
             remote: session.remote,
+            verdicts: Verdicts::default(),
             reader: Mutex::new(None),
             config: self.inner.config.clone(),
             client: Arc::downgrade(&self.inner),
@@ -861,6 +906,7 @@ impl Client {
             next_flow: AtomicU64::new(1),
             dead: AtomicBool::new(false),
             remote: server,
+            verdicts: Verdicts::default(),
             reader: Mutex::new(None),
             config: self.inner.config.clone(),
             client: Arc::downgrade(&self.inner),

@@ -15,6 +15,7 @@ pub(crate) mod conn;
 mod namespace;
 mod publisher;
 pub(crate) mod server;
+mod server_auth;
 pub mod wire;
 
 pub use client::{
@@ -22,7 +23,7 @@ pub use client::{
     OfferError,
 };
 pub use conn::{RawSession, RemoteIdentity};
-pub use namespace::{GlobEntry, MAX_DEPTH, MountedServer, Namespace};
+pub use namespace::{GlobEntry, MAX_DEPTH, MountedServer, Namespace, Resolved};
 pub use server::{
     AllowAll, Authorizer, Dispatcher, Invoker, Listener, Lookup, MethodSignature, Now, Reply,
     Server, ServerCall, ServerConfig, ServerEvent, Signature,

@@ -19,6 +19,8 @@ use crate::glob::Pattern;
 use crate::naming::{self, Name};
 use crate::pool::lock;
 use crate::rpc::client::Client;
+use crate::rpc::server_auth::Expect;
+use crate::security::access::Permissions;
 
 /// Most mount tables a resolution walks through.
 pub const MAX_DEPTH: usize = 32;
@@ -29,13 +31,20 @@ pub const MAX_GLOB: usize = 100_000;
 /// The deadline of name space calls when the caller gives none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A server a name is mounted to, and for how much longer.
+/// A server a name is mounted to, for how much longer, and who it must
+/// prove to be.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountedServer {
     /// The server's rooted name.
     pub server: String,
     /// Seconds left before the mount expires.
     pub ttl: u64,
+    /// The blessing names the server proved when it mounted (or that its
+    /// mounter gave for it): a client that reaches it through this entry
+    /// refuses it unless it proves one of them. Empty from a mount table
+    /// that records none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blessings: Vec<String>,
 }
 
 /// One glob match.
@@ -47,10 +56,42 @@ pub struct GlobEntry {
     pub servers: Vec<MountedServer>,
 }
 
+/// A server a name resolves to: its rooted name, and the blessing names
+/// the name space recorded for it (which it must prove before a client
+/// sends it anything; none recorded: any name the client recognizes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The rooted name.
+    pub name: String,
+    /// The blessing names (or patterns) recorded for the server.
+    pub blessings: Vec<String>,
+}
+
+impl Resolved {
+    fn plain(name: String) -> Resolved {
+        Resolved {
+            name,
+            blessings: Vec::new(),
+        }
+    }
+
+    /// What a client expects of the server.
+    pub(crate) fn expect(&self) -> Expect<'_> {
+        Expect {
+            recorded: &self.blessings,
+            pinned: &[],
+        }
+    }
+}
+
+fn names(targets: &[Resolved]) -> Vec<String> {
+    targets.iter().map(|t| t.name.clone()).collect()
+}
+
 /// The roots of a name space and its resolution cache; shared by clients.
 pub struct Namespace {
     roots: RwLock<Vec<String>>,
-    cache: Mutex<HashMap<String, (Vec<String>, Instant)>>,
+    cache: Mutex<HashMap<String, (Vec<Resolved>, Instant)>>,
 }
 
 impl Namespace {
@@ -86,9 +127,15 @@ impl Namespace {
     /// What `name` resolves to, if that is known without asking anyone: a
     /// rooted name that needs no resolution, or a live cache entry.
     pub fn cached(&self, name: &str) -> Option<Vec<String>> {
+        self.cached_targets(name).map(|t| names(&t))
+    }
+
+    /// Like [`cached`](Self::cached), with what the name space recorded
+    /// for each server.
+    pub fn cached_targets(&self, name: &str) -> Option<Vec<Resolved>> {
         let parsed = Name::parse(name).ok()?;
         if parsed.endpoint().is_some() && (parsed.is_terminal() || parsed.suffix().is_empty()) {
-            return Some(vec![name.to_string()]);
+            return Some(vec![Resolved::plain(name.to_string())]);
         }
         let cache = lock(&self.cache);
         cache
@@ -97,10 +144,10 @@ impl Namespace {
             .map(|(t, _)| t.clone())
     }
 
-    fn initial(&self, name: &str) -> Result<Vec<String>> {
+    fn initial(&self, name: &str) -> Result<Vec<Resolved>> {
         let parsed = Name::parse(name)?;
         if parsed.endpoint().is_some() {
-            return Ok(vec![name.to_string()]);
+            return Ok(vec![Resolved::plain(name.to_string())]);
         }
         let roots = self.roots();
         if roots.is_empty() {
@@ -108,7 +155,10 @@ impl Namespace {
                 "cannot resolve {name:?}: no name space root is set"
             )));
         }
-        Ok(roots.iter().map(|r| naming::join(r, name)).collect())
+        Ok(roots
+            .iter()
+            .map(|r| Resolved::plain(naming::join(r, name)))
+            .collect())
     }
 
     /// Resolves `name`, from the cache unless `fresh`; says whether the
@@ -119,10 +169,10 @@ impl Namespace {
         name: &str,
         deadline: Option<Instant>,
         fresh: bool,
-    ) -> Result<(Vec<String>, bool)> {
+    ) -> Result<(Vec<Resolved>, bool)> {
         let parsed = Name::parse(name)?;
         if parsed.endpoint().is_some() && (parsed.is_terminal() || parsed.suffix().is_empty()) {
-            return Ok((vec![name.to_string()], false));
+            return Ok((vec![Resolved::plain(name.to_string())], false));
         }
         if !fresh {
             let cache = lock(&self.cache);
@@ -164,15 +214,16 @@ fn call_deadline(deadline: Option<Instant>) -> Instant {
     deadline.map_or(cap, |d| d.min(cap))
 }
 
-/// Asks the mount tables at `names` (replicas, tried in order) to resolve
+/// Asks the mount tables at `tables` (replicas, tried in order) to resolve
 /// one step. `Ok(None)`: nothing is mounted there.
 fn resolve_step(
     client: &Client,
-    names: &[String],
+    tables: &[Resolved],
     deadline: Option<Instant>,
-) -> Result<Option<(Vec<String>, String, Duration)>> {
+) -> Result<Option<(Vec<Resolved>, String, Duration)>> {
     let mut last = Error::no_exist("no mount table to ask");
-    for n in names {
+    for t in tables {
+        let n = &t.name;
         let parsed = Name::parse(n)?;
         let Some(ep) = parsed.endpoint() else {
             continue;
@@ -184,6 +235,7 @@ fn resolve_step(
                 "ResolveStep",
                 vec![],
                 Some(call_deadline(deadline)),
+                t.expect(),
             )
             .and_then(|c| c.finish());
         match got {
@@ -203,8 +255,11 @@ fn resolve_step(
                 }
                 let ttl = servers.iter().map(|s| s.ttl).min().unwrap_or(0);
                 let next = servers
-                    .iter()
-                    .map(|s| naming::join(&s.server, &rest))
+                    .into_iter()
+                    .map(|s| Resolved {
+                        name: naming::join(&s.server, &rest),
+                        blessings: s.blessings,
+                    })
                     .collect();
                 return Ok(Some((next, rest, Duration::from_secs(ttl))));
             }
@@ -216,22 +271,25 @@ fn resolve_step(
 
 fn walk(
     client: &Client,
-    mut names: Vec<String>,
+    mut names: Vec<Resolved>,
     deadline: Option<Instant>,
     mode: Walk,
-) -> Result<(Vec<String>, Option<Duration>)> {
-    let first = names.first().cloned().unwrap_or_default();
+) -> Result<(Vec<Resolved>, Option<Duration>)> {
+    let first = names.first().map(|n| n.name.clone()).unwrap_or_default();
     let mut seen = HashSet::new();
     let mut ttl: Option<Duration> = None;
     for _ in 0..=MAX_DEPTH {
-        let parsed = Name::parse(&names[0])?;
+        let Some(head) = names.first() else {
+            return Err(Error::no_exist(format!("{first} resolves to no server")));
+        };
+        let parsed = Name::parse(&head.name)?;
         if parsed.is_terminal() || parsed.suffix().is_empty() {
             return Ok((names, ttl));
         }
-        if !seen.insert(names[0].clone()) {
+        if !seen.insert(head.name.clone()) {
             return Err(Error::no_exist(format!(
                 "resolving {first}: the mount tables loop at {}",
-                names[0]
+                head.name
             )));
         }
         match resolve_step(client, &names, deadline)? {
@@ -245,7 +303,7 @@ fn walk(
                 };
             }
             Some((next, rest, step_ttl)) => {
-                let next_parsed = Name::parse(&next[0])?;
+                let next_parsed = Name::parse(&next[0].name)?;
                 if mode == Walk::ToMountTable && (rest.is_empty() || next_parsed.is_terminal()) {
                     return Ok((names, ttl));
                 }
@@ -262,24 +320,33 @@ fn walk(
 impl Client {
     /// The rooted names `name` resolves to (asking only mount tables).
     pub fn resolve(&self, name: &str) -> Result<Vec<String>> {
+        Ok(names(&self.resolve_servers(name)?))
+    }
+
+    /// The servers `name` resolves to, with the blessing names the name
+    /// space recorded for each.
+    pub fn resolve_servers(&self, name: &str) -> Result<Vec<Resolved>> {
         Ok(self.namespace().resolve_cached(self, name, None, false)?.0)
     }
 
     /// The rooted names of the mount table entry where `name` is, or would
     /// be, mounted.
     pub fn resolve_to_mount_table(&self, name: &str) -> Result<Vec<String>> {
+        Ok(names(&self.mount_table_of(name)?))
+    }
+
+    fn mount_table_of(&self, name: &str) -> Result<Vec<Resolved>> {
         let initial = self.namespace().initial(name)?;
         Ok(walk(self, initial, None, Walk::ToMountTable)?.0)
     }
 
-    fn on_mount_table(&self, name: &str, method: &str, args: Vec<Value>) -> Result<()> {
-        if naming::clean(name).is_empty() {
-            return Err(Error::bad_arg("cannot mount at the root of a name space"));
-        }
-        let targets = self.resolve_to_mount_table(name)?;
+    /// Calls `method` on the mount table entry of `name` (replicas tried in
+    /// order); its results.
+    fn on_mount_table(&self, name: &str, method: &str, args: Vec<Value>) -> Result<Vec<Value>> {
+        let targets = self.mount_table_of(name)?;
         let mut last = Error::no_exist(format!("no mount table for {name}"));
         for t in &targets {
-            let parsed = Name::parse(t)?;
+            let parsed = Name::parse(&t.name)?;
             let Some(ep) = parsed.endpoint() else {
                 continue;
             };
@@ -290,42 +357,106 @@ impl Client {
                     method,
                     args.clone(),
                     Some(call_deadline(None)),
+                    t.expect(),
                 )
                 .and_then(|c| c.finish())
             {
-                Ok(_) => {
+                Ok(results) => {
                     self.namespace().forget(name);
-                    return Ok(());
+                    return Ok(results);
                 }
+                // Refused: another replica would refuse too.
+                Err(e) if e.is(crate::error::ids::NO_ACCESS) => return Err(e),
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
 
-    /// Mounts `server` (a rooted name or endpoint) under `name` for `ttl`.
+    /// Mounts `server` (a rooted name or endpoint) under `name` for `ttl`;
+    /// the mount table records the blessing names this client proves as
+    /// the server's.
     pub fn mount(&self, name: &str, server: &str, ttl: Duration) -> Result<()> {
+        self.mount_with(name, server, ttl, &[])
+    }
+
+    /// Like [`Client::mount`], recording `blessings` (names or patterns
+    /// the server proves) for the server; none: this client's own names.
+    pub fn mount_with(
+        &self,
+        name: &str,
+        server: &str,
+        ttl: Duration,
+        blessings: &[String],
+    ) -> Result<()> {
+        if naming::clean(name).is_empty() {
+            return Err(Error::bad_arg("cannot mount at the root of a name space"));
+        }
         let server = if server.starts_with('/') {
             server.to_string()
         } else {
             format!("/{server}")
         };
         Name::parse(&server)?;
-        self.on_mount_table(
-            name,
-            "Mount",
-            vec![json!(server), json!(ttl.as_secs().max(1))],
-        )
+        for b in blessings {
+            crate::security::BlessingPattern::new(b)?;
+        }
+        let mut args = vec![json!(server), json!(ttl.as_secs().max(1))];
+        if !blessings.is_empty() {
+            args.push(json!(blessings));
+        }
+        self.on_mount_table(name, "Mount", args).map(|_| ())
     }
 
     /// Unmounts `server` from `name` (every server when `server` is empty).
     pub fn unmount(&self, name: &str, server: &str) -> Result<()> {
+        if naming::clean(name).is_empty() {
+            return Err(Error::bad_arg("cannot unmount the root of a name space"));
+        }
         let server = if server.is_empty() || server.starts_with('/') {
             server.to_string()
         } else {
             format!("/{server}")
         };
         self.on_mount_table(name, "Unmount", vec![json!(server)])
+            .map(|_| ())
+    }
+
+    /// The permissions in force at `name` (`""`: the root of the first
+    /// mount table) and their version.
+    pub fn get_permissions(&self, name: &str) -> Result<(Permissions, String)> {
+        let results = self.on_mount_table(name, "GetPermissions", vec![])?;
+        let bad = || Error::internal(format!("{name}: malformed GetPermissions reply"));
+        let perms = results
+            .first()
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(bad)?;
+        let version = results
+            .get(1)
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_string();
+        Ok((perms, version))
+    }
+
+    /// Sets the permissions of `name` (made, as this client's, if it does
+    /// not exist): the tags given replace the name's own, the others are
+    /// its parent's. `version` is what [`Client::get_permissions`] gave
+    /// (`""`: whatever it is now).
+    pub fn set_permissions(&self, name: &str, perms: &Permissions, version: &str) -> Result<()> {
+        self.on_mount_table(name, "SetPermissions", vec![json!(perms), json!(version)])
+            .map(|_| ())
+    }
+
+    /// Deletes `name` from its mount table, with every name below it if
+    /// `subtree` (else there must be none).
+    pub fn delete(&self, name: &str, subtree: bool) -> Result<()> {
+        if naming::clean(name).is_empty() {
+            return Err(Error::bad_arg("cannot delete the root of a name space"));
+        }
+        self.on_mount_table(name, "Delete", vec![json!(subtree)])
+            .map(|_| ())
     }
 
     /// Every name matching `pattern`, walking into mount tables mounted in
@@ -334,9 +465,21 @@ impl Client {
         let (start, prefix, rest) = match Name::parse(pattern)?.endpoint() {
             Some(ep) => {
                 let rest = Name::parse(pattern)?.suffix().to_string();
-                (vec![format!("/{ep}")], format!("/{ep}"), rest)
+                (
+                    vec![Resolved::plain(format!("/{ep}"))],
+                    format!("/{ep}"),
+                    rest,
+                )
             }
-            None => (self.namespace().roots(), String::new(), pattern.to_string()),
+            None => (
+                self.namespace()
+                    .roots()
+                    .into_iter()
+                    .map(Resolved::plain)
+                    .collect(),
+                String::new(),
+                pattern.to_string(),
+            ),
         };
         if start.is_empty() {
             return Err(Error::no_exist("cannot glob: no name space root is set"));
@@ -347,14 +490,14 @@ impl Client {
         let mut first_error = None;
         let mut answered = false;
         while let Some((tables, prefix, pat, depth)) = queue.pop() {
-            if depth > MAX_DEPTH || !seen.insert((tables.clone(), pat.clone())) {
+            if depth > MAX_DEPTH || !seen.insert((names(&tables), pat.clone())) {
                 continue;
             }
             let pattern = Pattern::parse(&pat)?;
             let entries = match glob_one(self, &tables, &pat) {
                 Ok(e) => e,
                 Err(e) => {
-                    log::debug!("glob {pat} at {tables:?}: {e}");
+                    log::debug!("glob {pat} at {:?}: {e}", names(&tables));
                     first_error.get_or_insert(e);
                     continue;
                 }
@@ -374,7 +517,7 @@ impl Client {
                         )));
                     }
                 }
-                let below: Vec<String> = e
+                let below: Vec<Resolved> = e
                     .servers
                     .iter()
                     .filter(|s| {
@@ -383,7 +526,10 @@ impl Client {
                             .and_then(|n| n.endpoint().map(|ep| ep.is_mount_table()))
                             .unwrap_or(false)
                     })
-                    .map(|s| s.server.clone())
+                    .map(|s| Resolved {
+                        name: s.server.clone(),
+                        blessings: s.blessings.clone(),
+                    })
                     .collect();
                 if !below.is_empty() {
                     for r in pattern.remainders(&states) {
@@ -402,9 +548,10 @@ impl Client {
     }
 }
 
-fn glob_one(client: &Client, tables: &[String], pattern: &str) -> Result<Vec<GlobEntry>> {
+fn glob_one(client: &Client, tables: &[Resolved], pattern: &str) -> Result<Vec<GlobEntry>> {
     let mut last = Error::no_exist("no mount table to ask");
-    for t in tables {
+    for table in tables {
+        let t = &table.name;
         let parsed = Name::parse(t)?;
         let Some(ep) = parsed.endpoint() else {
             continue;
@@ -415,6 +562,7 @@ fn glob_one(client: &Client, tables: &[String], pattern: &str) -> Result<Vec<Glo
             "Glob",
             vec![json!(pattern)],
             Some(call_deadline(None)),
+            table.expect(),
         ) {
             Ok(c) => c,
             Err(e) => {

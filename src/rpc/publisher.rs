@@ -18,6 +18,9 @@ use crate::rpc::client::Client;
 
 #[derive(Clone)]
 struct Entry {
+    /// Mounts as the server's own principal: the mount table records the
+    /// names it proves as the server's, and the name is its own.
+    client: Client,
     owner: u64,
     name: String,
     server: String,
@@ -49,10 +52,25 @@ impl Publisher {
         }
     }
 
-    /// Mounts `server` under `name` now, then keeps it mounted.
-    pub(crate) fn add(&self, owner: u64, name: &str, server: &str, ttl: Duration) -> Result<()> {
-        self.inner.client.mount(name, server, ttl)?;
+    /// The client that mounts names when a server has none of its own.
+    pub(crate) fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Mounts `server` under `name` now through `client` (default: the
+    /// publisher's), then keeps it mounted.
+    pub(crate) fn add(
+        &self,
+        owner: u64,
+        name: &str,
+        server: &str,
+        ttl: Duration,
+        client: Option<&Client>,
+    ) -> Result<()> {
+        let client = client.unwrap_or(&self.inner.client).clone();
+        client.mount(name, server, ttl)?;
         lock(&self.inner.entries).push(Entry {
+            client,
             owner,
             name: name.to_string(),
             server: server.to_string(),
@@ -90,7 +108,7 @@ impl Publisher {
         };
         let mut last = None;
         for e in gone {
-            if let Err(err) = self.inner.client.unmount(&e.name, &e.server) {
+            if let Err(err) = e.client.unmount(&e.name, &e.server) {
                 log::warn!("unmounting {} from {}: {err}", e.server, e.name);
                 last = Some(err);
             }
@@ -149,7 +167,7 @@ fn refresh_loop(weak: Weak<Inner>, wake: Receiver<()>) {
             .cloned()
             .collect();
         for e in due {
-            let res = inner.client.mount(&e.name, &e.server, e.ttl);
+            let res = e.client.mount(&e.name, &e.server, e.ttl);
             let mut entries = lock(&inner.entries);
             let found = entries
                 .iter_mut()
@@ -172,7 +190,7 @@ fn refresh_loop(weak: Weak<Inner>, wake: Receiver<()>) {
                 (None, Ok(())) => {
                     // Removed while we refreshed it: take the mount back.
                     drop(entries);
-                    let _ = inner.client.unmount(&e.name, &e.server);
+                    let _ = e.client.unmount(&e.name, &e.server);
                 }
                 (None, Err(_)) => {}
             }

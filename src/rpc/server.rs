@@ -521,6 +521,9 @@ struct ServerEntry {
     inflight_done: Receiver<()>,
     conns: Mutex<HashMap<u64, Arc<ServerConn>>>,
     names: Mutex<Vec<String>>,
+    /// Mounts the names, as the server's principal (none: the listener's
+    /// client, whose principal the server's is).
+    mounter: Option<Client>,
 }
 
 struct ListenerInner {
@@ -675,12 +678,48 @@ impl Listener {
         self.serve_as(dispatcher, mount_table, self.inner.principal.clone())
     }
 
-    /// Like [`Listener::serve`], authenticating as `principal`.
+    /// Like [`Listener::serve`], authenticating as `principal`, and
+    /// mounting its names as `principal` too (through a client of its own,
+    /// in the listener's client's name space).
     pub fn serve_as(
         &self,
         dispatcher: Arc<dyn Dispatcher>,
         mount_table: bool,
         principal: Arc<Principal>,
+    ) -> Result<Server> {
+        let listener_client = self.inner.publisher.client();
+        let mounter = (!Arc::ptr_eq(&principal, &self.inner.principal)).then(|| {
+            Client::with_principal(
+                listener_client.namespace().clone(),
+                principal.clone(),
+                listener_client.config().clone(),
+            )
+        });
+        self.serve_entry(dispatcher, mount_table, principal, mounter)
+    }
+
+    /// Like [`Listener::serve`], authenticating as `client`'s principal
+    /// and mounting its names through `client`.
+    pub fn serve_with_client(
+        &self,
+        dispatcher: Arc<dyn Dispatcher>,
+        mount_table: bool,
+        client: &Client,
+    ) -> Result<Server> {
+        self.serve_entry(
+            dispatcher,
+            mount_table,
+            client.principal().clone(),
+            Some(client.clone()),
+        )
+    }
+
+    fn serve_entry(
+        &self,
+        dispatcher: Arc<dyn Dispatcher>,
+        mount_table: bool,
+        principal: Arc<Principal>,
+        mounter: Option<Client>,
     ) -> Result<Server> {
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(Error::aborted("the listener is closed"));
@@ -698,6 +737,7 @@ impl Listener {
             inflight_done: rx,
             conns: Mutex::new(HashMap::new()),
             names: Mutex::new(Vec::new()),
+            mounter,
         });
         self.inner
             .servers
@@ -1192,11 +1232,13 @@ impl Server {
             names.push(name.to_string());
         }
         let ttl = self.listener.inner.config.mount_ttl;
-        let res = self
-            .listener
-            .inner
-            .publisher
-            .add(self.entry.routing_id, name, &self.name(), ttl);
+        let res = self.listener.inner.publisher.add(
+            self.entry.routing_id,
+            name,
+            &self.name(),
+            ttl,
+            self.entry.mounter.as_ref(),
+        );
         if res.is_err() {
             lock(&self.entry.names).retain(|n| n != name);
         }

@@ -153,7 +153,8 @@ pub(crate) fn prepare_call(
         }
         Some(t) if t > 0.0 => CallOptions::timeout(Duration::from_secs_f64(t.min(1e9) / 1000.0)),
         _ => CallOptions::default(),
-    };
+    }
+    .with_server_blessings(server_blessings(&req.server_blessings)?);
     let method = naming::upper_first(&req.method);
     let started = Instant::now();
     Ok(PreparedCall {
@@ -172,6 +173,24 @@ pub(crate) fn prepare_call(
         opts,
         started,
     })
+}
+
+/// The patterns of a call's `serverBlessings`.
+fn server_blessings(patterns: &[String]) -> Result<Vec<crate::security::BlessingPattern>> {
+    if patterns.len() > crate::security::access::MAX_PATTERNS {
+        return Err(Error::bad_arg(format!(
+            "bad call data: {} serverBlessings (limit {})",
+            patterns.len(),
+            crate::security::access::MAX_PATTERNS
+        )));
+    }
+    patterns
+        .iter()
+        .map(|p| {
+            crate::security::BlessingPattern::new(p)
+                .map_err(|e| Error::bad_arg(format!("bad call data: serverBlessings: {}", e.msg())))
+        })
+        .collect()
 }
 
 /// Starts the call on the pipe thread if that needs no waiting (cached
@@ -387,8 +406,10 @@ fn signature(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
             return Ok(sig.clone());
         }
     }
+    // By name, not by the rooted target: the server must prove what the
+    // name space recorded for it.
     let results = pipe.client.call(
-        &key.1,
+        &req.name,
         "Signature",
         vec![],
         CallOptions::timeout(Duration::from_secs(10)),
@@ -429,16 +450,49 @@ fn namespace(pipe: &Arc<Pipe>, id: u64, data: protocol::Data) {
             }
             json!([])
         }),
-        NamespaceRequest::Mount { name, server, ttl } => {
+        NamespaceRequest::Mount {
+            name,
+            server,
+            ttl,
+            server_blessings,
+        } => {
             let ttl = ttl.filter(|t| *t > 0.0).unwrap_or(60.0).min(86_400.0);
             client
-                .mount(&name, &server, Duration::from_secs_f64(ttl))
+                .mount_with(
+                    &name,
+                    &server,
+                    Duration::from_secs_f64(ttl),
+                    &server_blessings,
+                )
                 .map(|_| Value::Null)
         }
         NamespaceRequest::Unmount { name, server } => {
             client.unmount(&name, &server).map(|_| Value::Null)
         }
         NamespaceRequest::Resolve { name } => client.resolve(&name).map(|v| json!(v)),
+        other => permissions_request(client, other),
     };
     pipe.finish_request(id, result);
+}
+
+/// The name space requests of the permissions extension (docs/security.md),
+/// made as the pipe's own principal.
+fn permissions_request(client: &crate::rpc::Client, req: NamespaceRequest) -> Result<Value> {
+    match req {
+        NamespaceRequest::GetPermissions { name } => client
+            .get_permissions(&name)
+            .map(|(permissions, version)| json!({"permissions": permissions, "version": version})),
+        NamespaceRequest::SetPermissions {
+            name,
+            permissions,
+            version,
+        } => client
+            .set_permissions(&name, &permissions, &version)
+            .map(|_| Value::Null),
+        NamespaceRequest::Delete {
+            name,
+            delete_subtree,
+        } => client.delete(&name, delete_subtree).map(|_| Value::Null),
+        _ => Err(Error::internal("not a permissions request")),
+    }
 }

@@ -301,10 +301,12 @@ impl JsServer {
             cache: Mutex::new(HashMap::new()),
             lookup_timeout,
         });
-        let rpc = listener.serve_as(
+        // Served and mounted as the pipe's own principal: the name is the
+        // page's, and callers check the server proves the page's names.
+        let rpc = listener.serve_with_client(
             Arc::new(JsDispatcher(state.clone())),
             false,
-            pipe.principal.clone(),
+            &pipe.client,
         )?;
         Ok(JsServer { state, rpc })
     }

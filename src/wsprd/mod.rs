@@ -47,7 +47,7 @@ use crate::mounttable::{MountTable, MountTableConfig};
 use crate::pool::lock;
 use crate::pool::{Pool, PoolConfig};
 use crate::rpc::{AllowAll, Client, Listener, Namespace, Server, ServerConfig};
-use crate::security::{Principal, SameFamily};
+use crate::security::{Delegation, Principal};
 
 /// Settings of the daemon. Every field has a documented default; see
 /// [`Config::validate`].
@@ -67,6 +67,10 @@ pub struct Config {
     /// listens on a free port of the same host instead, and says so in a
     /// warning. Default false (an address in use is an error).
     pub mounttable_fallback: bool,
+    /// Where the embedded mount table keeps its permissions between runs.
+    /// Default none: in memory only (the command line picks a directory
+    /// per address; see `docs/security.md`).
+    pub mounttable_state_dir: Option<std::path::PathBuf>,
     /// Origins allowed besides localhost (`*`: all). Default none.
     pub allowed_origins: Vec<String>,
     /// How long a lookup or authorization waits for JavaScript. Default 10 s.
@@ -75,8 +79,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Threads that handle JavaScript's requests. Default 16.
     pub workers: usize,
-    /// Let callers of any principal family call JavaScript servers.
-    /// Default false.
+    /// Let any caller call JavaScript servers that have no authorizer of
+    /// their own. Default false: only callers whose blessings equal,
+    /// extend or are extended by the server's (see
+    /// [`Delegation`](crate::security::Delegation)).
     pub open_access: bool,
     /// Also serve the demo object as `demo/adder`. Default false.
     pub serve_demo: bool,
@@ -118,6 +124,7 @@ impl Default for Config {
             namespace_roots: vec![],
             mounttable_listen: "127.0.0.1:0".into(),
             mounttable_fallback: false,
+            mounttable_state_dir: None,
             allowed_origins: vec![],
             lookup_timeout: Duration::from_secs(10),
             max_message_bytes: 1 << 20,
@@ -216,10 +223,14 @@ fn socket_addr(setting: &str, addr: &str) -> Result<SocketAddr> {
 /// port of the same host if that is in use and `mounttable_fallback` is
 /// set.
 fn embedded_mount_table(config: &Config, client: &Client, server: &ServerConfig) -> Result<Server> {
+    let table = match &config.mounttable_state_dir {
+        Some(dir) => MountTable::with_state(MountTableConfig::default(), dir)?,
+        None => MountTable::new(MountTableConfig::default()),
+    };
     let listen = |addr: &str| {
         Server::listen_with(
             addr,
-            Arc::new(MountTable::new(MountTableConfig::default())),
+            Arc::new(table.clone()),
             client.clone(),
             server.clone(),
             true,
@@ -359,7 +370,7 @@ impl Daemon {
         let default_authorizer: Arc<dyn crate::rpc::Authorizer> = if config.open_access {
             Arc::new(AllowAll)
         } else {
-            Arc::new(SameFamily)
+            Arc::new(Delegation)
         };
         let server_config = ServerConfig {
             mount_ttl: config.mount_ttl,

@@ -254,6 +254,10 @@ pub struct CallRequest {
     /// Milliseconds; absent or 0: no deadline.
     #[serde(default)]
     pub timeout: Option<f64>,
+    /// Blessing patterns the server must prove a name matching (an
+    /// extension of the contract; see docs/security.md).
+    #[serde(default)]
+    pub server_blessings: Vec<String>,
 }
 
 /// `data` of serve (1).
@@ -341,6 +345,10 @@ pub enum NamespaceRequest {
         /// Seconds (default 60).
         #[serde(default)]
         ttl: Option<f64>,
+        /// The blessing names (or patterns) the server proves, recorded
+        /// for it (default: the pipe's own names). An extension.
+        #[serde(default, rename = "serverBlessings")]
+        server_blessings: Vec<String>,
     },
     /// Unmount a server from a name.
     Unmount {
@@ -354,6 +362,30 @@ pub enum NamespaceRequest {
     Resolve {
         /// The name.
         name: String,
+    },
+    /// The permissions of a name, and their version. An extension.
+    GetPermissions {
+        /// The name.
+        name: String,
+    },
+    /// Sets the permissions of a name. An extension.
+    SetPermissions {
+        /// The name.
+        name: String,
+        /// An access list per tag (`{"Admin": ["pattern", ..], ..}`).
+        permissions: crate::security::access::Permissions,
+        /// The version read with getPermissions (absent: any).
+        #[serde(default)]
+        version: String,
+    },
+    /// Deletes a name (and, with `deleteSubtree`, the names below it). An
+    /// extension.
+    Delete {
+        /// The name.
+        name: String,
+        /// Also delete the names below it.
+        #[serde(default, rename = "deleteSubtree")]
+        delete_subtree: bool,
     },
 }
 

@@ -19,16 +19,39 @@ pub fn test_credentials() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("credentials")
 }
 
+/// Where wsprd processes of this test binary keep state (mount tables'
+/// permissions), kept out of the user's home and apart from other runs.
+pub fn test_state() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("state-{}", std::process::id()))
+}
+
 /// The wsprd binary built for these tests.
 pub fn wsprd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wsprd"));
     c.env("WSPR_CREDENTIALS", test_credentials());
+    c.env("WSPR_STATE", test_state());
     c
 }
 
-/// A mount table on its own listener, and a client whose root it is.
+/// The principal of [`test_credentials`]: what the wsprd processes of the
+/// tests are, so that in-process servers, mount tables and clients are
+/// one party with them.
+pub fn test_principal() -> Arc<wspr::security::Principal> {
+    Arc::new(
+        wspr::security::Principal::load_or_create(&test_credentials(), "wspr-test")
+            .expect("test credentials"),
+    )
+}
+
+/// A client of the tests' principal.
+pub fn test_client(roots: Vec<String>) -> Client {
+    Client::with_principal(Namespace::new(roots), test_principal(), Default::default())
+}
+
+/// A mount table on its own listener, and a client whose root it is (both
+/// the tests' principal, as the wsprd processes they start).
 pub fn mount_table() -> (Server, Client) {
-    let client = Client::new(Namespace::new(vec![]));
+    let client = test_client(vec![]);
     let mt = mount_table_on(&client);
     client.namespace().set_roots(vec![mt.name()]);
     (mt, client)

@@ -1,0 +1,1156 @@
+//! The mount table's name tree and who may do what to it: pure state, no
+//! I/O and no threads (the table's lock is held around every call here).
+//!
+//! Each node may carry permissions of its own: an access list per tag for
+//! the tags set there (the others are its parent's), a version, and its
+//! creator. A node made by a caller is the caller's: its proven names get
+//! `Admin` and `Mount` there. The root's tags that are not set are
+//! [`defaults`](Table::defaults): everyone may resolve, read and create
+//! below it, no one mounts at it, and the table's own principal is its
+//! `Admin`. Whoever is `Admin` of the root is `Admin` of every node.
+//!
+//! The tag sets each operation needs follow Vanadium's mount table: every
+//! node passed on the way needs one of Read, Resolve, Create or Admin; a
+//! new node needs Create (or Admin) on its parent; and so on per method
+//! (see the constants below).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::glob::{Pattern, States};
+use crate::naming;
+use crate::rpc::{GlobEntry, MountedServer};
+use crate::security::BlessingPattern;
+use crate::security::access::{AccessList, Permissions, Tag};
+
+/// Passing through a node on the way to another.
+const TRAVERSE: &[Tag] = &[Tag::Read, Tag::Resolve, Tag::Create, Tag::Admin];
+/// Making a child of a node.
+const CREATE: &[Tag] = &[Tag::Create, Tag::Admin];
+/// Mounting and unmounting at a node.
+const MOUNT: &[Tag] = &[Tag::Mount, Tag::Admin];
+/// Resolving a name at a node, and seeing its servers in a glob.
+const RESOLVE: &[Tag] = &[Tag::Read, Tag::Resolve, Tag::Admin];
+/// Listing a node's children.
+const GLOB: &[Tag] = &[Tag::Read, Tag::Admin];
+/// Reading a node's permissions.
+const GET: &[Tag] = &[Tag::Read, Tag::Admin];
+/// Changing a node's permissions, deleting it.
+const ADMIN: &[Tag] = &[Tag::Admin];
+/// Any access at all: a node with none is invisible in a glob.
+const ANY: &[Tag] = &Tag::ALL;
+
+/// Limits of the tree (from `MountTableConfig`).
+#[derive(Clone, Debug)]
+pub(super) struct Limits {
+    pub max_entries: usize,
+    pub max_servers_per_name: usize,
+    pub max_ttl: Duration,
+    pub max_nodes: usize,
+    pub max_nodes_per_creator: usize,
+}
+
+/// One server mounted at a node.
+#[derive(Clone, Debug)]
+struct Mounted {
+    server: String,
+    expires: Instant,
+    blessings: Vec<String>,
+}
+
+/// Permissions set on a node, with their version and the node's creator
+/// (whose node quota it counts against; empty: nobody's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Owned {
+    pub permissions: Permissions,
+    pub version: u32,
+    #[serde(default)]
+    pub creator: String,
+}
+
+#[derive(Default)]
+struct Node {
+    servers: Vec<Mounted>,
+    children: BTreeMap<String, Node>,
+    owned: Option<Box<Owned>>,
+}
+
+impl Node {
+    fn live(&self, now: Instant) -> Vec<MountedServer> {
+        self.servers
+            .iter()
+            .filter(|m| m.expires > now)
+            .map(|m| MountedServer {
+                server: m.server.clone(),
+                ttl: m.expires.saturating_duration_since(now).as_secs().max(1),
+                blessings: m.blessings.clone(),
+            })
+            .collect()
+    }
+
+    fn has_live(&self, now: Instant) -> bool {
+        self.servers.iter().any(|m| m.expires > now)
+    }
+
+    /// Whether a live server is mounted here or below.
+    fn live_at_or_below(&self, now: Instant) -> bool {
+        self.has_live(now) || self.children.values().any(|c| c.live_at_or_below(now))
+    }
+
+    /// Whether nothing keeps the node: no server, no child, no permissions.
+    fn is_useless(&self) -> bool {
+        self.servers.is_empty() && self.children.is_empty() && self.owned.is_none()
+    }
+
+    /// Drops expired servers and useless nodes below; the entries dropped.
+    fn prune(&mut self, now: Instant) -> usize {
+        let before = self.servers.len();
+        self.servers.retain(|m| m.expires > now);
+        let mut removed = before - self.servers.len();
+        self.children.retain(|_, c| {
+            removed += c.prune(now);
+            !c.is_useless()
+        });
+        removed
+    }
+
+    /// Removes the useless nodes along `path`.
+    fn prune_path(&mut self, path: &[&str]) {
+        if let Some((first, rest)) = path.split_first()
+            && let Some(child) = self.children.get_mut(*first)
+        {
+            child.prune_path(rest);
+            if child.is_useless() {
+                self.children.remove(*first);
+            }
+        }
+    }
+
+    /// Every node at or below with permissions, as (name, owned).
+    fn owned_nodes<'a>(&'a self, name: &str, out: &mut Vec<(String, &'a Owned)>) {
+        if let Some(o) = &self.owned {
+            out.push((name.to_string(), o));
+        }
+        for (e, c) in &self.children {
+            c.owned_nodes(&naming::join(name, e), out);
+        }
+    }
+
+    /// Counts, at or below: server entries, and nodes per creator.
+    fn tally(&self, entries: &mut usize, creators: &mut HashMap<String, usize>) {
+        *entries += self.servers.len();
+        if let Some(o) = &self.owned {
+            *creators.entry(o.creator.clone()).or_default() += 1;
+        }
+        for c in self.children.values() {
+            c.tally(entries, creators);
+        }
+    }
+}
+
+/// The access lists in force at a node: each tag's nearest setting on the
+/// way from the root.
+#[derive(Clone, Copy)]
+struct Eff<'a>([&'a AccessList; 5]);
+
+impl<'a> Eff<'a> {
+    fn under(mut self, node: &'a Node) -> Eff<'a> {
+        if let Some(o) = &node.owned {
+            for (t, l) in o.permissions.iter() {
+                self.0[t as usize] = l;
+            }
+        }
+        self
+    }
+
+    fn allows(&self, tags: &[Tag], names: &[String]) -> bool {
+        tags.iter().any(|t| self.0[*t as usize].includes(names))
+    }
+
+    fn permissions(&self) -> Permissions {
+        let mut p = Permissions::new();
+        for t in Tag::ALL {
+            p.set(t, self.0[t as usize].clone());
+        }
+        p
+    }
+}
+
+/// Who is asking: the names the caller proved to the table.
+pub(super) struct Caller<'a> {
+    pub names: &'a [String],
+}
+
+/// What a change did, for persistence: whether the permissions changed.
+#[must_use]
+#[derive(Debug)]
+pub(super) struct Changed(pub bool);
+
+/// The name tree.
+pub(super) struct Table {
+    root: Node,
+    /// Live and expired (name, server) entries not yet pruned.
+    entries: usize,
+    /// Nodes with permissions, per creator.
+    creators: HashMap<String, usize>,
+    /// Nodes with permissions.
+    nodes: usize,
+    /// The root's lists for the tags it does not set.
+    defaults: [AccessList; 5],
+    /// Whether `defaults` know the table's own names yet.
+    own_known: bool,
+    limits: Limits,
+    mounts: u64,
+    /// Bumped on every change of permissions.
+    pub generation: u64,
+}
+
+/// One node's permissions as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct StoredNode {
+    pub name: String,
+    #[serde(flatten)]
+    pub owned: Owned,
+}
+
+fn split(name: &str) -> Vec<&str> {
+    name.split('/').filter(|e| !e.is_empty()).collect()
+}
+
+fn denied(what: &str, name: &str, caller: &Caller, tags: &[Tag]) -> Error {
+    let tags: Vec<&str> = tags.iter().map(|t| t.as_str()).collect();
+    let who = if caller.names.is_empty() {
+        "a caller that proved no blessing name this mount table recognizes".to_string()
+    } else {
+        format!("{:?}", caller.names)
+    };
+    Error::no_access(format!(
+        "{what} {:?}: {who} has none of {} there",
+        if name.is_empty() { "(the root)" } else { name },
+        tags.join(", ")
+    ))
+}
+
+impl Table {
+    pub(super) fn new(limits: Limits) -> Table {
+        Table {
+            root: Node::default(),
+            entries: 0,
+            creators: HashMap::new(),
+            nodes: 0,
+            defaults: Self::defaults(&[]),
+            own_known: false,
+            limits,
+            mounts: 0,
+            generation: 0,
+        }
+    }
+
+    /// The root's lists for tags it does not set, for a table whose own
+    /// principal is named `own`: Resolve, Read and Create for everyone,
+    /// Mount for no one, Admin for the table's own names.
+    pub(super) fn defaults(own: &[String]) -> [AccessList; 5] {
+        let everyone = || AccessList::parse(&["..."]).unwrap_or_default();
+        let mut d: [AccessList; 5] = Default::default();
+        d[Tag::Resolve as usize] = everyone();
+        d[Tag::Read as usize] = everyone();
+        d[Tag::Create as usize] = everyone();
+        d[Tag::Mount as usize] = AccessList::default();
+        // (Names that are not valid patterns name no one.)
+        d[Tag::Admin as usize] = AccessList::new(
+            own.iter()
+                .filter_map(|n| BlessingPattern::new(n).ok())
+                .collect(),
+        )
+        .unwrap_or_default();
+        d
+    }
+
+    /// Sets the table's own names (the root's default Admin), once: from
+    /// the principal that serves the table, at its first call.
+    pub(super) fn know_own_names(&mut self, own: impl FnOnce() -> Vec<String>) {
+        if !self.own_known {
+            self.defaults = Self::defaults(&own());
+            self.own_known = true;
+        }
+    }
+
+    fn root_eff(&self) -> Eff<'_> {
+        let d = &self.defaults;
+        Eff([&d[0], &d[1], &d[2], &d[3], &d[4]]).under(&self.root)
+    }
+
+    /// Whether the caller is Admin of the root, and so of every node.
+    fn is_superuser(&self, caller: &Caller) -> bool {
+        self.root_eff().allows(ADMIN, caller.names)
+    }
+
+    /// The nodes on `path` that exist, from the root, with the lists in
+    /// force at each.
+    fn walk<'a>(&'a self, path: &[&str]) -> Vec<(&'a Node, Eff<'a>)> {
+        let mut out = Vec::with_capacity(path.len() + 1);
+        let mut node = &self.root;
+        let mut eff = self.root_eff();
+        out.push((node, eff));
+        for e in path {
+            match node.children.get(*e) {
+                Some(c) => {
+                    node = c;
+                    eff = eff.under(c);
+                    out.push((node, eff));
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Checks that the caller may pass through `walked[..upto]`.
+    fn check_traverse(
+        walked: &[(&Node, Eff)],
+        upto: usize,
+        what: &str,
+        path: &[&str],
+        caller: &Caller,
+    ) -> Result<()> {
+        for (i, (_, eff)) in walked.iter().enumerate().take(upto) {
+            if !eff.allows(TRAVERSE, caller.names) {
+                return Err(denied(what, &path[..i].join("/"), caller, TRAVERSE));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the caller may do `what` (needing `tags`) at `path`,
+    /// making the nodes missing on it; `Ok(Some(n))`: the first `n`
+    /// elements of `path` exist and the rest must be made (see
+    /// [`make`](Self::make)).
+    fn check(
+        &self,
+        what: &str,
+        path: &[&str],
+        tags: &[Tag],
+        caller: &Caller,
+        now: Instant,
+    ) -> Result<Option<usize>> {
+        let superuser = self.is_superuser(caller);
+        let walked = self.walk(path);
+        let have = walked.len() - 1;
+        let name = path.join("/");
+        if !superuser {
+            Self::check_traverse(&walked, have.min(path.len()), what, path, caller)?;
+        }
+        if have == path.len() {
+            let (_, eff) = walked[have];
+            if !superuser && !eff.allows(tags, caller.names) {
+                return Err(denied(what, &name, caller, tags));
+            }
+            return Ok(None);
+        }
+        // New nodes below walked[have].
+        let (parent, eff) = walked[have];
+        let parent_name = path[..have].join("/");
+        if !superuser {
+            if !eff.allows(CREATE, caller.names) {
+                return Err(denied(
+                    &format!("{what} (making a name below)"),
+                    &parent_name,
+                    caller,
+                    CREATE,
+                ));
+            }
+            // A name below a mounted one would take calls meant for that
+            // server (resolution picks the longest mounted prefix).
+            if parent.has_live(now) && !eff.allows(MOUNT, caller.names) {
+                return Err(denied(
+                    &format!("{what} (making a name below the mounted name)"),
+                    &parent_name,
+                    caller,
+                    MOUNT,
+                ));
+            }
+        }
+        let Some(creator) = caller.names.first() else {
+            return Err(Error::no_access(format!(
+                "{what} {name:?}: a name is owned by the names its creator proves, and this caller proved none this mount table recognizes"
+            )));
+        };
+        let new = path.len() - have;
+        if !superuser {
+            let mine = self.creators.get(creator).copied().unwrap_or(0);
+            if mine + new > self.limits.max_nodes_per_creator {
+                return Err(Error::no_access(format!(
+                    "{what} {name:?}: {creator} owns {mine} names in this mount table, the limit is {}",
+                    self.limits.max_nodes_per_creator
+                )));
+            }
+        }
+        if self.nodes + new > self.limits.max_nodes {
+            return Err(Error::bad_arg(format!(
+                "{what} {name:?}: the mount table holds {} names, the limit",
+                self.nodes
+            )));
+        }
+        Ok(Some(have))
+    }
+
+    /// Makes the nodes of `path` past the first `have`, each owned by the
+    /// caller (its names are Admin and Mount there), as
+    /// [`check`](Self::check) allowed.
+    fn make(&mut self, path: &[&str], have: usize, caller: &Caller) -> Result<()> {
+        let creator = caller
+            .names
+            .first()
+            .ok_or_else(|| Error::internal("a name made for no one"))?
+            .clone();
+        let owner = AccessList::names(caller.names)?;
+        let mut perms = Permissions::new();
+        perms.set(Tag::Admin, owner.clone());
+        perms.set(Tag::Mount, owner);
+        let mut node = &mut self.root;
+        for (i, e) in path.iter().enumerate() {
+            node = node.children.entry(e.to_string()).or_default();
+            if i >= have {
+                node.owned = Some(Box::new(Owned {
+                    permissions: perms.clone(),
+                    version: 0,
+                    creator: creator.clone(),
+                }));
+            }
+        }
+        let new = path.len().saturating_sub(have);
+        *self.creators.entry(creator).or_default() += new;
+        self.nodes += new;
+        self.generation += 1;
+        Ok(())
+    }
+
+    fn node_mut(&mut self, path: &[&str]) -> Option<&mut Node> {
+        let mut node = &mut self.root;
+        for e in path {
+            node = node.children.get_mut(*e)?;
+        }
+        Some(node)
+    }
+
+    /// Mounts `server` at `name` for `ttl`, recording `blessings` for it.
+    pub(super) fn mount(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        server: &str,
+        ttl: Duration,
+        blessings: Vec<String>,
+    ) -> Result<Changed> {
+        let path = split(name);
+        if path.is_empty() {
+            return Err(Error::bad_arg("cannot mount at the root of a mount table"));
+        }
+        // The tree is walked recursively (prune, glob, drop): its depth is
+        // bounded, as a name's length is.
+        if path.len() > crate::glob::MAX_ELEMENTS || name.len() > naming::MAX_NAME_LEN {
+            return Err(Error::bad_arg(format!(
+                "a name of {} elements and {} bytes (limits {} and {})",
+                path.len(),
+                name.len(),
+                crate::glob::MAX_ELEMENTS,
+                naming::MAX_NAME_LEN
+            )));
+        }
+        if !server.starts_with('/') {
+            return Err(Error::bad_arg(format!(
+                "server {server:?} is not a rooted name"
+            )));
+        }
+        naming::Name::parse(server)?;
+        let now = Instant::now();
+        self.mounts += 1;
+        if self.mounts.is_multiple_of(256) {
+            self.entries -= self.root.prune(now);
+        }
+        let full = self.entries >= self.limits.max_entries;
+        let missing = self.check("mount at", &path, MOUNT, caller, now)?;
+        // The limits, before anything is made: a refused mount makes no
+        // name.
+        if let Some(node) = self.walk(&path).get(path.len()).map(|(n, _)| *n)
+            && !node.servers.iter().any(|m| m.server == server)
+        {
+            let live = node.servers.iter().filter(|m| m.expires > now).count();
+            if live >= self.limits.max_servers_per_name {
+                return Err(Error::bad_arg(format!(
+                    "{name} has {live} servers, the limit"
+                )));
+            }
+        }
+        if full && missing.is_some() {
+            return Err(Error::bad_arg(format!(
+                "the mount table is full ({} entries)",
+                self.limits.max_entries
+            )));
+        }
+        if let Some(have) = missing {
+            self.make(&path, have, caller)?;
+        }
+        let ttl = ttl.min(self.limits.max_ttl);
+        let max_servers = self.limits.max_servers_per_name;
+        let max_entries = self.limits.max_entries;
+        let node = self
+            .node_mut(&path)
+            .ok_or_else(|| Error::internal("a node just made is gone"))?;
+        let before = node.servers.len();
+        node.servers.retain(|m| m.expires > now);
+        let expired = before - node.servers.len();
+        let outcome = if let Some(m) = node.servers.iter_mut().find(|m| m.server == server) {
+            m.expires = now + ttl;
+            m.blessings = blessings;
+            Ok(())
+        } else if full || node.servers.len() >= max_servers {
+            Err(Error::bad_arg(if full {
+                format!("the mount table is full ({max_entries} entries)")
+            } else {
+                format!("{name} has {} servers, the limit", node.servers.len())
+            }))
+        } else {
+            node.servers.push(Mounted {
+                server: server.to_string(),
+                expires: now + ttl,
+                blessings,
+            });
+            Ok(())
+        };
+        let added = usize::from(outcome.is_ok() && node.servers.len() > before - expired);
+        self.entries = self.entries - expired + added;
+        outcome.map(|_| Changed(missing.is_some()))
+    }
+
+    /// Unmounts `server` (all when empty) from `name`.
+    pub(super) fn unmount(&mut self, caller: &Caller, name: &str, server: &str) -> Result<()> {
+        let path = split(name);
+        let superuser = self.is_superuser(caller);
+        let walked = self.walk(&path);
+        if walked.len() - 1 < path.len() {
+            return Ok(());
+        }
+        if !superuser {
+            Self::check_traverse(&walked, path.len(), "unmount from", &path, caller)?;
+            if !walked[path.len()].1.allows(MOUNT, caller.names) {
+                return Err(denied("unmount from", name, caller, MOUNT));
+            }
+        }
+        if let Some(node) = self.node_mut(&path) {
+            let before = node.servers.len();
+            node.servers
+                .retain(|m| !server.is_empty() && m.server != server);
+            self.entries -= before - node.servers.len();
+        }
+        self.root.prune_path(&path);
+        Ok(())
+    }
+
+    /// The servers of the longest mounted prefix of `name`, and the rest.
+    pub(super) fn resolve_step(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<(Vec<MountedServer>, String)> {
+        let path = split(name);
+        let now = Instant::now();
+        let walked = self.walk(&path);
+        let Some(at) = (1..walked.len()).rev().find(|i| walked[*i].0.has_live(now)) else {
+            return Ok((Vec::new(), path.join("/")));
+        };
+        let superuser = || self.is_superuser(caller);
+        let shown = path[..at].join("/");
+        if Self::check_traverse(&walked, at, "resolve", &path, caller).is_err() && !superuser() {
+            return Err(denied("resolve", &shown, caller, TRAVERSE));
+        }
+        if !walked[at].1.allows(RESOLVE, caller.names) && !superuser() {
+            return Err(denied("resolve", &shown, caller, RESOLVE));
+        }
+        Ok((walked[at].0.live(now), path[at..].join("/")))
+    }
+
+    /// The names matching `pattern` below `at` that the caller may see.
+    pub(super) fn glob(
+        &self,
+        caller: &Caller,
+        at: &str,
+        pattern: &Pattern,
+        out: &mut Vec<GlobEntry>,
+    ) -> Result<()> {
+        let path = split(at);
+        let walked = self.walk(&path);
+        if walked.len() - 1 < path.len() {
+            return Ok(());
+        }
+        let superuser = self.is_superuser(caller);
+        if !superuser {
+            Self::check_traverse(&walked, path.len(), "glob", &path, caller)?;
+        }
+        let (node, eff) = walked[path.len()];
+        let g = Glob {
+            caller,
+            superuser,
+            pattern,
+            now: Instant::now(),
+        };
+        g.children(node, eff, "", &pattern.start(), out);
+        Ok(())
+    }
+
+    /// The permissions in force at `name` (every tag) and its version.
+    pub(super) fn get_permissions(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<(Permissions, u32)> {
+        let path = split(name);
+        let walked = self.walk(&path);
+        if walked.len() - 1 < path.len() {
+            return Err(Error::no_exist(format!(
+                "{name:?} is not in this mount table"
+            )));
+        }
+        let (node, eff) = walked[path.len()];
+        if !self.is_superuser(caller) {
+            Self::check_traverse(
+                &walked,
+                path.len(),
+                "read the permissions of",
+                &path,
+                caller,
+            )?;
+            if !eff.allows(GET, caller.names) {
+                return Err(denied("read the permissions of", name, caller, GET));
+            }
+        }
+        Ok((
+            eff.permissions(),
+            node.owned.as_ref().map_or(0, |o| o.version),
+        ))
+    }
+
+    /// Sets the permissions of `name` (made if missing): the tags given
+    /// replace what the node set, the others are its parent's. `version`
+    /// (unless empty) must be the current one. The caller keeps Admin if
+    /// it had it.
+    pub(super) fn set_permissions(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        mut perms: Permissions,
+        version: &str,
+    ) -> Result<Changed> {
+        let path = split(name);
+        let now = Instant::now();
+        if path.is_empty() {
+            if !self.is_superuser(caller) {
+                return Err(denied("set the permissions of", name, caller, ADMIN));
+            }
+        } else if let Some(have) =
+            self.check("set the permissions of", &path, ADMIN, caller, now)?
+        {
+            self.make(&path, have, caller)?;
+        }
+        let walked = self.walk(&path);
+        let (node, eff) = walked[path.len()];
+        let current = node.owned.as_ref().map_or(0, |o| o.version);
+        if !version.is_empty() && version != current.to_string() {
+            return Err(Error::bad_arg(format!(
+                "the permissions of {name:?} are at version {current}, not {version}: read them again"
+            )));
+        }
+        // Keep the caller's Admin: names of its that were Admin here and
+        // would not be.
+        let was_admin = eff.0[Tag::Admin as usize];
+        let parent_admin = if path.is_empty() {
+            &self.defaults[Tag::Admin as usize]
+        } else {
+            walked[path.len() - 1].1.0[Tag::Admin as usize]
+        };
+        let keep: Vec<String> = caller
+            .names
+            .iter()
+            .filter(|n| was_admin.includes(std::slice::from_ref(n)))
+            .filter(|n| {
+                !perms
+                    .get(Tag::Admin)
+                    .unwrap_or(parent_admin)
+                    .includes(std::slice::from_ref(n))
+            })
+            .cloned()
+            .collect();
+        if !keep.is_empty() && perms.get(Tag::Admin).is_none() {
+            perms.set(Tag::Admin, parent_admin.clone());
+        }
+        for n in keep {
+            perms.get_mut(Tag::Admin).add(BlessingPattern::new(&n)?)?;
+        }
+        let creator = node.owned.as_ref().map(|o| o.creator.clone());
+        let counted = creator.is_some();
+        let node = self
+            .node_mut(&path)
+            .ok_or_else(|| Error::internal("a node just made is gone"))?;
+        node.owned = Some(Box::new(Owned {
+            permissions: perms,
+            version: current.wrapping_add(1),
+            creator: creator.unwrap_or_default(),
+        }));
+        if !counted {
+            // (An unowned node given permissions: counted as nobody's.)
+            *self.creators.entry(String::new()).or_default() += 1;
+            self.nodes += 1;
+        }
+        self.generation += 1;
+        Ok(Changed(true))
+    }
+
+    /// Deletes `name`, and what is below it if `subtree` (else it must
+    /// have nothing below). The caller must be Admin of every node
+    /// deleted.
+    pub(super) fn delete(&mut self, caller: &Caller, name: &str, subtree: bool) -> Result<Changed> {
+        let path = split(name);
+        let Some((last, parent_path)) = path.split_last() else {
+            return Err(Error::bad_arg(
+                "the root of a mount table cannot be deleted",
+            ));
+        };
+        let walked = self.walk(&path);
+        if walked.len() - 1 < path.len() {
+            return Ok(Changed(false));
+        }
+        let (node, eff) = walked[path.len()];
+        if !node.children.is_empty() && !subtree {
+            return Err(Error::bad_arg(format!(
+                "{name:?} has names below it: delete them first, or delete the subtree"
+            )));
+        }
+        if !self.is_superuser(caller) {
+            Self::check_traverse(&walked, path.len(), "delete", &path, caller)?;
+            if let Some(bad) = first_not_admin(node, eff, name, caller) {
+                return Err(denied("delete", &bad, caller, ADMIN));
+            }
+        }
+        let parent = self
+            .node_mut(parent_path)
+            .ok_or_else(|| Error::internal("a parent just walked is gone"))?;
+        let Some(gone) = parent.children.remove(*last) else {
+            return Ok(Changed(false));
+        };
+        let mut entries = 0;
+        let mut creators = HashMap::new();
+        gone.tally(&mut entries, &mut creators);
+        self.entries -= entries;
+        for (c, n) in creators {
+            self.nodes -= n;
+            if let Some(have) = self.creators.get_mut(&c) {
+                *have = have.saturating_sub(n);
+                if *have == 0 {
+                    self.creators.remove(&c);
+                }
+            }
+        }
+        self.root.prune_path(parent_path);
+        self.generation += 1;
+        Ok(Changed(true))
+    }
+
+    /// Live (name, server) entries.
+    pub(super) fn len(&mut self) -> usize {
+        self.entries -= self.root.prune(Instant::now());
+        self.entries
+    }
+
+    /// Every node's permissions, for the store.
+    pub(super) fn snapshot(&self) -> Vec<StoredNode> {
+        let mut owned = Vec::new();
+        self.root.owned_nodes("", &mut owned);
+        owned
+            .into_iter()
+            .map(|(name, o)| StoredNode {
+                name,
+                owned: o.clone(),
+            })
+            .collect()
+    }
+
+    /// Restores permissions from the store (before anything is mounted).
+    pub(super) fn restore(&mut self, nodes: Vec<StoredNode>) -> Result<()> {
+        for n in nodes {
+            let path = split(&n.name);
+            if path.len() > crate::glob::MAX_ELEMENTS {
+                return Err(Error::bad_arg(format!(
+                    "stored name {:?} is too deep",
+                    n.name
+                )));
+            }
+            let mut node = &mut self.root;
+            for e in &path {
+                node = node.children.entry(e.to_string()).or_default();
+            }
+            node.owned = Some(Box::new(n.owned));
+        }
+        let mut entries = 0;
+        let mut creators = HashMap::new();
+        self.root.tally(&mut entries, &mut creators);
+        self.nodes = creators.values().sum();
+        self.creators = creators;
+        Ok(())
+    }
+}
+
+/// The first node at or below `node` (named `name`) where the caller is
+/// not Admin.
+fn first_not_admin(node: &Node, eff: Eff, name: &str, caller: &Caller) -> Option<String> {
+    if !eff.allows(ADMIN, caller.names) {
+        return Some(name.to_string());
+    }
+    node.children
+        .iter()
+        .find_map(|(e, c)| first_not_admin(c, eff.under(c), &naming::join(name, e), caller))
+}
+
+/// One glob's walk.
+struct Glob<'a> {
+    caller: &'a Caller<'a>,
+    superuser: bool,
+    pattern: &'a Pattern,
+    now: Instant,
+}
+
+impl Glob<'_> {
+    fn allows(&self, eff: &Eff, tags: &[Tag]) -> bool {
+        self.superuser || eff.allows(tags, self.caller.names)
+    }
+
+    /// Lists the children of `node` that match and that the caller may
+    /// see. Names reserved by their owners with nothing mounted at or
+    /// below them are not listed.
+    fn children(
+        &self,
+        node: &Node,
+        eff: Eff,
+        name: &str,
+        states: &States,
+        out: &mut Vec<GlobEntry>,
+    ) {
+        if !self.allows(&eff, GLOB) {
+            return;
+        }
+        for (elem, child) in &node.children {
+            let st = self.pattern.step(states, elem);
+            if Pattern::is_dead(&st) {
+                continue;
+            }
+            let ceff = eff.under(child);
+            if !self.allows(&ceff, ANY) || !child.live_at_or_below(self.now) {
+                continue;
+            }
+            let child_name = naming::join(name, elem);
+            let servers = if self.allows(&ceff, RESOLVE) {
+                child.live(self.now)
+            } else {
+                Vec::new()
+            };
+            let below = self.pattern.has_remainder(&st);
+            if self.pattern.is_final(&st) || (below && !servers.is_empty()) {
+                out.push(GlobEntry {
+                    name: child_name.clone(),
+                    servers,
+                });
+            }
+            if below {
+                self.children(child, ceff, &child_name, &st, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn limits() -> Limits {
+        Limits {
+            max_entries: 100_000,
+            max_servers_per_name: 32,
+            max_ttl: Duration::from_secs(86_400),
+            max_nodes: 100_000,
+            max_nodes_per_creator: 1_000,
+        }
+    }
+
+    fn table_with(limits: Limits) -> Table {
+        let mut t = Table::new(limits);
+        t.know_own_names(|| vec!["table".to_string()]);
+        t
+    }
+
+    fn table() -> Table {
+        table_with(limits())
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn no_access<T>(r: Result<T>) -> Error {
+        match r {
+            Ok(_) => panic!("allowed"),
+            Err(e) => {
+                assert_eq!(e.id(), crate::error::ids::NO_ACCESS, "{e}");
+                e
+            }
+        }
+    }
+
+    fn glob_names(t: &Table, who: &[String], p: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        t.glob(
+            &Caller { names: who },
+            "",
+            &Pattern::parse(p).unwrap(),
+            &mut out,
+        )
+        .unwrap();
+        out.into_iter().map(|e| e.name).collect()
+    }
+
+    #[test]
+    fn mount_resolve_unmount() {
+        let mut mt = table();
+        let a = names(&["alice"]);
+        let c = Caller { names: &a };
+        let _ = mt.mount(&c, "a/b", "/h:1", MIN, vec![]).unwrap();
+        let _ = mt.mount(&c, "a/b/c", "/h:2", MIN, vec![]).unwrap();
+        let (s, rest) = mt.resolve_step(&c, "a/b/x/y").unwrap();
+        assert_eq!(s[0].server, "/h:1");
+        assert_eq!(rest, "x/y");
+        let (s, rest) = mt.resolve_step(&c, "a/b/c").unwrap();
+        assert_eq!(s[0].server, "/h:2");
+        assert_eq!(rest, "");
+        assert!(mt.resolve_step(&c, "a").unwrap().0.is_empty());
+        assert_eq!(mt.len(), 2);
+        mt.unmount(&c, "a/b", "").unwrap();
+        assert_eq!(mt.len(), 1);
+        assert!(mt.mount(&c, "", "/h:1", MIN, vec![]).is_err());
+        assert!(mt.mount(&c, "x", "h:1", MIN, vec![]).is_err());
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut mt = table_with(Limits {
+            max_entries: 2,
+            max_servers_per_name: 1,
+            ..limits()
+        });
+        let a = names(&["alice"]);
+        let c = Caller { names: &a };
+        let _ = mt.mount(&c, "a", "/h:1", MIN, vec![]).unwrap();
+        let _ = mt.mount(&c, "a", "/h:1", MIN, vec![]).unwrap(); // refresh
+        assert!(mt.mount(&c, "a", "/h:2", MIN, vec![]).is_err());
+        let _ = mt.mount(&c, "b", "/h:2", MIN, vec![]).unwrap();
+        assert!(mt.mount(&c, "c", "/h:3", MIN, vec![]).is_err());
+        // A name deeper than the tree may go.
+        let deep = vec!["d"; crate::glob::MAX_ELEMENTS + 1].join("/");
+        assert!(mt.mount(&c, &deep, "/h:4", MIN, vec![]).is_err());
+        // A refused mount made no name.
+        assert!(mt.get_permissions(&c, "c").is_err());
+    }
+
+    #[test]
+    fn an_unmount_removes_the_nodes_it_leaves_empty() {
+        let mut mt = table();
+        let a = names(&["alice"]);
+        let c = Caller { names: &a };
+        let _ = mt.mount(&c, "a/b/c", "/h:1", MIN, vec![]).unwrap();
+        let _ = mt.mount(&c, "a/x", "/h:2", MIN, vec![]).unwrap();
+        mt.unmount(&c, "a/b/c", "/h:1").unwrap();
+        assert_eq!(glob_names(&mt, &a, "..."), vec!["a", "a/x"]);
+    }
+
+    #[test]
+    fn glob_lists_intermediate_names_and_mount_points() {
+        let mut mt = table();
+        let a = names(&["alice"]);
+        let c = Caller { names: &a };
+        let _ = mt.mount(&c, "demo/adder", "/h:1", MIN, vec![]).unwrap();
+        let _ = mt.mount(&c, "x", "/h:2", MIN, vec![]).unwrap();
+        assert_eq!(glob_names(&mt, &a, "*"), vec!["demo", "x"]);
+        assert_eq!(glob_names(&mt, &a, "..."), vec!["demo", "demo/adder", "x"]);
+    }
+
+    #[test]
+    fn a_name_is_its_creators() {
+        let mut mt = table();
+        let (a, b) = (names(&["alice"]), names(&["bob"]));
+        let (alice, bob) = (Caller { names: &a }, Caller { names: &b });
+        let _ = mt.mount(&alice, "shop/till", "/h:1", MIN, vec![]).unwrap();
+        // Bob can neither mount over, unmount, re-permission nor delete it.
+        no_access(mt.mount(&bob, "shop/till", "/evil:1", MIN, vec![]));
+        no_access(mt.unmount(&bob, "shop/till", ""));
+        no_access(mt.unmount(&bob, "shop/till", "/h:1"));
+        no_access(mt.set_permissions(&bob, "shop/till", Permissions::new(), ""));
+        no_access(mt.delete(&bob, "shop/till", false));
+        no_access(mt.delete(&bob, "shop", true));
+        // Nor a name below it (it would take the till's calls for it).
+        no_access(mt.mount(&bob, "shop/till/x", "/evil:1", MIN, vec![]));
+        // A name of his own next to it is fine.
+        let _ = mt.mount(&bob, "shop/door", "/h:2", MIN, vec![]).unwrap();
+        assert_eq!(
+            mt.resolve_step(&bob, "shop/till").unwrap().0[0].server,
+            "/h:1"
+        );
+        // With nothing mounted, the till is still Alice's.
+        mt.unmount(&alice, "shop/till", "").unwrap();
+        no_access(mt.mount(&bob, "shop/till", "/evil:1", MIN, vec![]));
+        let _ = mt.mount(&alice, "shop/till", "/h:3", MIN, vec![]).unwrap();
+        // The table's own principal is Admin everywhere.
+        let t = names(&["table"]);
+        let table = Caller { names: &t };
+        mt.unmount(&table, "shop/till", "").unwrap();
+        let _ = mt.delete(&table, "shop", true).unwrap();
+        let _ = mt.mount(&bob, "shop/till", "/h:4", MIN, vec![]).unwrap();
+    }
+
+    #[test]
+    fn a_caller_with_no_names_resolves_but_owns_nothing() {
+        let mut mt = table();
+        let a = names(&["alice"]);
+        let _ = mt
+            .mount(&Caller { names: &a }, "x", "/h:1", MIN, vec![])
+            .unwrap();
+        let nobody = Caller { names: &[] };
+        assert_eq!(mt.resolve_step(&nobody, "x").unwrap().0.len(), 1);
+        assert_eq!(glob_names(&mt, &[], "*"), vec!["x"]);
+        let e = no_access(mt.mount(&nobody, "y", "/h:2", MIN, vec![]));
+        assert!(e.msg().contains("proved none"), "{e}");
+        no_access(mt.mount(&nobody, "x", "/h:2", MIN, vec![]));
+    }
+
+    #[test]
+    fn permissions_are_set_with_versions_and_keep_their_admin() {
+        let mut mt = table();
+        let (a, b) = (names(&["alice"]), names(&["bob"]));
+        let (alice, bob) = (Caller { names: &a }, Caller { names: &b });
+        let _ = mt.mount(&alice, "room", "/h:1", MIN, vec![]).unwrap();
+        let (p, v) = mt.get_permissions(&bob, "room").unwrap();
+        assert_eq!(v, 0);
+        assert!(p.get(Tag::Admin).unwrap().includes(&a));
+        assert!(p.get(Tag::Resolve).unwrap().includes(&b), "inherited");
+        // Alice lets Bob mount too, and drops herself from Admin: she
+        // stays (no one locks themselves out).
+        let grant = Permissions::new()
+            .with(Tag::Mount, &["alice", "bob"])
+            .unwrap();
+        let _ = mt
+            .set_permissions(&alice, "room", grant.clone(), "0")
+            .unwrap();
+        let (p, v) = mt.get_permissions(&alice, "room").unwrap();
+        assert_eq!(v, 1);
+        assert!(p.get(Tag::Admin).unwrap().includes(&a), "{p:?}");
+        assert!(!p.get(Tag::Admin).unwrap().includes(&b));
+        let _ = mt.mount(&bob, "room", "/h:2", MIN, vec![]).unwrap();
+        // A stale version is refused.
+        let e = mt.set_permissions(&alice, "room", grant, "0").unwrap_err();
+        assert_eq!(e.id(), crate::error::ids::BAD_ARG, "{e}");
+        // Read can be taken away.
+        let hide = Permissions::new().with(Tag::Read, &["alice"]).unwrap();
+        let _ = mt.set_permissions(&alice, "room", hide, "").unwrap();
+        no_access(mt.get_permissions(&bob, "room"));
+        // Setting a new name makes it, as the caller's.
+        let _ = mt
+            .set_permissions(&bob, "bobs/box", Permissions::new(), "")
+            .unwrap();
+        no_access(mt.mount(&alice, "bobs/box", "/h:3", MIN, vec![]));
+        // Only the table's Admin may set the root's.
+        no_access(mt.set_permissions(&alice, "", Permissions::new(), ""));
+    }
+
+    #[test]
+    fn delete_needs_admin_of_every_name_below() {
+        let mut mt = table();
+        let (a, b) = (names(&["alice"]), names(&["bob"]));
+        let (alice, bob) = (Caller { names: &a }, Caller { names: &b });
+        let _ = mt.mount(&alice, "hall/a", "/h:1", MIN, vec![]).unwrap();
+        let _ = mt.mount(&bob, "hall/b", "/h:2", MIN, vec![]).unwrap();
+        let e = mt.delete(&alice, "hall", false).unwrap_err();
+        assert_eq!(e.id(), crate::error::ids::BAD_ARG);
+        let e = no_access(mt.delete(&alice, "hall", true));
+        assert!(e.msg().contains("hall/b"), "{e}");
+        let _ = mt.delete(&bob, "hall/b", false).unwrap();
+        let _ = mt.delete(&alice, "hall", true).unwrap();
+        assert!(mt.get_permissions(&alice, "hall").is_err());
+        assert_eq!(mt.len(), 0);
+        // Freed, the name is anyone's to take.
+        let _ = mt.mount(&bob, "hall/a", "/h:3", MIN, vec![]).unwrap();
+    }
+
+    #[test]
+    fn a_creator_owns_a_bounded_number_of_names() {
+        let mut mt = table_with(Limits {
+            max_nodes_per_creator: 3,
+            ..limits()
+        });
+        let (a, b) = (names(&["alice"]), names(&["bob"]));
+        let (alice, bob) = (Caller { names: &a }, Caller { names: &b });
+        let _ = mt.mount(&alice, "a/b", "/h:1", MIN, vec![]).unwrap();
+        let _ = mt.mount(&alice, "c", "/h:1", MIN, vec![]).unwrap();
+        let e = no_access(mt.mount(&alice, "d", "/h:1", MIN, vec![]));
+        assert!(e.msg().contains("limit"), "{e}");
+        let _ = mt.mount(&bob, "d", "/h:1", MIN, vec![]).unwrap();
+        let _ = mt.delete(&alice, "c", false).unwrap();
+        let _ = mt.mount(&alice, "e", "/h:1", MIN, vec![]).unwrap();
+    }
+
+    #[test]
+    fn glob_hides_reserved_names_and_what_the_caller_may_not_see() {
+        let mut mt = table();
+        let (a, b) = (names(&["alice"]), names(&["bob"]));
+        let (alice, bob) = (Caller { names: &a }, Caller { names: &b });
+        let _ = mt.mount(&alice, "pub/x", "/h:1", MIN, vec![]).unwrap();
+        let _ = mt.mount(&alice, "priv/y", "/h:2", MIN, vec![]).unwrap();
+        let _ = mt.mount(&alice, "gone", "/h:3", MIN, vec![]).unwrap();
+        mt.unmount(&alice, "gone", "").unwrap();
+        let only_alice = Permissions::new()
+            .with(Tag::Read, &["alice"])
+            .unwrap()
+            .with(Tag::Resolve, &["alice"])
+            .unwrap()
+            .with(Tag::Create, &["alice"])
+            .unwrap();
+        let _ = mt.set_permissions(&alice, "priv", only_alice, "").unwrap();
+        assert_eq!(
+            glob_names(&mt, &a, "..."),
+            vec!["priv", "priv/y", "pub", "pub/x"]
+        );
+        assert_eq!(glob_names(&mt, &b, "..."), vec!["pub", "pub/x"]);
+        no_access(mt.resolve_step(&bob, "priv/y"));
+    }
+
+    #[test]
+    fn a_snapshot_restores_every_owner() {
+        let mut mt = table();
+        let (a, b) = (names(&["alice"]), names(&["bob"]));
+        let (alice, bob) = (Caller { names: &a }, Caller { names: &b });
+        let _ = mt.mount(&alice, "a/b", "/h:1", MIN, vec![]).unwrap();
+        let grant = Permissions::new().with(Tag::Mount, &["bob"]).unwrap();
+        let _ = mt.set_permissions(&alice, "a", grant, "").unwrap();
+        let stored = serde_json::to_string(&mt.snapshot()).unwrap();
+        let mut again = table();
+        again
+            .restore(serde_json::from_str(&stored).unwrap())
+            .unwrap();
+        no_access(again.mount(&bob, "a/b", "/evil:1", MIN, vec![]));
+        let _ = again.mount(&bob, "a", "/h:2", MIN, vec![]).unwrap();
+        let _ = again.mount(&alice, "a/b", "/h:1", MIN, vec![]).unwrap();
+        assert_eq!(again.get_permissions(&alice, "a").unwrap().1, 1);
+        // The quota counts survive too.
+        assert_eq!(again.creators.get("alice"), Some(&2));
+    }
+}
