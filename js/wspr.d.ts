@@ -146,6 +146,12 @@ export interface CallOptions {
   timeout?: number;
   /** Cancels the call: it fails with AbortedError (whose `cause` is the signal's reason). */
   signal?: AbortSignal;
+  /**
+   * Blessing patterns the server must prove a name matching (besides what
+   * the name space recorded for it); otherwise nothing is sent to it and
+   * the call fails with NoAccessError.
+   */
+  serverBlessings?: string[];
 }
 
 /**
@@ -172,7 +178,19 @@ export interface RequestOptions {
 /** A name space entry. */
 export interface GlobEntry {
   name: string;
-  servers: { server: string; ttl: number }[];
+  /** `blessings`: the names the server must prove, as the mount table recorded them. */
+  servers: { server: string; ttl: number; blessings?: string[] }[];
+}
+
+/** The permission tags of a name. */
+export type Tag = 'Resolve' | 'Read' | 'Mount' | 'Create' | 'Admin';
+
+/** Blessing patterns per tag. */
+export type Permissions = Partial<Record<Tag, string[]>>;
+
+export interface MountOptions {
+  /** The blessing names the server proves (default: this page's own names). */
+  serverBlessings?: string[];
 }
 
 // ---------------------------------------------------------------- serving
@@ -197,7 +215,12 @@ export interface ServerContext extends Context {
   stream?: Stream;
 }
 
-/** Allows a call by returning (anything but false); refuses by throwing (NoAccess unless the error has an id) or returning false. */
+/**
+ * Allows a call only by returning `undefined` or `true` (or a Promise of
+ * them). Anything else refuses: `false` or any other value (NoAccess), an
+ * Error returned or thrown, a rejection (the error's id, NoAccess if it has
+ * none).
+ */
 export type Authorizer = (ctx: Context) => unknown;
 
 /** What a dispatcher answers for a suffix and method. */
@@ -344,9 +367,15 @@ export declare class Runtime extends EventTarget {
   /** The rooted names a name resolves to. */
   resolve(name: string, options?: RequestOptions): Promise<string[]>;
   /** Mounts a server (rooted name or endpoint) under a name for `ttl` seconds (default 60). */
-  mount(name: string, server: string, ttl?: number): Promise<void>;
+  mount(name: string, server: string, ttl?: number, options?: MountOptions): Promise<void>;
   /** Unmounts a server from a name; without a server, all of them. */
   unmount(name: string, server?: string): Promise<void>;
+  /** Who may do what to a name (every tag, as in force there), and the version. */
+  getPermissions(name: string, options?: RequestOptions): Promise<{ permissions: Permissions; version: string }>;
+  /** Sets the permissions of a name (Admin there); tags left out are the parent's. */
+  setPermissions(name: string, permissions: Permissions, options?: { version?: string }): Promise<void>;
+  /** Deletes a name (Admin of it, and of every name below with `subtree`). */
+  delete(name: string, options?: { subtree?: boolean }): Promise<void>;
 }
 
 /**

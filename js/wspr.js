@@ -209,6 +209,30 @@ function checkTimeout(what, t) {
   return t;
 }
 
+/**
+ * The `serverBlessings` option: blessing patterns the server must prove a
+ * name matching, else nothing is sent to it (the call fails with
+ * NoAccessError). Undefined when not given.
+ */
+function checkServerBlessings(what, v) {
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.length === 0 || !v.every((p) => typeof p === 'string' && p !== '')) {
+    throw new BadArgError(`${what}: serverBlessings must be a non-empty array of blessing patterns, not ${describe(v)}`);
+  }
+  return v;
+}
+
+/**
+ * What an authorizer's answer means. Only `undefined` and `true` allow
+ * (null is returned); anything else refuses: an Error with its id
+ * (NoAccess if it has none), any other value with NoAccess.
+ */
+function authorizerVerdict(ret) {
+  if (ret === undefined || ret === true) return null;
+  if (ret instanceof Error) return errorToWire(ret, errorIds.noAccess);
+  return { id: errorIds.noAccess, msg: `refused by the authorizer (it returned ${describe(ret)})` };
+}
+
 function checkSignal(what, s) {
   if (s === undefined) return undefined;
   if (s === null || typeof s !== 'object' || typeof s.aborted !== 'boolean' || typeof s.addEventListener !== 'function') {
@@ -1095,19 +1119,21 @@ export class Runtime extends EventTarget {
       throw new BadArgError(`call: the method must be a non-empty string, not ${describe(method)}`);
     }
     if (!Array.isArray(args)) throw new BadArgError(`call: args must be an array, not ${describe(args)}`);
-    const o = checkOptions('call', options, ['timeout', 'signal', 'streaming', 'numOutArgs']);
+    const o = checkOptions('call', options, ['timeout', 'signal', 'streaming', 'numOutArgs', 'serverBlessings']);
     return this.#startCall(name, method, args, {
       timeout: checkTimeout('call', o.timeout),
       signal: checkSignal('call', o.signal),
       streaming: !!o.streaming,
       numOutArgs: o.numOutArgs,
+      serverBlessings: checkServerBlessings('call', o.serverBlessings),
       unwrap: (r) => r,
     });
   }
 
-  #startCall(name, method, args, { timeout, signal, streaming, numOutArgs, unwrap }) {
+  #startCall(name, method, args, { timeout, signal, streaming, numOutArgs, serverBlessings, unwrap }) {
     const what = `${name}.${method}`;
     const data = { name, method, inArgs: args, numOutArgs: numOutArgs ?? 2, isStreaming: streaming, timeout };
+    if (serverBlessings !== undefined) data.serverBlessings = serverBlessings;
     let stream;
     let id;
     let text;
@@ -1242,16 +1268,17 @@ export class Runtime extends EventTarget {
       stub[method] = (...args) => {
         let callOptions = {};
         if (args.length === arity + 1 && (args[arity] === undefined || isPlainObject(args[arity]))) {
-          callOptions = checkOptions(what, args.pop(), ['timeout', 'signal']);
+          callOptions = checkOptions(what, args.pop(), ['timeout', 'signal', 'serverBlessings']);
         } else if (args.length !== arity) {
           const names = inArgs.length > 0 ? ` (${inArgs.join(', ')})` : '';
           throw new BadArgError(
-            `${what} takes ${arity} argument${arity === 1 ? '' : 's'}${names}, got ${args.length}; call options go last as {timeout, signal}`,
+            `${what} takes ${arity} argument${arity === 1 ? '' : 's'}${names}, got ${args.length}; call options go last as {timeout, signal, serverBlessings}`,
           );
         }
         return this.#startCall(name, method, args, {
           timeout: checkTimeout(what, callOptions.timeout),
           signal: checkSignal(what, callOptions.signal),
+          serverBlessings: checkServerBlessings(what, callOptions.serverBlessings),
           streaming: !!m.isStreaming,
           numOutArgs: m.numOutArgs,
           unwrap: (r) => unwrapResults(r, m.numOutArgs),
@@ -1292,14 +1319,25 @@ export class Runtime extends EventTarget {
     );
   }
 
-  /** Mounts `server` (a rooted name or endpoint) under `name` for `ttl` seconds (default 60). */
-  async mount(name, server, ttl = 60) {
+  /**
+   * Mounts `server` (a rooted name or endpoint) under `name` for `ttl`
+   * seconds (default 60). The mount table records this page's blessing
+   * names as the server's, or `options.serverBlessings` (the names the
+   * server proves, when it is another's); callers refuse a server that
+   * does not prove them. A name another party made is refused
+   * (NoAccessError).
+   */
+  async mount(name, server, ttl = 60, options) {
     checkName('mount', name);
     checkName('mount (server)', server);
     if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0) {
       throw new BadArgError(`mount: ttl must be a number of seconds > 0, not ${describe(ttl)}`);
     }
-    await this._request(IN.namespace, { method: 'mount', name, server, ttl }, { what: `mount ${name}` });
+    const o = checkOptions('mount', options, ['serverBlessings']);
+    const data = { method: 'mount', name, server, ttl };
+    const serverBlessings = checkServerBlessings('mount', o.serverBlessings);
+    if (serverBlessings !== undefined) data.serverBlessings = serverBlessings;
+    await this._request(IN.namespace, data, { what: `mount ${name}` });
   }
 
   /** Unmounts `server` from `name`; without `server`, every server of `name`. */
@@ -1307,6 +1345,64 @@ export class Runtime extends EventTarget {
     checkName('unmount', name);
     if (typeof server !== 'string') throw new BadArgError(`unmount: the server must be a string, not ${describe(server)}`);
     await this._request(IN.namespace, { method: 'unmount', name, server }, { what: `unmount ${name}` });
+  }
+
+  // ---- permissions (an extension of the namespace message: docs/security.md)
+
+  /**
+   * Who may do what to `name`: `{permissions: {Resolve, Read, Mount,
+   * Create, Admin: [blessing patterns]}, version}` (every tag, as in
+   * force there). `""` is the root of the name space.
+   */
+  async getPermissions(name, options) {
+    if (typeof name !== 'string') throw new BadArgError(`getPermissions: the name must be a string, not ${describe(name)}`);
+    const o = checkOptions('getPermissions', options, ['timeout', 'signal']);
+    const got = await this._request(
+      IN.namespace,
+      { method: 'getPermissions', name },
+      { what: `getPermissions ${name}`, timeout: checkTimeout('getPermissions', o.timeout), signal: checkSignal('getPermissions', o.signal) },
+    );
+    if (!isPlainObject(got) || !isPlainObject(got.permissions) || typeof got.version !== 'string') {
+      throw new InternalError(`getPermissions ${name}: the daemon sent ${describe(got)}`);
+    }
+    return got;
+  }
+
+  /**
+   * Sets who may do what to `name` (made, as this page's, if missing):
+   * `permissions` is `{Tag: [blessing patterns]}`; tags left out are the
+   * parent's. `options.version` (from getPermissions) refuses the change
+   * if someone changed them since. Needs Admin there.
+   */
+  async setPermissions(name, permissions, options) {
+    if (typeof name !== 'string') throw new BadArgError(`setPermissions: the name must be a string, not ${describe(name)}`);
+    if (!isPlainObject(permissions) || !Object.values(permissions).every((l) => Array.isArray(l) && l.every((p) => typeof p === 'string'))) {
+      throw new BadArgError(`setPermissions: permissions must be {Tag: [blessing patterns]}, not ${describe(permissions)}`);
+    }
+    const o = checkOptions('setPermissions', options, ['version']);
+    if (o.version !== undefined && typeof o.version !== 'string') {
+      throw new BadArgError(`setPermissions: version must be a string, not ${describe(o.version)}`);
+    }
+    await this._request(
+      IN.namespace,
+      { method: 'setPermissions', name, permissions, version: o.version ?? '' },
+      { what: `setPermissions ${name}` },
+    );
+  }
+
+  /**
+   * Deletes `name` (servers, permissions and all) so that anyone may make
+   * it again; with `{subtree: true}`, the names below it too (else there
+   * must be none). Needs Admin of every name deleted.
+   */
+  async delete(name, options) {
+    checkName('delete', name);
+    const o = checkOptions('delete', options, ['subtree']);
+    await this._request(
+      IN.namespace,
+      { method: 'delete', name, deleteSubtree: !!o.subtree },
+      { what: `delete ${name}` },
+    );
   }
 
   // ---- serving
@@ -1317,7 +1413,9 @@ export class Runtime extends EventTarget {
    * signature, cacheable})` (or a Promise of it; null: no such object), or
    * an object served as a leaf (suffix "" only) whose lookups are cacheable.
    * Options: `signature` (explicit signature entries, for an object) and
-   * `authorizer` (for an object: `(ctx) => void`; throw or return false to refuse).
+   * `authorizer` (for an object: `(ctx) => undefined | true` to allow, or a
+   * Promise of it; anything else refuses: false, an Error (its id, or
+   * NoAccess), a throw, a rejection, any other value).
    */
   async serve(name, target, options) {
     checkName('serve', name);
@@ -1533,9 +1631,9 @@ export class Runtime extends EventTarget {
     if (!entry) {
       err = { id: errorIds.noExist, msg: `no object ${message?.handle} on server ${message?.serverId}` };
     } else if (entry.authorizer) {
+      // Fails closed: only undefined or true allows (authorizerVerdict).
       try {
-        const ok = await entry.authorizer(this.#context(message, undefined));
-        if (ok === false) err = { id: errorIds.noAccess, msg: 'refused by the authorizer' };
+        err = authorizerVerdict(await entry.authorizer(this.#context(message, undefined)));
       } catch (e) {
         err = errorToWire(e, errorIds.noAccess);
       }
@@ -1575,7 +1673,11 @@ export class Runtime extends EventTarget {
     let response;
     try {
       const ret = await fn.call(entry.service, ctx, ...(Array.isArray(args) ? args : []));
-      response = { results: wrapResults(method, ret, sig.numOutArgs), err: null };
+      // An Error returned fails the call as one thrown does.
+      response =
+        ret instanceof Error
+          ? { results: [], err: errorToWire(ret, errorIds.unknown) }
+          : { results: wrapResults(method, ret, sig.numOutArgs), err: null };
     } catch (e) {
       response = { results: [], err: errorToWire(e, errorIds.unknown) };
     }

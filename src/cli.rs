@@ -41,6 +41,10 @@ enum Cmd {
     Call(CallCmd),
     Glob(GlobCmd),
     Demo(DemoCmd),
+    Mount(MountCmd),
+    Unmount(UnmountCmd),
+    Perms(PermsCmd),
+    Delete(DeleteCmd),
 }
 
 #[derive(FromArgs)]
@@ -67,6 +71,11 @@ struct ServeCmd {
     /// a free port with a warning if that is in use)
     #[argh(option)]
     mounttable_listen: Option<String>,
+    /// where the embedded mount table keeps its permissions between runs
+    /// (default: $WSPR_STATE, else ~/.local/state/wspr, then
+    /// mounttable/HOST_PORT; none for port 0; "off": memory only)
+    #[argh(option)]
+    mounttable_state_dir: Option<String>,
     /// origins allowed besides localhost, comma-separated (* allows all)
     #[argh(option, default = "String::new()")]
     allowed_origins: String,
@@ -199,6 +208,11 @@ struct MountTableCmd {
     /// address to listen on (default 127.0.0.1:8125)
     #[argh(option, default = "String::from(\"127.0.0.1:8125\")")]
     listen: String,
+    /// where the permissions are kept between runs (default: $WSPR_STATE,
+    /// else ~/.local/state/wspr, then mounttable/HOST_PORT; none for port
+    /// 0; "off": memory only)
+    #[argh(option)]
+    state_dir: Option<String>,
     /// log level: error, warn, info, debug, trace (default info)
     #[argh(option, default = "LevelFilter::Info")]
     log_level: LevelFilter,
@@ -223,6 +237,10 @@ struct CallCmd {
     /// send each line of stdin (a JSON value) as a stream item
     #[argh(switch)]
     stdin: bool,
+    /// the server must prove a blessing name matching this pattern, else
+    /// nothing is sent to it (repeatable: any one of them)
+    #[argh(option)]
+    server_blessing: Vec<String>,
     /// log level (default warn)
     #[argh(option, default = "LevelFilter::Warn")]
     log_level: LevelFilter,
@@ -285,6 +303,140 @@ struct DemoCmd {
     /// log level (default info)
     #[argh(option, default = "LevelFilter::Info")]
     log_level: LevelFilter,
+}
+
+#[derive(FromArgs)]
+/// Mount SERVER (a rooted name or endpoint) under NAME; the mount table
+/// records the names this principal proves as the server's, unless
+/// --server-blessing says what the server proves.
+#[argh(subcommand, name = "mount")]
+struct MountCmd {
+    /// credentials directory (default: $WSPR_CREDENTIALS, else
+    /// ~/.config/wspr/credentials); created with a new principal if empty
+    #[argh(option)]
+    credentials: Option<String>,
+    /// a name space root (repeatable)
+    #[argh(option)]
+    namespace_root: Vec<String>,
+    /// seconds the mount lives (default 60; nothing refreshes it)
+    #[argh(option, default = "60")]
+    ttl_secs: u64,
+    /// a blessing name or pattern the server proves (repeatable)
+    #[argh(option)]
+    server_blessing: Vec<String>,
+    /// log level (default warn)
+    #[argh(option, default = "LevelFilter::Warn")]
+    log_level: LevelFilter,
+    /// the name
+    #[argh(positional)]
+    name: String,
+    /// the server's rooted name or endpoint
+    #[argh(positional)]
+    server: String,
+}
+
+#[derive(FromArgs)]
+/// Unmount SERVER from NAME (every server of NAME without SERVER).
+#[argh(subcommand, name = "unmount")]
+struct UnmountCmd {
+    /// credentials directory (default: $WSPR_CREDENTIALS, else
+    /// ~/.config/wspr/credentials); created with a new principal if empty
+    #[argh(option)]
+    credentials: Option<String>,
+    /// a name space root (repeatable)
+    #[argh(option)]
+    namespace_root: Vec<String>,
+    /// log level (default warn)
+    #[argh(option, default = "LevelFilter::Warn")]
+    log_level: LevelFilter,
+    /// the name
+    #[argh(positional)]
+    name: String,
+    /// the server (default: all)
+    #[argh(positional, default = "String::new()")]
+    server: String,
+}
+
+#[derive(FromArgs)]
+/// Read or set who may do what to a name (its mount table's permissions).
+#[argh(subcommand, name = "perms")]
+struct PermsCmd {
+    #[argh(subcommand)]
+    cmd: PermsSub,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum PermsSub {
+    Get(PermsGet),
+    Set(PermsSet),
+}
+
+#[derive(FromArgs)]
+/// Print the permissions in force at NAME as one JSON line:
+/// {"permissions": {TAG: [PATTERN..]}, "version": "N"}.
+#[argh(subcommand, name = "get")]
+struct PermsGet {
+    /// credentials directory
+    #[argh(option)]
+    credentials: Option<String>,
+    /// a name space root (repeatable)
+    #[argh(option)]
+    namespace_root: Vec<String>,
+    /// log level (default warn)
+    #[argh(option, default = "LevelFilter::Warn")]
+    log_level: LevelFilter,
+    /// the name ("" for the root)
+    #[argh(positional)]
+    name: String,
+}
+
+#[derive(FromArgs)]
+/// Set the permissions of NAME (made, as yours, if missing) from JSON
+/// {TAG: [PATTERN..]}; tags left out are the parent's. Tags: Resolve,
+/// Read, Mount, Create, Admin.
+#[argh(subcommand, name = "set")]
+struct PermsSet {
+    /// credentials directory
+    #[argh(option)]
+    credentials: Option<String>,
+    /// a name space root (repeatable)
+    #[argh(option)]
+    namespace_root: Vec<String>,
+    /// only if the permissions are still at this version (from perms get)
+    #[argh(option, default = "String::new()")]
+    version: String,
+    /// log level (default warn)
+    #[argh(option, default = "LevelFilter::Warn")]
+    log_level: LevelFilter,
+    /// the name ("" for the root)
+    #[argh(positional)]
+    name: String,
+    /// the permissions, as JSON
+    #[argh(positional)]
+    permissions: String,
+}
+
+#[derive(FromArgs)]
+/// Delete NAME from its mount table (servers, permissions and all), so
+/// that anyone may take it again.
+#[argh(subcommand, name = "delete")]
+struct DeleteCmd {
+    /// credentials directory
+    #[argh(option)]
+    credentials: Option<String>,
+    /// a name space root (repeatable)
+    #[argh(option)]
+    namespace_root: Vec<String>,
+    /// also delete every name below it
+    #[argh(switch)]
+    subtree: bool,
+    /// log level (default warn)
+    #[argh(option, default = "LevelFilter::Warn")]
+    log_level: LevelFilter,
+    /// the name
+    #[argh(positional)]
+    name: String,
 }
 
 fn init_log(level: LevelFilter) {
@@ -473,6 +625,10 @@ pub fn main() -> i32 {
         Cmd::Call(c) => call(c),
         Cmd::Glob(c) => glob(c),
         Cmd::Demo(c) => demo(c),
+        Cmd::Mount(c) => mount(c),
+        Cmd::Unmount(c) => unmount(c),
+        Cmd::Perms(c) => perms(c),
+        Cmd::Delete(c) => delete(c),
     };
     match result {
         Ok(()) => 0,
@@ -521,6 +677,7 @@ fn serve(c: ServeCmd) -> Result<()> {
     config.mounttable_listen = c
         .mounttable_listen
         .unwrap_or_else(|| DEFAULT_MOUNTTABLE_LISTEN.to_string());
+    config.mounttable_state_dir = state_dir(&c.mounttable_state_dir, &config.mounttable_listen);
     config.allowed_origins = c
         .allowed_origins
         .split(',')
@@ -561,9 +718,16 @@ fn mounttable(c: MountTableCmd) -> Result<()> {
         credentials(&c.credentials)?,
         Default::default(),
     );
+    let table = match state_dir(&c.state_dir, &c.listen) {
+        Some(dir) => MountTable::with_state(MountTableConfig::default(), &dir)?,
+        None => {
+            log::info!("permissions kept in memory only");
+            MountTable::new(MountTableConfig::default())
+        }
+    };
     let server = Server::listen_with(
         &c.listen,
-        Arc::new(MountTable::new(MountTableConfig::default())),
+        Arc::new(table),
         client,
         ServerConfig::default(),
         true,
@@ -605,7 +769,13 @@ fn call(c: CallCmd) -> Result<()> {
     let opts = match c.timeout_ms {
         Some(ms) => CallOptions::timeout(Duration::from_millis(ms)),
         None => CallOptions::default(),
-    };
+    }
+    .with_server_blessings(
+        c.server_blessing
+            .iter()
+            .map(|p| BlessingPattern::new(p))
+            .collect::<Result<_>>()?,
+    );
     let mut call = client
         .start_call(&c.name, &c.method, args, opts)
         .map_err(|e| roots.explain(e))?;
@@ -760,6 +930,77 @@ fn principal(c: PrincipalCmd) -> Result<()> {
             ))
         }
     }
+}
+
+/// A mount table's state directory: the flag's (`off`: none), else the
+/// default for its address.
+fn state_dir(flag: &Option<String>, listen: &str) -> Option<PathBuf> {
+    match flag.as_deref() {
+        Some("off") => None,
+        Some(d) => Some(PathBuf::from(d)),
+        None => MountTable::default_state_dir(listen),
+    }
+}
+
+fn mount(c: MountCmd) -> Result<()> {
+    init_log(c.log_level);
+    let roots = Roots::of(&c.namespace_root)?;
+    let client = client(&roots, &c.credentials)?;
+    client
+        .mount_with(
+            &c.name,
+            &c.server,
+            Duration::from_secs(c.ttl_secs.max(1)),
+            &c.server_blessing,
+        )
+        .map_err(|e| roots.explain(e))
+}
+
+fn unmount(c: UnmountCmd) -> Result<()> {
+    init_log(c.log_level);
+    let roots = Roots::of(&c.namespace_root)?;
+    client(&roots, &c.credentials)?
+        .unmount(&c.name, &c.server)
+        .map_err(|e| roots.explain(e))
+}
+
+fn perms(c: PermsCmd) -> Result<()> {
+    match c.cmd {
+        PermsSub::Get(g) => {
+            init_log(g.log_level);
+            let roots = Roots::of(&g.namespace_root)?;
+            let client = client(&roots, &g.credentials)?;
+            let (permissions, version) = client
+                .get_permissions(&g.name)
+                .map_err(|e| roots.explain(e))?;
+            print_line(
+                &serde_json::json!({"permissions": permissions, "version": version}).to_string(),
+            )
+        }
+        PermsSub::Set(s) => {
+            init_log(s.log_level);
+            let permissions: wspr::security::access::Permissions =
+                serde_json::from_str(&s.permissions).map_err(|e| {
+                    Error::bad_arg(format!(
+                        "permissions {:?}: {e}; give JSON such as '{{\"Mount\": [\"alice/...\"]}}'",
+                        s.permissions
+                    ))
+                })?;
+            let roots = Roots::of(&s.namespace_root)?;
+            let client = client(&roots, &s.credentials)?;
+            client
+                .set_permissions(&s.name, &permissions, &s.version)
+                .map_err(|e| roots.explain(e))
+        }
+    }
+}
+
+fn delete(c: DeleteCmd) -> Result<()> {
+    init_log(c.log_level);
+    let roots = Roots::of(&c.namespace_root)?;
+    client(&roots, &c.credentials)?
+        .delete(&c.name, c.subtree)
+        .map_err(|e| roots.explain(e))
 }
 
 #[cfg(test)]

@@ -170,6 +170,38 @@ impl MountTable {
         Ok(MountTable { inner })
     }
 
+    /// Where a table listening on `listen` keeps its permissions unless
+    /// told otherwise: `<state>/mounttable/<host>_<port>`, where `<state>`
+    /// is `$WSPR_STATE`, else `$XDG_STATE_HOME/wspr`, else
+    /// `$HOME/.local/state/wspr`. None for port 0: a table on a port picked
+    /// afresh each run is a new table each run (clients find it by its new
+    /// address), so it keeps nothing.
+    pub fn default_state_dir(listen: &str) -> Option<PathBuf> {
+        let port = listen.rsplit_once(':').map(|(_, p)| p)?;
+        if port.parse::<u16>().ok()? == 0 {
+            return None;
+        }
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let root = env("WSPR_STATE")
+            .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("wspr")))
+            .or_else(|| env("HOME").map(|h| h.join(".local/state/wspr")))?;
+        let leaf: String = listen
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Some(root.join("mounttable").join(leaf))
+    }
+
     /// The state directory, if the table has one.
     pub fn state_dir(&self) -> Option<PathBuf> {
         self.inner.store.as_ref().map(|s| s.dir().to_path_buf())
@@ -232,8 +264,11 @@ fn arg_str<'a>(args: &'a [Value], i: usize, what: &str) -> Result<&'a str> {
         .ok_or_else(|| Error::bad_arg(format!("argument {i} ({what}) must be a string")))
 }
 
-/// The blessings a mount records for its server: the ones given, else the
-/// names the mounter proved.
+/// The blessings a mount records for its server: the ones given, else
+/// patterns for the names the mounter proved, their extensions and the
+/// names they extend (see
+/// [`related_patterns`](crate::security::access::related_patterns)): the
+/// mounter's own server, a delegate's, or its blesser's.
 fn mount_blessings(arg: Option<&Value>, call: &ServerCall) -> Result<Vec<String>> {
     let given = match arg {
         None | Some(Value::Null) => Vec::new(),
@@ -259,11 +294,18 @@ fn mount_blessings(arg: Option<&Value>, call: &ServerCall) -> Result<Vec<String>
             given.len()
         )));
     }
-    Ok(if given.is_empty() {
-        call.remote_names().to_vec()
-    } else {
-        given
-    })
+    if !given.is_empty() {
+        return Ok(given);
+    }
+    let mut out: Vec<String> = Vec::new();
+    for n in call.remote_names() {
+        for p in crate::security::access::related_patterns(n) {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl MountTableInvoker {

@@ -240,6 +240,21 @@ pub fn related(a: &str, b: &str) -> bool {
     a == b || extends(a, b) || extends(b, a)
 }
 
+/// Patterns that match exactly the names [`related`] to `name`: `name`
+/// and its extensions (`name/...`), and each name it extends (its
+/// blessers: `a` and `a/b` for `a/b/c`, exactly). A server that proves one
+/// of these is the party named `name`, one it delegated to, or one that
+/// could issue `name` itself.
+pub fn related_patterns(name: &str) -> Vec<String> {
+    let mut out = vec![format!("{name}/...")];
+    let mut at = 0;
+    while let Some(i) = name[at..].find('/') {
+        out.push(name[..at + i].to_string());
+        at += i + 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +308,15 @@ mod tests {
         assert!(!related("a/b", "a/c"));
         assert!(!related("ab", "a"));
         assert!(!related("a", "ab/c"));
+    }
+
+    #[test]
+    fn related_patterns_match_the_related_names() {
+        let ps = related_patterns("a/b/c");
+        assert_eq!(ps, vec!["a/b/c/...", "a", "a/b"]);
+        let list = AccessList::parse(&ps).unwrap();
+        for n in ["a/b/c", "a/b/c/d", "a", "a/b", "a/b/x", "a/bc", "x", "b/c"] {
+            assert_eq!(list.includes(&[n.to_string()]), related(n, "a/b/c"), "{n}");
+        }
     }
 }

@@ -11,6 +11,7 @@ import {
   type Call,
   type Dispatcher,
   type Runtime,
+  type Permissions,
   type RuntimeState,
   type Server,
   type ServerContext,
@@ -90,6 +91,17 @@ export async function use(): Promise<void> {
   });
   page.addEventListener('serveerror', (ev) => void [ev.server.serverId, ev.name, ev.error.message]);
   await connect('ws://127.0.0.1:8124/ws', { reconnect: true });
+
+  // Names and who may take them.
+  await rt.call('demo/adder', 'add', [1, 2], { serverBlessings: ['alice/...'] });
+  await rt.mount('mine/x', '/@w1@h:1@1@s@@', 60, { serverBlessings: ['alice'] });
+  const { permissions, version }: { permissions: Permissions; version: string } = await rt.getPermissions('mine/x');
+  const mounters: string[] | undefined = permissions.Mount;
+  void mounters;
+  await rt.setPermissions('mine/x', { Mount: ['alice', 'bob'] }, { version });
+  await rt.delete('mine', { subtree: true });
+  // @ts-expect-error not a tag
+  await rt.setPermissions('mine/x', { Write: ['alice'] });
 
   // @ts-expect-error an unknown connect option
   await connect('ws://x/ws', { retries: 1 });
