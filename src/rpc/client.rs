@@ -568,7 +568,7 @@ impl Client {
             return Ok(None);
         };
         let method = crate::naming::upper_first(method);
-        for target in &targets {
+        for target in targets.iter() {
             let Ok(parsed) = Name::parse(&target.name) else {
                 continue;
             };
@@ -601,10 +601,8 @@ impl Client {
                         opts.deadline,
                         sink.clone(),
                         true,
-                        Expect {
-                            recorded: &target.blessings,
-                            pinned: &opts.server_blessings,
-                        },
+                        // (Judged just above.)
+                        None,
                     )
                     .map(Some);
             }
@@ -635,7 +633,7 @@ impl Client {
             deadline,
             Arc::new(tx),
             false,
-            expect,
+            Some(expect),
         )?;
         Ok(Call {
             handle,
@@ -667,7 +665,7 @@ impl Client {
                 .namespace
                 .resolve_cached(self, name, deadline, fresh)?;
             let mut last = Error::no_exist(format!("{name} resolves to no server"));
-            for target in &targets {
+            for target in targets.iter() {
                 let parsed = match Name::parse(&target.name) {
                     Ok(n) => n,
                     Err(e) => {
@@ -695,10 +693,10 @@ impl Client {
                     deadline,
                     sink.clone(),
                     timed,
-                    Expect {
+                    Some(Expect {
                         recorded: &target.blessings,
                         pinned: &opts.server_blessings,
-                    },
+                    }),
                 ) {
                     Ok(h) => return Ok(h),
                     Err(e) => last = e,
@@ -725,11 +723,14 @@ impl Client {
         deadline: Option<Instant>,
         sink: Arc<dyn CallSink>,
         timed: bool,
-        expect: Expect,
+        expect: Option<Expect>,
     ) -> Result<CallHandle> {
-        // Who the server is, before anything is sent to it.
-        conn.verdicts
-            .check(&self.inner.principal, &conn.remote, &conn.address, expect)?;
+        // Who the server is, before anything is sent to it (unless the
+        // caller just judged it).
+        if let Some(expect) = expect {
+            conn.verdicts
+                .check(&self.inner.principal, &conn.remote, &conn.address, expect)?;
+        }
         let timeout_ms = match deadline {
             None => 0,
             Some(d) => {

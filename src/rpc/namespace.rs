@@ -88,10 +88,15 @@ fn names(targets: &[Resolved]) -> Vec<String> {
     targets.iter().map(|t| t.name.clone()).collect()
 }
 
+/// What a name resolves to.
+type Targets = Arc<Vec<Resolved>>;
+
 /// The roots of a name space and its resolution cache; shared by clients.
 pub struct Namespace {
     roots: RwLock<Vec<String>>,
-    cache: Mutex<HashMap<String, (Vec<Resolved>, Instant)>>,
+    /// (Shared with the callers that read it: a call on a cached name
+    /// copies nothing.)
+    cache: Mutex<HashMap<String, (Targets, Instant)>>,
 }
 
 impl Namespace {
@@ -132,10 +137,10 @@ impl Namespace {
 
     /// Like [`cached`](Self::cached), with what the name space recorded
     /// for each server.
-    pub fn cached_targets(&self, name: &str) -> Option<Vec<Resolved>> {
+    pub fn cached_targets(&self, name: &str) -> Option<Arc<Vec<Resolved>>> {
         let parsed = Name::parse(name).ok()?;
         if parsed.endpoint().is_some() && (parsed.is_terminal() || parsed.suffix().is_empty()) {
-            return Some(vec![Resolved::plain(name.to_string())]);
+            return Some(Arc::new(vec![Resolved::plain(name.to_string())]));
         }
         let cache = lock(&self.cache);
         cache
@@ -169,10 +174,10 @@ impl Namespace {
         name: &str,
         deadline: Option<Instant>,
         fresh: bool,
-    ) -> Result<(Vec<Resolved>, bool)> {
+    ) -> Result<(Arc<Vec<Resolved>>, bool)> {
         let parsed = Name::parse(name)?;
         if parsed.endpoint().is_some() && (parsed.is_terminal() || parsed.suffix().is_empty()) {
-            return Ok((vec![Resolved::plain(name.to_string())], false));
+            return Ok((Arc::new(vec![Resolved::plain(name.to_string())]), false));
         }
         if !fresh {
             let cache = lock(&self.cache);
@@ -183,6 +188,7 @@ impl Namespace {
             }
         }
         let (targets, ttl) = walk(client, self.initial(name)?, deadline, Walk::ToServer)?;
+        let targets = Arc::new(targets);
         if let Some(ttl) = ttl.filter(|t| !t.is_zero()) {
             let mut cache = lock(&self.cache);
             if cache.len() >= MAX_CACHE {
@@ -326,7 +332,12 @@ impl Client {
     /// The servers `name` resolves to, with the blessing names the name
     /// space recorded for each.
     pub fn resolve_servers(&self, name: &str) -> Result<Vec<Resolved>> {
-        Ok(self.namespace().resolve_cached(self, name, None, false)?.0)
+        Ok(self
+            .namespace()
+            .resolve_cached(self, name, None, false)?
+            .0
+            .as_ref()
+            .clone())
     }
 
     /// The rooted names of the mount table entry where `name` is, or would

@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::rpc::{Authorizer, ServerCall};
+use crate::security::Blessing;
 use crate::security::BlessingPattern;
-use crate::security::access::related;
 
 /// Allows a call when one of the caller's proven names matches a pattern
 /// whose methods include the call's (`*`: every method).
@@ -80,10 +80,10 @@ impl Authorizer for Delegation {
     fn authorize(&self, call: &ServerCall) -> Result<()> {
         let caller = call.remote_names();
         let server = call.local().blessings();
-        let allowed = server.iter().any(|b| {
-            let s = b.name();
-            caller.iter().any(|c| related(c, &s))
-        });
+        // (Per call: compared element by element, nothing allocated.)
+        let allowed = server
+            .iter()
+            .any(|b| caller.iter().any(|c| related_to_blessing(c, b)));
         if allowed {
             return Ok(());
         }
@@ -100,5 +100,38 @@ impl Authorizer for Delegation {
                 call.method(),
             )
         }))
+    }
+}
+
+/// Whether the name `name` and the blessing `b`'s name are the same, or one
+/// extends the other (see [`related`](crate::security::access::related)).
+fn related_to_blessing(name: &str, b: &Blessing) -> bool {
+    let mut parts = name.split('/');
+    for cert in b.chain() {
+        match parts.next() {
+            // The name ends first: the blessing extends it.
+            None => return true,
+            Some(p) if p == cert.extension => {}
+            Some(_) => return false,
+        }
+    }
+    // The blessing ended: equal, or the name extends it.
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::Principal;
+    use crate::security::access::related;
+
+    #[test]
+    fn related_to_a_blessing_is_related_to_its_name() {
+        let root = Principal::new_self_blessed("a").unwrap();
+        let b = Principal::new_blessed_by(&root, "b", vec![]).unwrap();
+        let blessing = &b.blessings()[0];
+        for n in ["a", "a/b", "a/b/c", "a/c", "ab", "a/bc", "x/b", "b"] {
+            assert_eq!(related_to_blessing(n, blessing), related(n, "a/b"), "{n}");
+        }
     }
 }
