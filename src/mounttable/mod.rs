@@ -5,7 +5,7 @@
 //!
 //! | method | arguments | results | needs |
 //! |---|---|---|---|
-//! | `Mount` | server (rooted name), ttl (seconds), blessings (optional: names or patterns the server proves; default the mounter's own) | none | Mount (or Admin); making a name needs Create on its parent |
+//! | `Mount` | server (rooted name), ttl (seconds), blessings (optional: names or patterns the server proves; default: the mounter's names, their extensions and the names they extend) | none | Mount (or Admin); making a name needs Create on its parent |
 //! | `Unmount` | server (`""`: all) | none | Mount (or Admin) |
 //! | `ResolveStep` | none | `[servers, suffix]`: the servers of the longest mounted prefix of the name, and what is left of the name (`[[], name]` when nothing is mounted) | Resolve, Read or Admin |
 //! | `Glob` | pattern | streams `{name, servers}` per match; none | Read or Admin to list a node's children |

@@ -82,7 +82,7 @@ pub struct Config {
     /// Let any caller call JavaScript servers that have no authorizer of
     /// their own. Default false: only callers whose blessings equal,
     /// extend or are extended by the server's (see
-    /// [`Delegation`](crate::security::Delegation)).
+    /// [`Delegation`]).
     pub open_access: bool,
     /// Also serve the demo object as `demo/adder`. Default false.
     pub serve_demo: bool,
