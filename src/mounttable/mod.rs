@@ -456,3 +456,31 @@ impl Invoker for MountTableInvoker {
         Ok(signature())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fixed_address_has_a_state_directory_and_port_zero_none() {
+        let d = MountTable::default_state_dir("127.0.0.1:8125");
+        if std::env::var_os("WSPR_STATE").is_some()
+            || std::env::var_os("XDG_STATE_HOME").is_some()
+            || std::env::var_os("HOME").is_some()
+        {
+            let d = d.expect("a directory");
+            assert!(d.ends_with("mounttable/127.0.0.1_8125"), "{d:?}");
+        }
+        assert_eq!(MountTable::default_state_dir("127.0.0.1:0"), None);
+        assert_eq!(MountTable::default_state_dir("[::1]:0"), None);
+        assert_eq!(MountTable::default_state_dir("nonsense"), None);
+    }
+
+    #[test]
+    fn a_table_with_state_refuses_a_config_that_makes_no_sense() {
+        let mut c = MountTableConfig::default();
+        c.max_names_per_creator = 0;
+        let dir = std::env::temp_dir().join(format!("wspr-mt-cfg-{}", std::process::id()));
+        assert!(MountTable::with_state(c, &dir).is_err());
+    }
+}

@@ -250,6 +250,7 @@ fn resolve_step(
                     .first()
                     .cloned()
                     .and_then(|v| serde_json::from_value(v).ok())
+                    .filter(|s: &Vec<MountedServer>| s.iter().all(bounded))
                     .ok_or_else(|| Error::internal(format!("{n}: malformed ResolveStep reply")))?;
                 let rest = results
                     .get(1)
@@ -273,6 +274,13 @@ fn resolve_step(
         }
     }
     Err(last)
+}
+
+/// Whether a mount entry from a mount table is within what a client keeps
+/// (a table could send any list of names for a server).
+fn bounded(s: &MountedServer) -> bool {
+    s.blessings.len() <= crate::security::access::MAX_PATTERNS
+        && s.blessings.iter().all(|b| b.len() <= naming::MAX_NAME_LEN)
 }
 
 fn walk(
@@ -585,6 +593,9 @@ fn glob_one(client: &Client, tables: &[Resolved], pattern: &str) -> Result<Vec<G
         let streamed = loop {
             match call.recv() {
                 Ok(Some(v)) => match serde_json::from_value::<GlobEntry>(v) {
+                    Ok(e) if !e.servers.iter().all(bounded) => {
+                        break Err(Error::internal(format!("{t}: malformed glob item")));
+                    }
                     Ok(e) if entries.len() < MAX_GLOB => entries.push(e),
                     Ok(_) => break Err(Error::bad_arg("glob reply too long")),
                     Err(e) => break Err(Error::internal(format!("{t}: malformed glob item: {e}"))),

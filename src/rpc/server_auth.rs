@@ -78,8 +78,13 @@ impl Verdicts {
                 return verdict.clone();
             }
         }
-        // (Judged without the lock: it checks signatures.)
+        // (Judged without the lock.)
         let verdict = authorize_server(client, server, address, expect);
+        if let Err(e) = &verdict {
+            // Once per connection and expectation: someone may be in the
+            // middle, or a name points at the wrong server.
+            log::warn!("{}", e.msg());
+        }
         let mut cache = lock(&self.0);
         if cache.len() >= MAX_VERDICTS {
             cache.clear();
