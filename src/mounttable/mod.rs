@@ -19,8 +19,10 @@
 //! is its Admin, which is Admin of every name (see `docs/security.md`).
 //!
 //! Entries expire at their TTL; expired entries are dropped when met and by
-//! a sweep every few hundred mounts. Names with permissions stay (with
-//! nothing mounted) until deleted: their owners keep them. Mounting and
+//! a sweep every few hundred mounts. A name made by mounting stays its
+//! maker's with nothing mounted at or below it for a while
+//! ([`MountTableConfig::name_hold`]); one given permissions with
+//! `SetPermissions` stays until deleted. Mounting and
 //! making names are bounded (see [`MountTableConfig`]). With a state
 //! directory ([`MountTable::with_state`]) the permissions survive a
 //! restart.
@@ -66,6 +68,12 @@ pub struct MountTableConfig {
     /// Most names one creator (its first proven blessing name) may own;
     /// the table's own principal has no limit. Default 1,000.
     pub max_names_per_creator: usize,
+    /// How long a name made by mounting stays its maker's once nothing is
+    /// mounted at or below it (its server restarting, its page reloading,
+    /// the table restarting: the hold starts again when the table loads).
+    /// Names given permissions with `SetPermissions` stay until deleted.
+    /// Default 1 day.
+    pub name_hold: Duration,
 }
 
 impl Default for MountTableConfig {
@@ -76,6 +84,7 @@ impl Default for MountTableConfig {
             max_ttl: Duration::from_secs(86_400),
             max_names: 100_000,
             max_names_per_creator: 1_000,
+            name_hold: Duration::from_secs(86_400),
         }
     }
 }
@@ -123,6 +132,7 @@ fn limits(config: &MountTableConfig) -> tree::Limits {
         max_ttl: config.max_ttl,
         max_nodes: config.max_names,
         max_nodes_per_creator: config.max_names_per_creator,
+        hold: config.name_hold,
     }
 }
 
@@ -478,8 +488,10 @@ mod tests {
 
     #[test]
     fn a_table_with_state_refuses_a_config_that_makes_no_sense() {
-        let mut c = MountTableConfig::default();
-        c.max_names_per_creator = 0;
+        let c = MountTableConfig {
+            max_names_per_creator: 0,
+            ..Default::default()
+        };
         let dir = std::env::temp_dir().join(format!("wspr-mt-cfg-{}", std::process::id()));
         assert!(MountTable::with_state(c, &dir).is_err());
     }

@@ -51,6 +51,9 @@ pub(super) struct Limits {
     pub max_ttl: Duration,
     pub max_nodes: usize,
     pub max_nodes_per_creator: usize,
+    /// How long a name made by mounting stays its maker's once nothing is
+    /// mounted at or below it.
+    pub hold: Duration,
 }
 
 /// One server mounted at a node.
@@ -62,13 +65,17 @@ struct Mounted {
 }
 
 /// Permissions set on a node, with their version and the node's creator
-/// (whose node quota it counts against; empty: nobody's).
+/// (whose node quota it counts against; empty: nobody's). `explicit`:
+/// set with SetPermissions (kept until deleted); else made by a mount
+/// (kept while in use, and for the hold after).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Owned {
     pub permissions: Permissions,
     pub version: u32,
     #[serde(default)]
     pub creator: String,
+    #[serde(default)]
+    pub explicit: bool,
 }
 
 #[derive(Default)]
@@ -76,6 +83,9 @@ struct Node {
     servers: Vec<Mounted>,
     children: BTreeMap<String, Node>,
     owned: Option<Box<Owned>>,
+    /// When something was last mounted at or below (or the table loaded
+    /// the node): a name made by mounting is held from then.
+    used: Option<Instant>,
 }
 
 impl Node {
@@ -100,30 +110,48 @@ impl Node {
         self.has_live(now) || self.children.values().any(|c| c.live_at_or_below(now))
     }
 
-    /// Whether nothing keeps the node: no server, no child, no permissions.
-    fn is_useless(&self) -> bool {
-        self.servers.is_empty() && self.children.is_empty() && self.owned.is_none()
+    /// Whether nothing keeps the node: no server, no child, and no
+    /// permissions (or only a mount's, unused for `hold`).
+    fn is_useless(&self, now: Instant, hold: Duration) -> bool {
+        if !self.servers.is_empty() || !self.children.is_empty() {
+            return false;
+        }
+        match &self.owned {
+            None => true,
+            Some(o) if o.explicit => false,
+            Some(_) => self
+                .used
+                .is_none_or(|u| now.saturating_duration_since(u) >= hold),
+        }
     }
 
     /// Drops expired servers and useless nodes below; the entries dropped.
-    fn prune(&mut self, now: Instant) -> usize {
+    /// The creators of the names dropped go to `gone`.
+    fn prune(&mut self, now: Instant, hold: Duration, gone: &mut Vec<String>) -> usize {
         let before = self.servers.len();
         self.servers.retain(|m| m.expires > now);
         let mut removed = before - self.servers.len();
         self.children.retain(|_, c| {
-            removed += c.prune(now);
-            !c.is_useless()
+            removed += c.prune(now, hold, gone);
+            let useless = c.is_useless(now, hold);
+            if let (true, Some(o)) = (useless, &c.owned) {
+                gone.push(o.creator.clone());
+            }
+            !useless
         });
         removed
     }
 
     /// Removes the useless nodes along `path`.
-    fn prune_path(&mut self, path: &[&str]) {
+    fn prune_path(&mut self, path: &[&str], now: Instant, hold: Duration, gone: &mut Vec<String>) {
         if let Some((first, rest)) = path.split_first()
             && let Some(child) = self.children.get_mut(*first)
         {
-            child.prune_path(rest);
-            if child.is_useless() {
+            child.prune_path(rest, now, hold, gone);
+            if child.is_useless(now, hold) {
+                if let Some(o) = &child.owned {
+                    gone.push(o.creator.clone());
+                }
                 self.children.remove(*first);
             }
         }
@@ -410,6 +438,7 @@ impl Table {
         let mut perms = Permissions::new();
         perms.set(Tag::Admin, owner.clone());
         perms.set(Tag::Mount, owner);
+        let now = Instant::now();
         let mut node = &mut self.root;
         for (i, e) in path.iter().enumerate() {
             node = node.children.entry(e.to_string()).or_default();
@@ -418,7 +447,9 @@ impl Table {
                     permissions: perms.clone(),
                     version: 0,
                     creator: creator.clone(),
+                    explicit: false,
                 }));
+                node.used = Some(now);
             }
         }
         let new = path.len().saturating_sub(have);
@@ -426,6 +457,61 @@ impl Table {
         self.nodes += new;
         self.generation += 1;
         Ok(())
+    }
+
+    /// Drops expired servers and names no longer held, everywhere.
+    fn sweep(&mut self, now: Instant) {
+        let mut gone = Vec::new();
+        self.entries -= self.root.prune(now, self.limits.hold, &mut gone);
+        self.forget(gone);
+    }
+
+    /// Drops the useless names along `path`.
+    fn sweep_path(&mut self, path: &[&str], now: Instant) {
+        let mut gone = Vec::new();
+        self.root.prune_path(path, now, self.limits.hold, &mut gone);
+        self.forget(gone);
+    }
+
+    /// Takes names dropped off their creators' counts.
+    fn forget(&mut self, gone: Vec<String>) {
+        if !gone.is_empty() {
+            self.generation += 1;
+        }
+        for c in gone {
+            self.nodes = self.nodes.saturating_sub(1);
+            if let Some(have) = self.creators.get_mut(&c) {
+                *have = have.saturating_sub(1);
+                if *have == 0 {
+                    self.creators.remove(&c);
+                }
+            }
+        }
+    }
+
+    /// Before making names for `caller`: if it is at its limit, names it
+    /// no longer holds are dropped first.
+    fn sweep_for(&mut self, caller: &Caller, now: Instant) {
+        let at_limit = caller.names.first().is_some_and(|c| {
+            self.creators.get(c).copied().unwrap_or(0) >= self.limits.max_nodes_per_creator
+        });
+        if at_limit {
+            self.sweep(now);
+        }
+    }
+
+    /// Marks the nodes on `path` as in use now.
+    fn touch(&mut self, path: &[&str], now: Instant) {
+        let mut node = &mut self.root;
+        for e in path {
+            match node.children.get_mut(*e) {
+                Some(c) => {
+                    c.used = Some(now);
+                    node = c;
+                }
+                None => return,
+            }
+        }
     }
 
     fn node_mut(&mut self, path: &[&str]) -> Option<&mut Node> {
@@ -469,7 +555,9 @@ impl Table {
         let now = Instant::now();
         self.mounts += 1;
         if self.mounts.is_multiple_of(256) {
-            self.entries -= self.root.prune(now);
+            self.sweep(now);
+        } else {
+            self.sweep_for(caller, now);
         }
         let full = self.entries >= self.limits.max_entries;
         let missing = self.check("mount at", &path, MOUNT, caller, now)?;
@@ -523,6 +611,9 @@ impl Table {
         };
         let added = usize::from(outcome.is_ok() && node.servers.len() > before - expired);
         self.entries = self.entries - expired + added;
+        if outcome.is_ok() {
+            self.touch(&path, now);
+        }
         outcome.map(|_| Changed(missing.is_some()))
     }
 
@@ -546,7 +637,7 @@ impl Table {
                 .retain(|m| !server.is_empty() && m.server != server);
             self.entries -= before - node.servers.len();
         }
-        self.root.prune_path(&path);
+        self.sweep_path(&path, Instant::now());
         Ok(())
     }
 
@@ -646,6 +737,7 @@ impl Table {
     ) -> Result<Changed> {
         let path = split(name);
         let now = Instant::now();
+        self.sweep_for(caller, now);
         if path.is_empty() {
             if !self.is_superuser(caller) {
                 return Err(denied("set the permissions of", name, caller, ADMIN));
@@ -698,6 +790,7 @@ impl Table {
             permissions: perms,
             version: current.wrapping_add(1),
             creator: creator.unwrap_or_default(),
+            explicit: true,
         }));
         if !counted {
             // (An unowned node given permissions: counted as nobody's.)
@@ -753,14 +846,14 @@ impl Table {
                 }
             }
         }
-        self.root.prune_path(parent_path);
+        self.sweep_path(parent_path, Instant::now());
         self.generation += 1;
         Ok(Changed(true))
     }
 
     /// Live (name, server) entries.
     pub(super) fn len(&mut self) -> usize {
-        self.entries -= self.root.prune(Instant::now());
+        self.sweep(Instant::now());
         self.entries
     }
 
@@ -779,6 +872,7 @@ impl Table {
 
     /// Restores permissions from the store (before anything is mounted).
     pub(super) fn restore(&mut self, nodes: Vec<StoredNode>) -> Result<()> {
+        let now = Instant::now();
         for n in nodes {
             let path = split(&n.name);
             if path.len() > crate::glob::MAX_ELEMENTS {
@@ -792,6 +886,9 @@ impl Table {
                 node = node.children.entry(e.to_string()).or_default();
             }
             node.owned = Some(Box::new(n.owned));
+            // (Held afresh from the table's start: its owner's servers
+            // mount again meanwhile.)
+            node.used = Some(now);
         }
         let mut entries = 0;
         let mut creators = HashMap::new();
@@ -882,6 +979,7 @@ mod tests {
             max_ttl: Duration::from_secs(86_400),
             max_nodes: 100_000,
             max_nodes_per_creator: 1_000,
+            hold: Duration::from_secs(86_400),
         }
     }
 
@@ -1106,6 +1204,29 @@ mod tests {
         let _ = mt.mount(&bob, "d", "/h:1", MIN, vec![]).unwrap();
         let _ = mt.delete(&alice, "c", false).unwrap();
         let _ = mt.mount(&alice, "e", "/h:1", MIN, vec![]).unwrap();
+    }
+
+    #[test]
+    fn a_name_made_by_mounting_is_held_a_while_and_set_permissions_for_good() {
+        let mut mt = table_with(Limits {
+            hold: Duration::ZERO,
+            max_nodes_per_creator: 2,
+            ..limits()
+        });
+        let (a, b) = (names(&["alice"]), names(&["bob"]));
+        let (alice, bob) = (Caller { names: &a }, Caller { names: &b });
+        let _ = mt.mount(&alice, "x", "/h:1", MIN, vec![]).unwrap();
+        let _ = mt
+            .set_permissions(&alice, "kept", Permissions::new(), "")
+            .unwrap();
+        // At her limit while "x" is mounted.
+        no_access(mt.mount(&alice, "y", "/h:1", MIN, vec![]));
+        // With no hold, "x" is free once nothing is mounted; "kept" is not.
+        mt.unmount(&alice, "x", "").unwrap();
+        let _ = mt.mount(&bob, "x", "/h:2", MIN, vec![]).unwrap();
+        no_access(mt.mount(&bob, "kept", "/h:2", MIN, vec![]));
+        // And its count went with it.
+        let _ = mt.mount(&alice, "y", "/h:1", MIN, vec![]).unwrap();
     }
 
     #[test]
