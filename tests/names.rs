@@ -27,7 +27,15 @@ use common::*;
 /// name space root.
 fn serve(extra: &[&str]) -> (Proc, SocketAddr, String) {
     let mut c = wsprd();
-    c.args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"]);
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--mounttable-listen",
+        "127.0.0.1:0",
+        "--log-level",
+        "warn",
+    ]);
     c.args(extra);
     let p = Proc::spawn(c);
     let addr = p.line().rsplit("http://").next().unwrap().parse().unwrap();

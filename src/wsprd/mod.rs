@@ -223,26 +223,26 @@ fn socket_addr(setting: &str, addr: &str) -> Result<SocketAddr> {
 /// port of the same host if that is in use and `mounttable_fallback` is
 /// set.
 fn embedded_mount_table(config: &Config, client: &Client, server: &ServerConfig) -> Result<Server> {
+    let listen = |addr: &str, table: MountTable| {
+        Server::listen_with(addr, Arc::new(table), client.clone(), server.clone(), true)
+    };
     let table = match &config.mounttable_state_dir {
         Some(dir) => MountTable::with_state(MountTableConfig::default(), dir)?,
         None => MountTable::new(MountTableConfig::default()),
     };
-    let listen = |addr: &str| {
-        Server::listen_with(
-            addr,
-            Arc::new(table.clone()),
-            client.clone(),
-            server.clone(),
-            true,
-        )
-    };
-    match listen(&config.mounttable_listen) {
+    match listen(&config.mounttable_listen, table) {
         Err(e) if config.mounttable_fallback && e.is(crate::error::ids::EXISTS) => {
             let mut free = socket_addr("mounttable_listen", &config.mounttable_listen)?;
             free.set_port(0);
-            let mt = listen(&free.to_string())?;
+            // The state belongs to the table at the address asked for (the
+            // one running there, most likely): a table elsewhere is a new
+            // one, and keeps its permissions in memory.
+            let mt = listen(
+                &free.to_string(),
+                MountTable::new(MountTableConfig::default()),
+            )?;
             log::warn!(
-                "the mount table {}; it listens on {} instead, so tools need --namespace-root {}",
+                "the mount table {}; it listens on {} instead (its permissions in memory only), so tools need --namespace-root {}",
                 e.msg(),
                 mt.listener().local_addr(),
                 mt.name()

@@ -19,10 +19,14 @@ pub fn test_credentials() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("credentials")
 }
 
-/// Where wsprd processes of this test binary keep state (mount tables'
-/// permissions), kept out of the user's home and apart from other runs.
+/// Where a wsprd process of the tests keeps state (mount tables'
+/// permissions): a directory of its own, out of the user's home, so that
+/// no test's names carry over into another's.
 pub fn test_state() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("state-{}", std::process::id()))
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("state-{}-{n}", std::process::id()))
 }
 
 /// The wsprd binary built for these tests.
