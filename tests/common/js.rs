@@ -29,10 +29,13 @@ pub struct Js {
     next: u64,
 }
 
-/// A daemon started in this process with `f` applied to its config.
+/// A daemon started in this process with `f` applied to its config. It is
+/// the tests' principal (as the `wsprd` processes the tests run are), so
+/// that those tools take it for who it is.
 pub fn daemon(f: impl FnOnce(&mut wspr::wsprd::Config)) -> wspr::wsprd::Daemon {
     let mut c = wspr::wsprd::Config::default();
     c.listen = "127.0.0.1:0".into();
+    c.principal = Some(super::test_principal());
     f(&mut c);
     wspr::wsprd::Daemon::spawn(c).expect("daemon")
 }
