@@ -22,44 +22,96 @@ pub const MAX_EXTENSION: usize = 256;
 
 const SIGNING_CONTEXT: &[u8] = b"wspr certificate v1";
 
-/// A pattern over blessing names: `alice/...` matches `alice` and every
-/// name under it, `...` matches every name, anything else matches exactly
-/// that name.
+/// A pattern over blessing names:
+///
+/// | pattern | matches |
+/// |---|---|
+/// | `...` | every name |
+/// | `alice/...` | `alice` and every name under it (`alice/phone`, `alice/phone/app`) |
+/// | `alice/$` | exactly `alice` |
+/// | `alice` | exactly `alice` |
+///
+/// `$` is Vanadium's "exactly this name" marker. Unlike Vanadium, a pattern
+/// without a marker matches exactly too: patterns are signed into caveats
+/// and written into ACLs, and widening what an existing one admits would
+/// loosen decisions made before. `$` and `...` are never name components,
+/// so no blessing can be named to look like a marker.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct BlessingPattern(String);
+pub struct BlessingPattern {
+    text: String,
+    kind: PatternKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum PatternKind {
+    All,
+    /// The body and every name under it.
+    Prefix,
+    /// The body only.
+    Exact,
+}
 
 impl BlessingPattern {
     /// Parses a pattern.
     pub fn new(p: &str) -> Result<BlessingPattern> {
-        let body = p.strip_suffix("/...").unwrap_or(p);
-        if body != "..." {
+        let (body, kind) = if p == "..." {
+            ("", PatternKind::All)
+        } else if let Some(b) = p.strip_suffix("/...") {
+            (b, PatternKind::Prefix)
+        } else if let Some(b) = p.strip_suffix("/$") {
+            (b, PatternKind::Exact)
+        } else {
+            (p, PatternKind::Exact)
+        };
+        if kind != PatternKind::All {
             for part in body.split('/') {
                 check_extension(part)
                     .map_err(|e| Error::bad_arg(format!("pattern {p:?}: {}", e.msg())))?;
             }
         }
-        Ok(BlessingPattern(p.to_string()))
+        Ok(BlessingPattern {
+            text: p.to_string(),
+            kind,
+        })
+    }
+
+    /// The pattern `<name>/...`: `name` and every name under it.
+    pub fn and_below(name: &str) -> Result<BlessingPattern> {
+        BlessingPattern::new(&format!("{name}/..."))
+    }
+
+    /// The name a pattern is about (`alice` of `alice/...`, `alice/$` and
+    /// `alice`; empty for `...`).
+    fn body(&self) -> &str {
+        match self.kind {
+            PatternKind::All => "",
+            PatternKind::Prefix => &self.text[..self.text.len() - 4],
+            PatternKind::Exact => self.text.strip_suffix("/$").unwrap_or(&self.text),
+        }
     }
 
     /// Whether the blessing name `name` matches.
     pub fn matches(&self, name: &str) -> bool {
-        let p = self.0.as_str();
-        if p == "..." {
-            return true;
-        }
-        match p.strip_suffix("/...") {
-            Some(prefix) => {
-                name == prefix
-                    || (name.starts_with(prefix)
-                        && name.as_bytes().get(prefix.len()) == Some(&b'/'))
+        let body = self.body();
+        match self.kind {
+            PatternKind::All => true,
+            PatternKind::Exact => name == body,
+            PatternKind::Prefix => {
+                name == body
+                    || (name.starts_with(body) && name.as_bytes().get(body.len()) == Some(&b'/'))
             }
-            None => name == p,
         }
     }
 
     /// The pattern's text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+}
+
+impl std::fmt::Display for BlessingPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
     }
 }
 
@@ -200,19 +252,45 @@ pub fn check_caveats(caveats: &[Caveat]) -> Result<()> {
     Ok(())
 }
 
-/// Checks one name component.
+/// Checks one name component: 1 to 256 bytes, not `...` or `$` (the
+/// pattern markers), no `/`, and no character a reader could not see for
+/// what it is: control, format (zero-width, direction changes), unassigned,
+/// private-use, surrogate, or separator (spaces) characters.
 pub fn check_extension(e: &str) -> Result<()> {
     if e.is_empty() || e.len() > MAX_EXTENSION {
         return Err(Error::bad_arg(format!(
             "a blessing name component must be 1 to {MAX_EXTENSION} bytes"
         )));
     }
-    if e == "..." || e.contains('/') || e.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if e == "..." || e == "$" || e.contains('/') {
         return Err(Error::bad_arg(format!(
-            "{e:?} is not a valid blessing name component"
+            "{e:?} is not a valid blessing name component (\"...\", \"$\" and \"/\" are pattern syntax)"
+        )));
+    }
+    if let Some((c, what)) = e.chars().find_map(|c| unseen(c).map(|w| (c, w))) {
+        return Err(Error::bad_arg(format!(
+            "{e:?} is not a valid blessing name component: it holds U+{:04X}, {what}",
+            c as u32
         )));
     }
     Ok(())
+}
+
+/// Why `c` may not be in a name, if it may not.
+fn unseen(c: char) -> Option<&'static str> {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    if c.is_whitespace() {
+        return Some("a space");
+    }
+    match c.general_category() {
+        G::Control => Some("a control character"),
+        G::Format => Some("a format character (invisible, or changes the text's direction)"),
+        G::Unassigned => Some("an unassigned code point"),
+        G::PrivateUse => Some("a private-use character"),
+        G::Surrogate => Some("a surrogate"),
+        G::SpaceSeparator | G::LineSeparator | G::ParagraphSeparator => Some("a separator"),
+        _ => None,
+    }
 }
 
 /// One link of a chain.
@@ -314,6 +392,21 @@ impl Blessing {
             previous = Some(&cert.signature);
         }
         Ok(())
+    }
+
+    /// When the blessing stops holding: its earliest expiry caveat (none:
+    /// never).
+    pub fn expiry(&self) -> Option<SystemTime> {
+        self.chain
+            .iter()
+            .flat_map(|c| &c.caveats)
+            .filter_map(|c| match c {
+                Caveat::Expiry(ms) => Some(*ms),
+                _ => None,
+            })
+            .min()
+            // (Past what the clock can count: never.)
+            .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
     }
 
     /// Whether every caveat of the chain holds in `ctx`.
@@ -450,6 +543,54 @@ mod tests {
         assert!(!exact.matches("alice"));
         assert!(BlessingPattern::new("...").unwrap().matches("anyone"));
         assert!(BlessingPattern::new("a//b").is_err());
+    }
+
+    /// `$` is "exactly this name" (Vanadium's marker), not a component
+    /// someone could mint: `alice/$` admits alice and nothing else.
+    #[test]
+    fn dollar_means_exactly_this_name() {
+        let p = BlessingPattern::new("alice/$").unwrap();
+        assert!(p.matches("alice"));
+        assert!(!p.matches("alice/$"));
+        assert!(!p.matches("alice/phone"));
+        assert_eq!(p.as_str(), "alice/$");
+        let p = BlessingPattern::new("alice/phone/$").unwrap();
+        assert!(p.matches("alice/phone"));
+        assert!(!p.matches("alice"));
+        // Today's meanings hold.
+        assert!(BlessingPattern::new("alice/...").unwrap().matches("alice/x/y"));
+        assert!(!BlessingPattern::new("alice").unwrap().matches("alice/x"));
+        for bad in ["$", "alice/$/x", "alice/$/...", "/$", "alice/.../$", "alice/$$/"] {
+            assert!(BlessingPattern::new(bad).is_err(), "{bad}");
+        }
+        // And no blessing can be named "$" (or "...").
+        assert!(check_extension("$").is_err());
+        assert!(check_extension("...").is_err());
+        assert!(check_extension("$x").is_ok());
+    }
+
+    #[test]
+    fn invisible_and_direction_changing_characters_are_refused() {
+        for bad in [
+            "ali\u{200b}ce",  // zero-width space
+            "alice\u{202e}nimda", // right-to-left override
+            "\u{2066}alice",  // left-to-right isolate
+            "al\u{00ad}ice",  // soft hyphen
+            "alice\u{feff}",  // zero-width no-break space
+            "a\u{0007}",      // bell
+            "a\u{e000}",      // private use
+            "a\u{0378}",      // unassigned
+            "a\u{3000}b",     // ideographic space
+            "a\u{2028}b",     // line separator
+        ] {
+            let e = check_extension(bad).unwrap_err();
+            assert_eq!(e.id(), crate::error::ids::BAD_ARG);
+            assert!(e.msg().contains("U+"), "{e}");
+            assert!(BlessingPattern::new(&format!("{bad}/...")).is_err());
+        }
+        for good in ["alice", "Élodie", "http:localhost:3000", "日本", "o'neil", "a-b_c.d@e"] {
+            check_extension(good).unwrap();
+        }
     }
 
     #[test]
