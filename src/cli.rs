@@ -161,7 +161,8 @@ struct PrincipalCreate {
 
 #[derive(FromArgs)]
 /// Bless the principal in --to as BLESSER/EXTENSION; it gets the
-/// blessing as its default and trusts this principal's root.
+/// blessing as its default and trusts this principal's root for that
+/// root's own name and below (nothing else).
 #[argh(subcommand, name = "bless")]
 struct PrincipalBless {
     /// credentials directory of the blesser
@@ -185,8 +186,10 @@ struct PrincipalBless {
 }
 
 #[derive(FromArgs)]
-/// Trust the roots of the principal in --from (so that its blessings
-/// count here).
+/// Trust the principal in --from as a root: its own key, for the names of
+/// its self-signed blessings and below (NAME/...), or for --pattern. The
+/// roots of blessings it holds from others are trusted only with
+/// --blessers.
 #[argh(subcommand, name = "trust")]
 struct PrincipalTrust {
     /// credentials directory of the principal that trusts
@@ -195,6 +198,14 @@ struct PrincipalTrust {
     /// credentials directory of the principal to trust
     #[argh(option)]
     from: String,
+    /// the names to trust it for (default: each of its root names and
+    /// below, NAME/...); `...` trusts it for every name
+    #[argh(option)]
+    pattern: Option<String>,
+    /// also trust the roots of the blessings it was given by others, each
+    /// for that root's own name and below
+    #[argh(switch)]
+    blessers: bool,
 }
 
 #[derive(FromArgs)]
@@ -854,6 +865,55 @@ fn demo(c: DemoCmd) -> Result<()> {
     Ok(())
 }
 
+/// `principal trust`: see [`PrincipalTrust`].
+fn principal_trust(s: PrincipalTrust) -> Result<()> {
+    let dir = credentials_dir(&s.credentials);
+    let mut p = Principal::load(&dir)?;
+    let other = Principal::load(&PathBuf::from(&s.from))?;
+    let pattern = s.pattern.as_deref().map(BlessingPattern::new).transpose()?;
+    let mut added: Vec<(String, String)> = vec![];
+    let mut trust = |p: &mut Principal, key: [u8; 32], pattern: BlessingPattern| {
+        let entry = (hex(&key), pattern.to_string());
+        if !added.contains(&entry) {
+            added.push(entry);
+        }
+        p.trust(key, pattern);
+    };
+    // (Each blessing's root name: its first certificate's.)
+    let root_name = |b: &wspr::security::Blessing| {
+        BlessingPattern::and_below(b.chain().first().map_or("", |c| c.extension.as_str()))
+    };
+    let own_key = other.public_key();
+    match &pattern {
+        Some(pattern) => trust(&mut p, own_key, pattern.clone()),
+        // Its own roots: the blessings it signed itself.
+        None => {
+            for b in other.blessings().iter().filter(|b| b.root_key() == own_key) {
+                trust(&mut p, own_key, root_name(b)?);
+            }
+        }
+    }
+    if s.blessers {
+        for b in other.blessings().iter().filter(|b| b.root_key() != own_key) {
+            trust(&mut p, b.root_key(), root_name(b)?);
+        }
+    }
+    if added.is_empty() {
+        return Err(Error::bad_arg(format!(
+            "{} holds no self-signed blessing, so it is no root by itself; give --pattern to trust its key for those names, or --blessers to trust the roots of the blessings it holds",
+            s.from
+        )));
+    }
+    p.save(&dir)?;
+    for (key, pattern) in added {
+        print_line(&format!(
+            "{} now trusts root {key} for {pattern}",
+            dir.display()
+        ))?;
+    }
+    Ok(())
+}
+
 fn principal(c: PrincipalCmd) -> Result<()> {
     init_log(LevelFilter::Warn);
     match c.cmd {
@@ -870,7 +930,7 @@ fn principal(c: PrincipalCmd) -> Result<()> {
                 ))?;
             }
             for r in p.roots() {
-                print_line(&format!("trusts root {}", hex(r)))?;
+                print_line(&format!("trusts root {} for {}", hex(&r.key), r.pattern))?;
             }
             Ok(())
         }
@@ -910,25 +970,12 @@ fn principal(c: PrincipalCmd) -> Result<()> {
             }
             let b = blesser.bless(&blessee.public_key(), &s.extension, caveats)?;
             let name = b.name();
-            blessee.trust(b.root_key());
+            blessee.trust_root_of(&b)?;
             blessee.add_blessing(b)?;
             blessee.save(&to)?;
             print_line(&format!("blessed {} as {name}", to.display()))
         }
-        PrincipalSub::Trust(s) => {
-            let dir = credentials_dir(&s.credentials);
-            let mut p = Principal::load(&dir)?;
-            let other = Principal::load(&PathBuf::from(&s.from))?;
-            for b in other.blessings() {
-                p.trust(b.root_key());
-            }
-            p.save(&dir)?;
-            print_line(&format!(
-                "{} now trusts the roots of {}",
-                dir.display(),
-                s.from
-            ))
-        }
+        PrincipalSub::Trust(s) => principal_trust(s),
     }
 }
 

@@ -1,10 +1,11 @@
 //! Identities: principals (a key pair and the blessings that name it),
 //! authenticated and encrypted sessions, and authorization.
 //!
-//! A principal trusts a set of *roots* (public keys). A peer's blessing
-//! name counts only when its chain verifies, its root is trusted, and every
-//! caveat holds for the call at hand: those are the names the peer
-//! *proved*. See `docs/security.md`.
+//! A principal trusts a set of *roots*: public keys, each for the blessing
+//! names that match a pattern (`alice/...`), as Vanadium's `BlessingRoots`.
+//! A peer's blessing name counts only when its chain verifies, its root is
+//! trusted for that name, and every caveat holds for the call at hand:
+//! those are the names the peer *proved*. See `docs/security.md`.
 //!
 //! ```
 //! use wspr::security::{Principal, Caveat, CaveatContext};
@@ -15,36 +16,47 @@
 //! b.verify()?;
 //! let ctx = |m| CaveatContext { method: m, peer_names: &[], now: std::time::SystemTime::now() };
 //! assert!(b.holds(&ctx("Foo")) && !b.holds(&ctx("Bar")));
+//! assert!(alice.recognizes(&b));
+//! // Alice's root is trusted for alice/... only: a root of another key
+//! // that calls itself alice is not.
+//! let mallory = Principal::new_self_blessed("mallory")?;
+//! assert!(!alice.recognizes(&mallory.bless_self("alice")?));
 //! # Ok::<(), wspr::Error>(())
 //! ```
 
 pub mod access;
 mod authorizer;
 mod blessing;
+mod credentials;
 pub(crate) mod session;
 
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use ed25519_dalek::{Signer, SigningKey};
-use serde::{Deserialize, Serialize};
 
 pub use authorizer::{AclAuthorizer, Delegation, SameFamily};
 pub use blessing::{
     Blessing, BlessingPattern, Caveat, CaveatContext, Certificate, check_extension, hex, unhex,
 };
+pub use credentials::CREDENTIALS_FILE;
 
 use crate::error::{Error, Result};
 
-/// The credentials file inside a credentials directory.
-pub const CREDENTIALS_FILE: &str = "principal.json";
+/// A root key trusted for the blessing names that match `pattern`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedRoot {
+    /// The root's public key.
+    pub key: [u8; 32],
+    /// The names it is trusted for.
+    pub pattern: BlessingPattern,
+}
 
 /// A key pair, the blessings that name its public key, and the roots it
 /// trusts.
 pub struct Principal {
     key: SigningKey,
     blessings: Vec<Blessing>,
-    roots: Vec<[u8; 32]>,
+    roots: Vec<TrustedRoot>,
 }
 
 impl std::fmt::Debug for Principal {
@@ -62,25 +74,29 @@ fn random_key() -> Result<SigningKey> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
+/// `<the root certificate's name>/...`: what a root is trusted for unless
+/// told otherwise.
+fn own_names(b: &Blessing) -> Result<BlessingPattern> {
+    let root = b
+        .chain()
+        .first()
+        .ok_or_else(|| Error::bad_arg("an empty blessing"))?;
+    BlessingPattern::and_below(&root.extension)
+}
+
 impl Principal {
     /// A new key whose only blessing is a self-signed root named `name`,
-    /// trusting its own root.
+    /// trusting its own root for `name/...`.
     pub fn new_self_blessed(name: &str) -> Result<Principal> {
-        check_extension(name)?;
-        let key = random_key()?;
-        let public_key = key.verifying_key().to_bytes();
-        let mut cert = Certificate {
-            extension: name.to_string(),
-            public_key,
-            caveats: vec![],
-            signature: [0; 64],
+        let mut p = Principal {
+            key: random_key()?,
+            blessings: vec![],
+            roots: vec![],
         };
-        cert.signature = key.sign(&cert.signing_input(None)).to_bytes();
-        Ok(Principal {
-            key,
-            blessings: vec![Blessing::from_chain(vec![cert])],
-            roots: vec![public_key],
-        })
+        let b = p.bless_self(name)?;
+        p.trust_root_of(&b)?;
+        p.blessings.push(b);
+        Ok(p)
     }
 
     /// A new key blessed by `blesser` as `<blesser>/<extension>`, trusting
@@ -115,20 +131,34 @@ impl Principal {
     }
 
     /// The trusted roots.
-    pub fn roots(&self) -> &[[u8; 32]] {
+    pub fn roots(&self) -> &[TrustedRoot] {
         &self.roots
     }
 
-    /// Trusts `root` (a public key).
-    pub fn trust(&mut self, root: [u8; 32]) {
-        if !self.roots.contains(&root) {
-            self.roots.push(root);
+    /// Trusts `root` (a public key) for the names `pattern` matches.
+    pub fn trust(&mut self, root: [u8; 32], pattern: BlessingPattern) {
+        let r = TrustedRoot { key: root, pattern };
+        if !self.roots.contains(&r) {
+            self.roots.push(r);
         }
     }
 
-    /// Whether `b`'s root is trusted.
+    /// Trusts `b`'s root for its own name and below (`alice/...` for a
+    /// chain that starts at a root named `alice`): what being blessed by
+    /// someone means, and nothing more.
+    pub fn trust_root_of(&mut self, b: &Blessing) -> Result<()> {
+        let pattern = own_names(b)?;
+        self.trust(b.root_key(), pattern);
+        Ok(())
+    }
+
+    /// Whether `b`'s root is trusted for `b`'s name (the chain itself is
+    /// not checked here; see [`Blessing::verify`]).
     pub fn recognizes(&self, b: &Blessing) -> bool {
-        self.roots.contains(&b.root_key())
+        let (key, name) = (b.root_key(), b.name());
+        self.roots
+            .iter()
+            .any(|r| r.key == key && r.pattern.matches(&name))
     }
 
     /// Adds a blessing of this principal's key, made the default.
@@ -140,6 +170,20 @@ impl Principal {
         self.blessings.retain(|x| x.name() != b.name());
         self.blessings.insert(0, b);
         Ok(())
+    }
+
+    /// A new root blessing of this key named `name` (self-signed; it
+    /// counts only where someone trusts this key for that name).
+    pub fn bless_self(&self, name: &str) -> Result<Blessing> {
+        check_extension(name)?;
+        let mut cert = Certificate {
+            extension: name.to_string(),
+            public_key: self.public_key(),
+            caveats: vec![],
+            signature: [0; 64],
+        };
+        cert.signature = self.key.sign(&cert.signing_input(None)).to_bytes();
+        Ok(Blessing::from_chain(vec![cert]))
     }
 
     /// Blesses `blessee` as `<default blessing>/<extension>` with `caveats`.
@@ -175,14 +219,15 @@ impl Principal {
     }
 
     /// The same key named only by `blessing`, trusting what this
-    /// principal trusts and the blessing's root.
+    /// principal trusts and the blessing's root for the blessing's own
+    /// root name.
     pub fn with_blessing(&self, blessing: Blessing) -> Result<Principal> {
         let mut p = Principal {
             key: self.key.clone(),
             blessings: vec![],
             roots: self.roots.clone(),
         };
-        p.trust(blessing.root_key());
+        p.trust_root_of(&blessing)?;
         p.add_blessing(blessing)?;
         Ok(p)
     }
@@ -193,8 +238,8 @@ impl Principal {
     }
 
     /// The names of `remote`'s blessings that hold for a call of `method`:
-    /// trusted root, valid chain for the key the peer proved, every caveat
-    /// met with this principal as the peer.
+    /// root trusted for the name, valid chain for the key the peer proved,
+    /// every caveat met with this principal as the peer.
     pub fn proven_names(&self, remote: &crate::rpc::RemoteIdentity, method: &str) -> Vec<String> {
         let blessings = remote.blessings();
         self.proven(remote, method)
@@ -222,114 +267,28 @@ impl Principal {
             .collect()
     }
 
-    /// The credentials directory to use: `WSPR_CREDENTIALS`, else
-    /// `$XDG_CONFIG_HOME/wspr/credentials`, else
-    /// `$HOME/.config/wspr/credentials`.
-    pub fn default_dir() -> PathBuf {
-        if let Some(d) = std::env::var_os("WSPR_CREDENTIALS").filter(|d| !d.is_empty()) {
-            return PathBuf::from(d);
-        }
-        let base = std::env::var_os("XDG_CONFIG_HOME")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-            .unwrap_or_else(|| PathBuf::from("."));
-        base.join("wspr").join("credentials")
-    }
-
-    /// Loads the principal in `dir`.
-    pub fn load(dir: &Path) -> Result<Principal> {
-        let path = dir.join(CREDENTIALS_FILE);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::no_exist(format!("credentials {}: {e}", path.display())))?;
-        let stored: Stored = serde_json::from_str(&text)
-            .map_err(|e| Error::bad_arg(format!("credentials {}: {e}", path.display())))?;
-        let seed: [u8; 32] = unhex(&stored.key)
-            .and_then(|k| k.try_into().ok())
-            .ok_or_else(|| Error::bad_arg(format!("credentials {}: bad key", path.display())))?;
-        let key = SigningKey::from_bytes(&seed);
-        let mut p = Principal {
-            key,
-            blessings: vec![],
-            roots: vec![],
-        };
-        for b in stored.blessings.iter().rev() {
-            p.add_blessing(Blessing::from_hex(b)?)?;
-        }
-        for r in &stored.roots {
-            let root: [u8; 32] = unhex(r).and_then(|k| k.try_into().ok()).ok_or_else(|| {
-                Error::bad_arg(format!("credentials {}: bad root", path.display()))
-            })?;
-            p.trust(root);
-        }
-        Ok(p)
-    }
-
-    /// Writes the principal to `dir` (created with mode 0700; the file
-    /// with mode 0600), replacing what is there.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        let tmp = self.write_temp(dir)?;
-        std::fs::rename(&tmp, dir.join(CREDENTIALS_FILE))
-            .map_err(|e| Error::internal(format!("credentials {}: {e}", dir.display())))
-    }
-
-    fn write_temp(&self, dir: &Path) -> Result<PathBuf> {
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let io = |e: std::io::Error| Error::internal(format!("credentials {}: {e}", dir.display()));
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io)?;
-        let stored = Stored {
-            key: hex(self.key.as_bytes()),
-            blessings: self.blessings.iter().map(Blessing::to_hex).collect(),
-            roots: self.roots.iter().map(|r| hex(r)).collect(),
-        };
-        // Unique to this process and this write (threads may race too).
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = dir.join(format!(".{CREDENTIALS_FILE}.{}.{n}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(
-            serde_json::to_string_pretty(&stored)
-                .unwrap_or_default()
-                .as_bytes(),
-        )
-        .and_then(|_| f.sync_all())
-        .map_err(io)?;
-        Ok(tmp)
-    }
-
-    /// Loads the principal in `dir`, or creates one self-blessed as `name`
-    /// if there is none (safe when several processes start at once).
-    pub fn load_or_create(dir: &Path, name: &str) -> Result<Principal> {
-        if dir.join(CREDENTIALS_FILE).exists() {
-            return Principal::load(dir);
-        }
-        let p = Principal::new_self_blessed(name)?;
-        let tmp = p.write_temp(dir)?;
-        let linked = std::fs::hard_link(&tmp, dir.join(CREDENTIALS_FILE));
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                log::info!("created credentials in {} for {name}", dir.display());
-                Ok(p)
-            }
-            // Another process created it first.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Principal::load(dir),
-            Err(e) => Err(Error::internal(format!(
-                "credentials {}: {e}",
-                dir.display()
-            ))),
-        }
+    /// The blessings this principal presents to a peer that proved
+    /// `peer_names` (the session's choice, made after the server proved
+    /// who it is): those whose peer caveats allow that peer and that have
+    /// not expired, the default first. The others are withheld, so a
+    /// server learns only the names meant for it.
+    pub fn blessings_for(&self, peer_names: &[String]) -> Vec<Blessing> {
+        let now = SystemTime::now();
+        self.blessings
+            .iter()
+            .filter(|b| {
+                b.chain().iter().flat_map(|c| &c.caveats).all(|c| match c {
+                    Caveat::PeerBlessings(_) | Caveat::Expiry(_) => c.holds(&CaveatContext {
+                        method: "",
+                        peer_names,
+                        now,
+                    }),
+                    // Decided per call, by the server.
+                    Caveat::Method(_) => true,
+                })
+            })
+            .cloned()
+            .collect()
     }
 
     /// The default name for a new principal: the user's login name.
@@ -339,13 +298,6 @@ impl Principal {
             .filter(|u| check_extension(u).is_ok())
             .unwrap_or_else(|| "wspr".to_string())
     }
-}
-
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    key: String,
-    blessings: Vec<String>,
-    roots: Vec<String>,
 }
 
 #[cfg(test)]
@@ -393,22 +345,65 @@ mod tests {
         assert_eq!(Blessing::from_hex(&b.to_hex()).unwrap(), b);
     }
 
+    /// Bob, trusted by Alice for bob/... because he blessed her, makes a
+    /// root of his own key named alice and mints alice/admin with it: Alice
+    /// does not recognize it. Her own alice/... still counts.
     #[test]
-    fn credentials_on_disk() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("wspr-cred-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let p = Principal::load_or_create(&dir, "alice").unwrap();
-        let again = Principal::load_or_create(&dir, "ignored").unwrap();
-        assert_eq!(p.public_key(), again.public_key());
-        assert_eq!(again.names(), vec!["alice"]);
-        let mode = std::fs::metadata(dir.join(CREDENTIALS_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
-        let _ = std::fs::remove_dir_all(&dir);
+    fn a_root_cannot_issue_a_name_it_was_not_trusted_for() {
+        let bob = Principal::new_self_blessed("bob").unwrap();
+        let alice_alone = Principal::new_self_blessed("alice").unwrap();
+        let alice = alice_alone
+            .with_blessing(bob.bless(&alice_alone.public_key(), "alice", vec![]).unwrap())
+            .unwrap();
+        assert_eq!(alice.names(), vec!["bob/alice"]);
+        let bob_root: Vec<_> = alice
+            .roots()
+            .iter()
+            .filter(|r| r.key == bob.public_key())
+            .map(|r| r.pattern.as_str())
+            .collect();
+        assert_eq!(bob_root, vec!["bob/..."]);
+        // Bob's forged root, and a name under it.
+        let forged = Principal {
+            key: bob.key.clone(),
+            blessings: vec![bob.bless_self("alice").unwrap()],
+            roots: vec![],
+        };
+        let mallory = Principal::new_self_blessed("m").unwrap();
+        let admin = forged.bless(&mallory.public_key(), "admin", vec![]).unwrap();
+        assert_eq!(admin.name(), "alice/admin");
+        admin.verify().unwrap();
+        assert!(!alice.recognizes(&admin), "a foreign root minted alice/admin");
+        assert!(!alice.recognizes(&forged.blessings()[0]));
+        // What Bob may name, and what Alice's own root names, still count.
+        let carol = Principal::new_self_blessed("c").unwrap();
+        assert!(alice.recognizes(&bob.bless(&carol.public_key(), "carol", vec![]).unwrap()));
+        assert!(alice.recognizes(&alice_alone.bless(&carol.public_key(), "x", vec![]).unwrap()));
+    }
+
+    /// A client shows a server only the blessings meant for it.
+    #[test]
+    fn blessings_for_a_peer_follow_their_peer_caveats() {
+        let root = Principal::new_self_blessed("root").unwrap();
+        let mut me = Principal::new_self_blessed("me").unwrap();
+        let pk = me.public_key();
+        let pattern = |p: &str| BlessingPattern::new(p).unwrap();
+        let for_bank = root
+            .bless(&pk, "bank-only", vec![Caveat::PeerBlessings(vec![pattern("bank/...")])])
+            .unwrap();
+        let expired = root.bless(&pk, "old", vec![Caveat::Expiry(1)]).unwrap();
+        let adder = root
+            .bless(&pk, "adder", vec![Caveat::Method(vec!["Add".into()])])
+            .unwrap();
+        for b in [for_bank, expired, adder] {
+            me.add_blessing(b).unwrap();
+        }
+        let names = |peer: &[&str]| -> Vec<String> {
+            let peer: Vec<String> = peer.iter().map(|s| s.to_string()).collect();
+            me.blessings_for(&peer).iter().map(Blessing::name).collect()
+        };
+        assert_eq!(names(&["bank/teller"]), vec!["root/adder", "root/bank-only", "me"]);
+        assert_eq!(names(&["shop"]), vec!["root/adder", "me"]);
+        assert_eq!(names(&[]), vec!["root/adder", "me"]);
     }
 }
