@@ -88,7 +88,7 @@ pub fn handshake(data: &[u8]) {
     static PRINCIPAL: OnceLock<Principal> = OnceLock::new();
     let p = PRINCIPAL.get_or_init(|| Principal::new_self_blessed("fuzz").expect("a key"));
     let mut s = Scripted { input: data };
-    let _ = crate::security::session::server_handshake(&mut s, p);
+    let _ = crate::security::session::server_handshake(&mut s, p, b"");
 }
 
 /// A stream that reads a script and discards what is written.

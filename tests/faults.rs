@@ -242,11 +242,16 @@ fn bad_bytes_close_one_connection_and_the_server_goes_on() {
     });
     assert_eq!(add(), vec![json!(5)]);
 
-    // Frames in the clear are not offered: session kind 0 is refused.
-    let mut s = raw(&demo);
-    s.write_all(&hello(1, rid)).unwrap();
-    let reply = read_to_close(s);
-    assert_eq!(reply[6], 3, "status BadSession");
+    // Frames in the clear are not offered: session kind 0 is refused; so
+    // is kind 1, the session before the hellos were bound to it.
+    for kind in [0, 1] {
+        let mut s = raw(&demo);
+        let mut h = hello(1, rid);
+        h[6] = kind;
+        s.write_all(&h).unwrap();
+        let reply = read_to_close(s);
+        assert_eq!(reply[6], 3, "status BadSession for kind {kind}");
+    }
 
     // An authenticated peer sends a frame that says it is 2 GiB long.
     let principal = client.principal();
@@ -268,7 +273,7 @@ fn bad_bytes_close_one_connection_and_the_server_goes_on() {
     // A routing id nobody has.
     let mut s = raw(&demo);
     let mut h = hello(1, rid ^ 0xff00);
-    h[6] = 1;
+    h[6] = wspr::rpc::wire::SessionKind::Noise as u8;
     s.write_all(&h).unwrap();
     let reply = read_to_close(s);
     assert_eq!(reply[6], 2, "status NoSuchServer");

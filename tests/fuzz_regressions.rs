@@ -195,9 +195,9 @@ fn check_valid(target: &str, name: &str, data: &[u8]) {
                 assert_eq!(used, data.len(), "{what}");
                 b.verify().expect(&what);
             } else {
-                // A proof: blessings, then a 64-byte signature.
-                let mut at = 1;
-                for _ in 0..data[0] {
+                // A proof: a key, blessings, then a 64-byte signature.
+                let mut at = 33;
+                for _ in 0..data[32] {
                     let (b, used) = Blessing::decode(&data[at..]).expect(&what);
                     b.verify().expect(&what);
                     at += used;
@@ -395,11 +395,12 @@ mod seeds {
     /// A proof of `key` by the blessings given, for the role and hash
     /// that `wspr::fuzzing::blessing` checks (`client`, 32 zero bytes).
     pub fn proof(key: &SigningKey, blessings: &[&[u8]]) -> Vec<u8> {
-        let mut out = vec![blessings.len() as u8];
+        let mut out = key.verifying_key().to_bytes().to_vec();
+        out.push(blessings.len() as u8);
         for b in blessings {
             out.extend_from_slice(b);
         }
-        let mut m = b"wspr session v1 client\0".to_vec();
+        let mut m = b"wspr session v2 client\0".to_vec();
         m.extend_from_slice(&[0u8; 32]);
         out.extend_from_slice(&key.sign(&m).to_bytes());
         out
@@ -560,7 +561,10 @@ fn write_seeds() {
     }
     out.put("frame-request", &frames[0].1);
     out.put("frame-item", &frames[3].1);
-    out.put("hello-client", wire::encode_hello(wire::VERSION, 1, 42));
+    out.put(
+        "hello-client",
+        wire::encode_hello(wire::VERSION, wire::SessionKind::Noise as u8, 42),
+    );
     out.put("hello-reply", wire::encode_hello(wire::VERSION, 0, 0));
 
     // Names, endpoints, and glob pattern + name pairs (the entry point

@@ -887,7 +887,10 @@ impl Client {
     ) -> Result<Arc<ClientConn>> {
         let slot: Arc<OnceLock<Weak<dyn FrameHandler>>> = Arc::new(OnceLock::new());
         let p = &self.inner.principal;
-        let me = RemoteIdentity::new(p.public_key(), p.blessings().to_vec());
+        let me = |server: &RemoteIdentity| {
+            let shown = p.blessings_for(&p.proven_names(server, ""));
+            RemoteIdentity::new(p.public_key(), shown)
+        };
         let (server_end, server) = listener.attach_local(ep.routing_id(), slot.clone(), me)?;
         let to_server: Arc<OnceLock<Weak<dyn FrameHandler>>> = Arc::new(OnceLock::new());
         let _ = to_server.set(Arc::downgrade(&server_end));

@@ -153,7 +153,8 @@ pub(crate) fn client_session(
             )));
         }
     }
-    let session = crate::security::session::client(&mut stream, deadline, principal)
+    let prologue = crate::security::session::prologue(&hello, &reply);
+    let session = crate::security::session::client(&mut stream, deadline, principal, &prologue)
         .map_err(|e| e.context(format!("connecting to {address}")))?;
     stream
         .set_read_timeout(None)
@@ -245,8 +246,9 @@ pub(crate) fn server_session<T>(
         .read_exact(&mut hello)
         .map_err(SetupError::Io)?;
     let (version, session, rid) = wire::decode_hello(&hello).map_err(SetupError::Wire)?;
+    let reply = |status: HelloStatus| wire::encode_hello(wire::VERSION, status as u8, rid);
     let answer = |status: HelloStatus, s: &mut TcpStream| {
-        let _ = s.write_all(&wire::encode_hello(wire::VERSION, status as u8, rid));
+        let _ = s.write_all(&reply(status));
     };
     if version != wire::VERSION {
         answer(HelloStatus::BadVersion, stream);
@@ -264,7 +266,8 @@ pub(crate) fn server_session<T>(
         return Err(SetupError::NoSuchServer(rid));
     };
     answer(HelloStatus::Ok, stream);
-    let session = crate::security::session::server(stream, deadline, &principal)
+    let prologue = crate::security::session::prologue(&hello, &reply(HelloStatus::Ok));
+    let session = crate::security::session::server(stream, deadline, &principal, &prologue)
         .map_err(SetupError::Refused)?;
     stream.set_read_timeout(None).map_err(SetupError::Io)?;
     Ok((found, principal, session))

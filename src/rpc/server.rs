@@ -818,13 +818,14 @@ impl Listener {
 
     /// Links a client of this process to the server `routing_id` without a
     /// socket: the client end is `client` (set once built), the caller is
-    /// `caller`. The server end, which the client must keep, and who the
-    /// server is.
+    /// who `caller` says it is to this server (as over a socket, the
+    /// server is known first). The server end, which the client must keep,
+    /// and who the server is.
     pub(crate) fn attach_local(
         &self,
         routing_id: u64,
         client: Arc<std::sync::OnceLock<Weak<dyn conn::FrameHandler>>>,
-        caller: RemoteIdentity,
+        caller: impl FnOnce(&RemoteIdentity) -> RemoteIdentity,
     ) -> Result<(Arc<dyn conn::FrameHandler>, RemoteIdentity)> {
         let entry = self.inner.find_server(routing_id).ok_or_else(|| {
             Error::no_exist(format!(
@@ -832,6 +833,11 @@ impl Listener {
                 self.inner.address
             ))
         })?;
+        let server = RemoteIdentity::new(
+            entry.principal.public_key(),
+            entry.principal.blessings().to_vec(),
+        );
+        let caller = caller(&server);
         let id = conn::next_conn_id();
         let server_conn = Arc::new(ServerConn {
             id,
@@ -850,10 +856,6 @@ impl Listener {
             config: self.inner.config.clone(),
         });
         lock(&entry.conns).insert(id, server_conn.clone());
-        let server = RemoteIdentity::new(
-            entry.principal.public_key(),
-            entry.principal.blessings().to_vec(),
-        );
         let end: Arc<dyn conn::FrameHandler> = Arc::new(LocalServerEnd {
             listener: Arc::downgrade(&self.inner),
             entry,

@@ -23,13 +23,15 @@ pub const HELLO_LEN: usize = 15;
 pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
 
 /// How the session after the hello is protected. (Kind 0, frames in the
-/// clear, is not offered.)
+/// clear, is not offered; kind 1, the session before the hellos were bound
+/// to it and the server proved first, is retired.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum SessionKind {
-    /// A Noise handshake and signed blessings authenticate both ends;
-    /// every byte after is encrypted (see `security::session`).
-    Noise = 1,
+    /// A Noise handshake bound to both hellos and signed blessings
+    /// authenticate both ends, the server first; every byte after is
+    /// encrypted (see `security::session`).
+    Noise = 2,
 }
 
 /// The client's first message.
