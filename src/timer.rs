@@ -134,6 +134,10 @@ fn run(rx: Receiver<Cmd>, state: Arc<Mutex<Running>>) {
                 due.remove(&id);
                 if due.is_empty() {
                     heap.clear();
+                } else if heap.len() > 2 * due.len() + 1024 {
+                    // Cancelled entries far in the future (a blessing's
+                    // expiry) would otherwise stay until they are due.
+                    heap.retain(|Reverse((_, id))| due.contains_key(id));
                 }
             }
             Err(RecvTimeoutError::Timeout) if heap.is_empty() => {

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::Value;
@@ -194,6 +194,11 @@ pub(crate) struct ClientConn {
     remote: RemoteIdentity,
     /// Whether the server may be sent requests, per expectation.
     verdicts: Verdicts,
+    /// When the first of the server's blessings this client recognizes
+    /// expires, and its name: the connection is good until then.
+    server_expiry: Option<(SystemTime, String)>,
+    /// The timer that ends the connection then.
+    expiry_timer: Mutex<Option<TimerId>>,
     reader: Mutex<Option<JoinHandle<()>>>,
     config: ClientConfig,
     client: Weak<ClientInner>,
@@ -249,7 +254,50 @@ impl ClientConn {
     /// it end, and it is not [closed while idle](Self::closed_while_idle).
     /// Called with no lock held (it may look at the socket).
     fn is_live(&self) -> bool {
-        !self.dead.load(Ordering::SeqCst) && !self.closed_while_idle()
+        !self.dead.load(Ordering::SeqCst)
+            && !self.server_expired(SystemTime::now())
+            && !self.closed_while_idle()
+    }
+
+    fn server_expired(&self, now: SystemTime) -> bool {
+        self.server_expiry.as_ref().is_some_and(|(t, _)| *t <= now)
+    }
+
+    /// Ends the connection when the server's blessing expires: calls in
+    /// flight end with `NoAccess` (what they were sent on no longer holds),
+    /// and the next call sets up a new session, where the server proves
+    /// itself again.
+    fn watch_server_expiry(self: &Arc<Self>, client: &Client) {
+        let Some((at, _)) = &self.server_expiry else {
+            return;
+        };
+        let when = Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default();
+        let weak = Arc::downgrade(self);
+        let id = client.timer().schedule(when, move || {
+            if let Some(c) = weak.upgrade() {
+                c.server_blessing_expired();
+            }
+        });
+        *lock(&self.expiry_timer) = Some(id);
+    }
+
+    fn server_blessing_expired(&self) {
+        let Some((_, name)) = &self.server_expiry else {
+            return;
+        };
+        let err = Error::no_access(format!(
+            "the blessing {name} of the server at {} expired during the call",
+            self.address
+        ));
+        log::debug!("connection {} to {}: {}", self.id, self.address, err.msg());
+        self.fail_all(&err);
+        self.writer.close("the server's blessing expired");
+    }
+
+    /// Cancels the expiry timer (the connection has closed).
+    fn stop_watching(&self) {
+        let t = lock(&self.expiry_timer).take();
+        self.cancel_timer(t);
     }
 
     /// Whether this connection, with no call in flight, has been closed by
@@ -298,6 +346,7 @@ impl ClientConn {
         drop(batching);
         self.writer.close(&why);
         self.fail_all(&Error::aborted(why));
+        self.stop_watching();
         log::debug!("connection {} to {} closed", self.id, self.address);
     }
 
@@ -371,6 +420,7 @@ impl FrameHandler for ClientConn {
 
     fn closed(self: Arc<Self>, why: &str) {
         self.dead.store(true, Ordering::SeqCst);
+        self.stop_watching();
         self.writer.close(why);
         self.fail_all(&Error::aborted(format!(
             "connection to {} lost: {why}",
@@ -840,6 +890,8 @@ impl Client {
             flows: Mutex::new(HashMap::new()),
             next_flow: AtomicU64::new(1),
             dead: AtomicBool::new(false),
+            server_expiry: self.server_expiry(&session.remote),
+            expiry_timer: Mutex::new(None),
             remote: session.remote,
             verdicts: Verdicts::default(),
             reader: Mutex::new(None),
@@ -859,6 +911,17 @@ impl Client {
         Ok(self.register(key, c))
     }
 
+    /// When the first of `server`'s blessings that this client recognizes
+    /// expires (the chains were verified by the session).
+    fn server_expiry(&self, server: &RemoteIdentity) -> Option<(SystemTime, String)> {
+        server
+            .blessings()
+            .iter()
+            .filter(|b| self.inner.principal.recognizes(b))
+            .filter_map(|b| b.expiry().map(|t| (t, b.name())))
+            .min()
+    }
+
     /// Keeps `c` as the connection for `key`, unless another thread
     /// connected meanwhile: then theirs is used and `c` closed.
     fn register(&self, key: (String, u64), c: Arc<ClientConn>) -> Arc<ClientConn> {
@@ -873,6 +936,8 @@ impl Client {
             }
             _ => {
                 conns.insert(key, c.clone());
+                drop(conns);
+                c.watch_server_expiry(self);
                 c
             }
         }
@@ -909,6 +974,8 @@ impl Client {
             flows: Mutex::new(HashMap::new()),
             next_flow: AtomicU64::new(1),
             dead: AtomicBool::new(false),
+            server_expiry: self.server_expiry(&server),
+            expiry_timer: Mutex::new(None),
             remote: server,
             verdicts: Verdicts::default(),
             reader: Mutex::new(None),

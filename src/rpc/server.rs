@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,7 @@ use crate::rpc::conn::{self, Credit, FrameReader, ReadError, RemoteIdentity, Wai
 use crate::rpc::publisher::Publisher;
 use crate::rpc::wire::{self, Frame};
 use crate::security::Principal;
-use crate::timer::Timer;
+use crate::timer::{Timer, TimerId};
 
 /// One method's signature. `num_out_args` counts the results plus the
 /// trailing error slot (a method returning one value has 2).
@@ -244,6 +244,9 @@ struct ServerFlow {
     done: Option<Sender<()>>,
     /// Set by a call answered later ([`Reply::on_cancel`]).
     on_cancel: Option<Box<dyn FnOnce() + Send>>,
+    /// When the first of the caller's blessings that admitted the call
+    /// expires, and its name: the call ends with `NoAccess` then.
+    relied: Option<(SystemTime, String)>,
 }
 
 /// A call being served: who called, what for, and its streams.
@@ -426,6 +429,10 @@ pub(crate) struct ServerConn {
     remote: RemoteIdentity,
     principal: Arc<Principal>,
     config: ServerConfig,
+    /// The sweeps scheduled for the instants the caller's blessings expire
+    /// (at most one per instant, so at most one per blessing presented),
+    /// cancelled when the connection closes.
+    sweeps: Mutex<Vec<(SystemTime, Option<TimerId>)>>,
 }
 
 impl ServerConn {
@@ -461,6 +468,12 @@ impl ServerConn {
     /// Ends a call at its deadline if it is still unanswered: its cancel
     /// hook runs and the caller gets `Timeout`.
     fn expire(&self, flow: u64) {
+        self.end_call(flow, Error::timeout("the call's deadline passed"));
+    }
+
+    /// Ends a call still unanswered with `err`: the invoker sees a cancel,
+    /// its cancel hook runs, the caller gets `err`.
+    fn end_call(&self, flow: u64, err: Error) {
         let Some(mut f) = self.flows().remove(&flow) else {
             return;
         };
@@ -470,9 +483,95 @@ impl ServerConn {
         if let Some(hook) = f.on_cancel.take() {
             hook();
         }
-        let _ = self.writer.send_with(|b| {
-            wire::encode_response(b, flow, &Err(Error::timeout("the call's deadline passed")))
+        let _ = self
+            .writer
+            .send_with(|b| wire::encode_response(b, flow, &Err(err)));
+    }
+
+    /// The call `flow` was admitted on the caller's blessings, the first of
+    /// which, `name`, expires at `until`: it ends with `NoAccess` then,
+    /// however long it streams. False if it has ended (now, if `until` has
+    /// passed).
+    fn rely_on(
+        self: &Arc<Self>,
+        listener: &Listener,
+        flow: u64,
+        until: SystemTime,
+        name: String,
+    ) -> bool {
+        if until <= SystemTime::now() {
+            self.end_call(flow, blessing_expired(&name));
+            return false;
+        }
+        match self.flows().get_mut(&flow) {
+            Some(f) => f.relied = Some((until, name)),
+            None => return false,
+        }
+        self.schedule_sweep(listener, until);
+        true
+    }
+
+    /// Has [`sweep`](Self::sweep) run at `at`, unless it already will.
+    fn schedule_sweep(self: &Arc<Self>, listener: &Listener, at: SystemTime) {
+        {
+            let mut sweeps = lock(&self.sweeps);
+            if sweeps.iter().any(|(t, _)| *t == at) {
+                return;
+            }
+            sweeps.push((at, None));
+        }
+        let weak = Arc::downgrade(self);
+        let l = Arc::downgrade(&listener.inner);
+        let when = Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default();
+        let id = listener.at_cancellable(when, move || {
+            if let (Some(c), Some(inner)) = (weak.upgrade(), l.upgrade()) {
+                c.sweep(&Listener { inner }, at);
+            }
         });
+        if let Some(s) = lock(&self.sweeps).iter_mut().find(|(t, _)| *t == at) {
+            s.1 = id;
+        }
+    }
+
+    /// Ends the calls whose blessing has expired (the sweep for `at`).
+    fn sweep(self: &Arc<Self>, listener: &Listener, at: SystemTime) {
+        lock(&self.sweeps).retain(|(t, _)| *t != at);
+        let now = SystemTime::now();
+        let (due, early): (Vec<_>, Vec<_>) = {
+            let flows = self.flows();
+            let due = flows
+                .iter()
+                .filter_map(|(id, f)| match &f.relied {
+                    Some((t, name)) if *t <= now => Some((*id, name.clone())),
+                    _ => None,
+                })
+                .collect();
+            // (The timer's clock may run ahead of the wall clock.)
+            let early = flows
+                .values()
+                .filter_map(|f| f.relied.as_ref().map(|(t, _)| *t))
+                .filter(|t| *t > now && *t <= at)
+                .collect();
+            (due, early)
+        };
+        for (flow, name) in due {
+            log::debug!(
+                "connection {}: call on flow {flow} ended: the caller's blessing {name} expired",
+                self.id
+            );
+            self.end_call(flow, blessing_expired(&name));
+        }
+        if let Some(t) = early.into_iter().min() {
+            self.schedule_sweep(listener, t);
+        }
+    }
+
+    /// Cancels the sweeps (the connection has closed).
+    fn cancel_sweeps(&self, timer: &Timer) {
+        let sweeps = std::mem::take(&mut *lock(&self.sweeps));
+        for id in sweeps.into_iter().filter_map(|(_, id)| id) {
+            timer.cancel(id);
+        }
     }
 
     /// Aborts every call in flight: invokers see `Cancelled`, callers get
@@ -493,6 +592,12 @@ impl ServerConn {
             let _ = self.writer.send(&buf, None);
         }
     }
+}
+
+fn blessing_expired(name: &str) -> Error {
+    Error::no_access(format!(
+        "the caller's blessing {name} expired during the call"
+    ))
 }
 
 impl Granter for ServerConn {
@@ -589,6 +694,9 @@ impl conn::FrameHandler for LocalServerEnd {
     fn closed(self: Arc<Self>, why: &str) {
         self.conn.abort_all(&format!("connection closed: {why}"));
         self.conn.writer.close(why);
+        if let Some(inner) = self.listener.upgrade() {
+            self.conn.cancel_sweeps(&inner.timer);
+        }
         lock(&self.entry.conns).remove(&self.conn.id);
     }
 }
@@ -811,9 +919,12 @@ impl Listener {
     /// Runs `f` at `at` on the listener's timer thread. Nothing runs once
     /// the listener is closed.
     fn at(&self, at: Instant, f: impl FnOnce() + Send + 'static) {
-        if !self.inner.closing.load(Ordering::SeqCst) {
-            self.inner.timer.schedule(at, f);
-        }
+        self.at_cancellable(at, f);
+    }
+
+    /// Like [`at`](Self::at); the id to cancel it with.
+    fn at_cancellable(&self, at: Instant, f: impl FnOnce() + Send + 'static) -> Option<TimerId> {
+        (!self.inner.closing.load(Ordering::SeqCst)).then(|| self.inner.timer.schedule(at, f))
     }
 
     /// Links a client of this process to the server `routing_id` without a
@@ -854,6 +965,7 @@ impl Listener {
             remote: caller,
             principal: entry.principal.clone(),
             config: self.inner.config.clone(),
+            sweeps: Mutex::new(Vec::new()),
         });
         lock(&entry.conns).insert(id, server_conn.clone());
         let end: Arc<dyn conn::FrameHandler> = Arc::new(LocalServerEnd {
@@ -939,6 +1051,7 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
         remote: session.remote,
         principal,
         config: inner.config.clone(),
+        sweeps: Mutex::new(Vec::new()),
     });
     lock(&entry.conns).insert(id, conn.clone());
     // Stop may have run between the lookup and the insert.
@@ -971,6 +1084,7 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
     drop(batching);
     conn.abort_all(&format!("connection closed: {why}"));
     conn.writer.close(&why);
+    conn.cancel_sweeps(&inner.timer);
     lock(&entry.conns).remove(&id);
     log::debug!("connection {id} from {peer} closed: {why}");
 }
@@ -1008,6 +1122,7 @@ fn on_frame(
                         cancelled: cancelled.clone(),
                         done: Some(done_tx),
                         on_cancel: None,
+                        relied: None,
                     },
                 );
             }
@@ -1140,6 +1255,16 @@ fn run_found(
         Ok(l) => l,
         Err(e) => return reply.send(Err(e)),
     };
+    // The call stands on the caller's proven blessings while they hold.
+    let relied = call
+        .remote_blessings()
+        .filter_map(|b| b.expiry().map(|t| (t, b.name())))
+        .min();
+    if let Some((until, name)) = relied
+        && !call.conn.rely_on(listener, call.flow, until, name)
+    {
+        return;
+    }
     if call.method == "Signature" && args.is_empty() {
         let sig = lookup
             .invoker
