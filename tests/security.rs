@@ -97,8 +97,12 @@ fn identity_messages_over_the_websocket() {
     );
     let m = js.recv();
     assert_eq!((m.id, m.kind), (id, FINAL), "{m:?}");
+    // Under the pipe's own name: this one has no Origin.
     let daemon_name = d.principal().names()[0].clone();
-    assert_eq!(m.message["names"], json!([format!("{daemon_name}/guest")]));
+    assert_eq!(
+        m.message["names"],
+        json!([format!("{daemon_name}/local/guest")])
+    );
     assert_ne!(m.message["handle"], json!(carol));
 
     // An unknown handle: NoExist. Bad caveats: BadArg.

@@ -292,7 +292,8 @@ fn bless_identity(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
         .identities
         .get(req.handle)
         .ok_or_else(|| Error::no_exist(format!("no identity with handle {}", req.handle)))?;
-    let blessed = identity::bless(&pipe.shared.principal, &id, &req)?;
+    // Under the pipe's own name (<daemon>/<origin>), never the daemon's.
+    let blessed = identity::bless(&pipe.principal, &id, &req)?;
     let handle = pipe.identities.add(blessed.clone())?;
     Ok(identity::describe(handle, &blessed))
 }

@@ -16,6 +16,10 @@ use crate::security::{Blessing, BlessingPattern, Caveat, Principal, check_extens
 /// Most identity handles one pipe may hold.
 pub const MAX_IDENTITIES: usize = 4096;
 
+/// How long a blessing made by blessIdentity lasts when the request gives
+/// no duration: one day.
+pub const DEFAULT_BLESSING: Duration = Duration::from_secs(24 * 3600);
+
 /// The blessing name component for a pipe from `origin`:
 /// `http://localhost:3000` gives `http:localhost:3000`; no Origin gives
 /// `local`.
@@ -88,7 +92,8 @@ pub struct BlessRequest {
     pub handle: u64,
     /// The extension it is blessed as.
     pub name: String,
-    /// How long the blessing lasts; absent or 0: no expiry.
+    /// How long the blessing lasts; absent or 0: [`DEFAULT_BLESSING`].
+    /// Every blessing the daemon makes expires.
     #[serde(default)]
     pub duration_ms: Option<u64>,
     /// Caveats: `{"_type": "MethodCaveat" | "PeerBlessingsCaveat", "data": [..]}`.
@@ -109,10 +114,11 @@ pub struct CaveatRequest {
 
 /// The caveats a request asks for.
 pub fn caveats(req: &BlessRequest) -> Result<Vec<Caveat>> {
-    let mut out = Vec::new();
-    if let Some(ms) = req.duration_ms.filter(|ms| *ms > 0) {
-        out.push(Caveat::expiry_in(Duration::from_millis(ms)));
-    }
+    let lasts = req
+        .duration_ms
+        .filter(|ms| *ms > 0)
+        .map_or(DEFAULT_BLESSING, Duration::from_millis);
+    let mut out = vec![Caveat::expiry_in(lasts)];
     for c in &req.caveats {
         if c.data.is_empty() {
             return Err(Error::bad_arg(format!("caveat {} has no data", c.kind)));
@@ -132,6 +138,9 @@ pub fn caveats(req: &BlessRequest) -> Result<Vec<Caveat>> {
 }
 
 /// Blesses `identity` by `blesser` as the request says; the new identity.
+/// The daemon's blesser is the requesting pipe's own principal, so the
+/// name is `<daemon>/<origin>/<name>`: a page can name identities only
+/// under its own origin (contract extension, see `docs/security.md`).
 pub fn bless(blesser: &Principal, identity: &Identity, req: &BlessRequest) -> Result<Identity> {
     let caveats = caveats(req)?;
     let b = blesser.bless(&identity.public_key, &req.name, caveats)?;
