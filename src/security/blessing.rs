@@ -558,9 +558,20 @@ mod tests {
         assert!(p.matches("alice/phone"));
         assert!(!p.matches("alice"));
         // Today's meanings hold.
-        assert!(BlessingPattern::new("alice/...").unwrap().matches("alice/x/y"));
+        assert!(
+            BlessingPattern::new("alice/...")
+                .unwrap()
+                .matches("alice/x/y")
+        );
         assert!(!BlessingPattern::new("alice").unwrap().matches("alice/x"));
-        for bad in ["$", "alice/$/x", "alice/$/...", "/$", "alice/.../$", "alice/$$/"] {
+        for bad in [
+            "$",
+            "alice/$/x",
+            "alice/$/...",
+            "/$",
+            "alice/.../$",
+            "alice/$$/",
+        ] {
             assert!(BlessingPattern::new(bad).is_err(), "{bad}");
         }
         // And no blessing can be named "$" (or "...").
@@ -572,23 +583,30 @@ mod tests {
     #[test]
     fn invisible_and_direction_changing_characters_are_refused() {
         for bad in [
-            "ali\u{200b}ce",  // zero-width space
+            "ali\u{200b}ce",      // zero-width space
             "alice\u{202e}nimda", // right-to-left override
-            "\u{2066}alice",  // left-to-right isolate
-            "al\u{00ad}ice",  // soft hyphen
-            "alice\u{feff}",  // zero-width no-break space
-            "a\u{0007}",      // bell
-            "a\u{e000}",      // private use
-            "a\u{0378}",      // unassigned
-            "a\u{3000}b",     // ideographic space
-            "a\u{2028}b",     // line separator
+            "\u{2066}alice",      // left-to-right isolate
+            "al\u{00ad}ice",      // soft hyphen
+            "alice\u{feff}",      // zero-width no-break space
+            "a\u{0007}",          // bell
+            "a\u{e000}",          // private use
+            "a\u{0378}",          // unassigned
+            "a\u{3000}b",         // ideographic space
+            "a\u{2028}b",         // line separator
         ] {
             let e = check_extension(bad).unwrap_err();
             assert_eq!(e.id(), crate::error::ids::BAD_ARG);
             assert!(e.msg().contains("U+"), "{e}");
             assert!(BlessingPattern::new(&format!("{bad}/...")).is_err());
         }
-        for good in ["alice", "Élodie", "http:localhost:3000", "日本", "o'neil", "a-b_c.d@e"] {
+        for good in [
+            "alice",
+            "Élodie",
+            "http:localhost:3000",
+            "日本",
+            "o'neil",
+            "a-b_c.d@e",
+        ] {
             check_extension(good).unwrap();
         }
     }

@@ -41,7 +41,10 @@ struct Stored {
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum StoredRoot {
-    WithPattern { key: String, pattern: String },
+    WithPattern {
+        key: String,
+        pattern: String,
+    },
     /// The first format: a key trusted for every name.
     BareKey(String),
 }
@@ -553,7 +556,8 @@ mod tests {
         Principal::load_or_create(dir, "alice").unwrap();
         let file = dir.join(CREDENTIALS_FILE);
         let good = std::fs::read_to_string(&file).unwrap();
-        let bad_blessing = good.replacen("\"blessings\": [\n    \"", "\"blessings\": [\n    \"00", 1);
+        let bad_blessing =
+            good.replacen("\"blessings\": [\n    \"", "\"blessings\": [\n    \"00", 1);
         for garbage in [
             b"\xff\xfe\x00garbage".to_vec(),
             b"".to_vec(),

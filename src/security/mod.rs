@@ -353,7 +353,10 @@ mod tests {
         let bob = Principal::new_self_blessed("bob").unwrap();
         let alice_alone = Principal::new_self_blessed("alice").unwrap();
         let alice = alice_alone
-            .with_blessing(bob.bless(&alice_alone.public_key(), "alice", vec![]).unwrap())
+            .with_blessing(
+                bob.bless(&alice_alone.public_key(), "alice", vec![])
+                    .unwrap(),
+            )
             .unwrap();
         assert_eq!(alice.names(), vec!["bob/alice"]);
         let bob_root: Vec<_> = alice
@@ -370,10 +373,15 @@ mod tests {
             roots: vec![],
         };
         let mallory = Principal::new_self_blessed("m").unwrap();
-        let admin = forged.bless(&mallory.public_key(), "admin", vec![]).unwrap();
+        let admin = forged
+            .bless(&mallory.public_key(), "admin", vec![])
+            .unwrap();
         assert_eq!(admin.name(), "alice/admin");
         admin.verify().unwrap();
-        assert!(!alice.recognizes(&admin), "a foreign root minted alice/admin");
+        assert!(
+            !alice.recognizes(&admin),
+            "a foreign root minted alice/admin"
+        );
         assert!(!alice.recognizes(&forged.blessings()[0]));
         // What Bob may name, and what Alice's own root names, still count.
         let carol = Principal::new_self_blessed("c").unwrap();
@@ -389,7 +397,11 @@ mod tests {
         let pk = me.public_key();
         let pattern = |p: &str| BlessingPattern::new(p).unwrap();
         let for_bank = root
-            .bless(&pk, "bank-only", vec![Caveat::PeerBlessings(vec![pattern("bank/...")])])
+            .bless(
+                &pk,
+                "bank-only",
+                vec![Caveat::PeerBlessings(vec![pattern("bank/...")])],
+            )
             .unwrap();
         let expired = root.bless(&pk, "old", vec![Caveat::Expiry(1)]).unwrap();
         let adder = root
@@ -402,7 +414,10 @@ mod tests {
             let peer: Vec<String> = peer.iter().map(|s| s.to_string()).collect();
             me.blessings_for(&peer).iter().map(Blessing::name).collect()
         };
-        assert_eq!(names(&["bank/teller"]), vec!["root/adder", "root/bank-only", "me"]);
+        assert_eq!(
+            names(&["bank/teller"]),
+            vec!["root/adder", "root/bank-only", "me"]
+        );
         assert_eq!(names(&["shop"]), vec!["root/adder", "me"]);
         assert_eq!(names(&[]), vec!["root/adder", "me"]);
     }

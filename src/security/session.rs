@@ -365,8 +365,7 @@ pub(crate) fn server(
     principal: &Principal,
     prologue: &[u8],
 ) -> Result<Established> {
-    let (t, remote) =
-        server_handshake(&mut Deadline::new(stream, deadline), principal, prologue)?;
+    let (t, remote) = server_handshake(&mut Deadline::new(stream, deadline), principal, prologue)?;
     established(stream, t, remote, 2, 1, Rekey::DEFAULT)
 }
 
@@ -385,7 +384,10 @@ pub(crate) fn server_handshake(
     let hash = hs.get_handshake_hash().to_vec();
     let t = Transport::new(hs.into_stateless_transport_mode().map_err(noise_err)?);
     // The handshake's answer and the server's proof, in one write.
-    let mine = t.seal(0, &proof(principal, principal.blessings(), b"server", &hash))?;
+    let mine = t.seal(
+        0,
+        &proof(principal, principal.blessings(), b"server", &hash),
+    )?;
     let mut out = Vec::with_capacity(n + mine.len() + 4);
     put_record(&mut out, &buf[..n]);
     put_record(&mut out, &mine);
@@ -680,7 +682,11 @@ mod tests {
             "the bank sees both"
         );
         let (_, s) = handshake(copy(&alice), Principal::new_self_blessed("shop").unwrap());
-        assert_eq!(s.unwrap().claimed_names(), vec!["alice"], "the shop sees one");
+        assert_eq!(
+            s.unwrap().claimed_names(),
+            vec!["alice"],
+            "the shop sees one"
+        );
         // A server calling itself bank, under a root alice does not trust
         // for bank/..., proves no bank name to her: withheld too.
         let (_, s) = handshake(copy(&alice), Principal::new_self_blessed("bank").unwrap());
