@@ -1256,10 +1256,19 @@ fn run_found(
         Err(e) => return reply.send(Err(e)),
     };
     // The call stands on the caller's proven blessings while they hold.
-    let relied = call
-        .remote_blessings()
-        .filter_map(|b| b.expiry().map(|t| (t, b.name())))
-        .min();
+    // (Their names are worked out only if some blessing can expire.)
+    let expiring = call
+        .remote()
+        .blessings()
+        .iter()
+        .any(|b| b.expiry().is_some());
+    let relied = expiring
+        .then(|| {
+            call.remote_blessings()
+                .filter_map(|b| b.expiry().map(|t| (t, b.name())))
+                .min()
+        })
+        .flatten();
     if let Some((until, name)) = relied
         && !call.conn.rely_on(listener, call.flow, until, name)
     {

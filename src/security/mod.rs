@@ -155,10 +155,14 @@ impl Principal {
     /// Whether `b`'s root is trusted for `b`'s name (the chain itself is
     /// not checked here; see [`Blessing::verify`]).
     pub fn recognizes(&self, b: &Blessing) -> bool {
-        let (key, name) = (b.root_key(), b.name());
-        self.roots
-            .iter()
-            .any(|r| r.key == key && r.pattern.matches(&name))
+        let key = b.root_key();
+        let mut of_key = self.roots.iter().filter(|r| r.key == key).peekable();
+        // (The name is put together only for a root key that is trusted.)
+        if of_key.peek().is_none() {
+            return false;
+        }
+        let name = b.name();
+        of_key.any(|r| r.pattern.matches(&name))
     }
 
     /// Adds a blessing of this principal's key, made the default.
