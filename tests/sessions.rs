@@ -532,6 +532,24 @@ fn unsafe_or_corrupt_credentials_are_refused_clearly() {
     assert!(err.contains(&format!("chmod 700 {d}")), "{err}");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let file = dir.join(wspr::security::CREDENTIALS_FILE);
+    // Readable by others: used, with a warning that says what to do.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = run(&["principal", "show", "--credentials", d]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("readable by others"), "{err}");
+    assert!(
+        err.contains(&format!("chmod 600 {}", file.display())),
+        "{err}"
+    );
+    // Writable by others: refused.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, _, err) = run(&["principal", "show", "--credentials", d]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("NoAccess") && err.contains("chmod 600"),
+        "{err}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(&file, b"\x00\xffnot json").unwrap();
     let (code, _, err) = run(&["principal", "show", "--credentials", d]);
     assert_eq!(code, Some(1));

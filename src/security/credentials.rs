@@ -481,6 +481,30 @@ mod tests {
         assert_eq!(mode(dir), 0o700);
     }
 
+    /// Another user's directory or file is refused. (Making one takes
+    /// root: where the tests run as root, as CI does, this runs; elsewhere
+    /// it says so and checks nothing.)
+    #[test]
+    fn another_users_credentials_are_refused() {
+        if euid() != 0 {
+            eprintln!("not root: cannot give a file to another user; skipped");
+            return;
+        }
+        let t = TempDir::new("owner");
+        let dir = &t.0;
+        Principal::load_or_create(dir, "alice").unwrap();
+        let file = dir.join(CREDENTIALS_FILE);
+        std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+        let e = Principal::load(dir).unwrap_err();
+        assert_eq!(e.id(), ids::NO_ACCESS, "{e}");
+        assert!(e.msg().contains("belongs to user 65534"), "{e}");
+        std::os::unix::fs::chown(&file, Some(0), None).unwrap();
+        std::os::unix::fs::chown(dir, Some(65534), None).unwrap();
+        let e = Principal::load(dir).unwrap_err();
+        assert_eq!(e.id(), ids::NO_ACCESS, "{e}");
+        assert!(e.msg().contains("belongs to user 65534"), "{e}");
+    }
+
     #[test]
     fn a_file_others_can_write_is_refused_one_they_can_read_is_used() {
         let t = TempDir::new("filew");
