@@ -333,7 +333,13 @@ fn a_stream_ends_when_the_servers_blessing_expires() {
         vec![Caveat::expiry_in(Duration::from_secs(3))],
     )
     .unwrap();
-    let lasting = Principal::new_blessed_by(&root, "lasting", vec![]).unwrap();
+    // (Also holding a blessing that expired long ago: one that proves
+    // nothing does not end its connections.)
+    let mut lasting = Principal::new_blessed_by(&root, "lasting", vec![]).unwrap();
+    let old = root
+        .bless(&lasting.public_key(), "old", vec![Caveat::Expiry(1)])
+        .unwrap();
+    lasting.add_blessing(old).unwrap();
     let l = listener();
     let fading = l
         .serve_as(

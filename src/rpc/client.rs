@@ -291,7 +291,9 @@ impl ClientConn {
         ));
         log::debug!("connection {} to {}: {}", self.id, self.address, err.msg());
         self.fail_all(&err);
-        self.writer.close("the server's blessing expired");
+        // (On the timer thread: nothing is flushed to a peer that may not
+        // read.)
+        self.writer.abort("the server's blessing expired");
     }
 
     /// Cancels the expiry timer (the connection has closed).
@@ -911,14 +913,17 @@ impl Client {
         Ok(self.register(key, c))
     }
 
-    /// When the first of `server`'s blessings that this client recognizes
-    /// expires (the chains were verified by the session).
+    /// When the first of `server`'s blessings that this client recognizes,
+    /// and that hold now, expires (the chains were verified by the
+    /// session; one already expired proves nothing and is not waited for).
     fn server_expiry(&self, server: &RemoteIdentity) -> Option<(SystemTime, String)> {
+        let now = SystemTime::now();
         server
             .blessings()
             .iter()
             .filter(|b| self.inner.principal.recognizes(b))
             .filter_map(|b| b.expiry().map(|t| (t, b.name())))
+            .filter(|(t, _)| *t > now)
             .min()
     }
 
