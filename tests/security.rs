@@ -182,7 +182,7 @@ fn answer_one(js: &mut Js) -> Msg {
 /// daemon's mount table and servers) but that the daemon does not know.
 fn stranger_knowing(d: &wspr::wsprd::Daemon) -> Principal {
     let mut p = Principal::new_self_blessed("stranger").unwrap();
-    p.trust(d.principal().blessings()[0].root_key());
+    p.trust_root_of(&d.principal().blessings()[0]).unwrap();
     p
 }
 
