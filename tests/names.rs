@@ -526,7 +526,9 @@ fn who_may_call_a_page_by_default_the_delegation_truth_table() {
         let page_a =
             Principal::new_blessed_by(d.principal(), "http:127.0.0.1:1111", vec![]).unwrap();
         let mut stranger = Principal::new_self_blessed("stranger").unwrap();
-        stranger.trust_root_of(&d.principal().blessings()[0]).unwrap();
+        stranger
+            .trust_root_of(&d.principal().blessings()[0])
+            .unwrap();
         let other_family = Principal::new_blessed_by(d.principal(), "colleague", vec![]).unwrap();
         vec![
             // Another page of the same origin.
