@@ -78,6 +78,7 @@
 
 #![deny(missing_docs)]
 
+mod admission;
 pub mod demo;
 pub mod error;
 #[doc(hidden)]

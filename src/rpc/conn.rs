@@ -83,6 +83,18 @@ fn io_err(what: &str, addr: &str, e: io::Error) -> Error {
     }
 }
 
+/// An I/O error once connected, during setup: the server is there but
+/// dropped the connection (it may be busy, or refusing this client), which
+/// is `Aborted`, not `NoExist`.
+fn setup_err(what: &str, addr: &str, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io_err(what, addr, e),
+        _ => Error::aborted(format!(
+            "{what} {addr}: the server dropped the connection during setup: {e}"
+        )),
+    }
+}
+
 /// Connects to `address`, says hello asking for server `routing_id`, and
 /// sets up the session as `principal`. Everything happens before
 /// `deadline`.
@@ -127,11 +139,11 @@ pub(crate) fn client_session(
     let hello = wire::encode_hello(wire::VERSION, wire::SessionKind::Noise as u8, routing_id);
     stream
         .write_all(&hello)
-        .map_err(|e| io_err("saying hello to", address, e))?;
+        .map_err(|e| setup_err("saying hello to", address, e))?;
     let mut reply = [0u8; wire::HELLO_LEN];
     stream
         .read_exact(&mut reply)
-        .map_err(|e| io_err("waiting for the hello of", address, e))?;
+        .map_err(|e| setup_err("waiting for the hello of", address, e))?;
     let (version, status, _) =
         wire::decode_hello(&reply).map_err(|e| Error::bad_protocol(format!("{address}: {e}")))?;
     match status {

@@ -25,6 +25,6 @@ pub use client::{
 pub use conn::{RawSession, RemoteIdentity};
 pub use namespace::{GlobEntry, MAX_DEPTH, MountedServer, Namespace, Resolved};
 pub use server::{
-    AllowAll, Authorizer, Dispatcher, Invoker, Listener, Lookup, MethodSignature, Now, Reply,
-    Server, ServerCall, ServerConfig, ServerEvent, Signature,
+    AllowAll, Authorizer, Dispatcher, Invoker, Listener, Lookup, MethodSignature, Now, Pending,
+    Reply, Server, ServerCall, ServerConfig, ServerEvent, Signature,
 };

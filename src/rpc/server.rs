@@ -71,6 +71,16 @@ pub trait Dispatcher: Send + Sync + 'static {
     fn lookup_now(&self, _call: &ServerCall) -> Option<Result<Lookup>> {
         None
     }
+
+    /// Starts a lookup whose answer comes later from elsewhere (a peer, a
+    /// message), holding no thread meanwhile: keep `pending` and go on
+    /// with [`Pending::found`] (or end it with [`Pending::fail`]). Called
+    /// on the connection's reader thread when [`Dispatcher::lookup_now`]
+    /// declined; must not block. `Some` gives the call back, for
+    /// [`Dispatcher::lookup`] on a pool thread (the default).
+    fn lookup_later(&self, pending: Pending) -> Option<Pending> {
+        Some(pending)
+    }
 }
 
 /// Runs calls on one object.
@@ -145,10 +155,88 @@ impl Drop for Reply {
     }
 }
 
+/// A call waiting for its lookup or its authorization to be answered from
+/// elsewhere (see [`Dispatcher::lookup_later`] and
+/// [`Authorizer::authorize_later`]), with no thread waiting for it. Its
+/// holder goes on with [`Pending::found`] or [`Pending::authorized`], on
+/// whichever thread has the answer (work that may block then goes to the
+/// call pool), or ends it with [`Pending::fail`]; dropping it answers the
+/// caller `Aborted`. The caller's deadline is kept by the server: when it
+/// passes, the caller gets `Timeout` and the [`Pending::on_cancel`] hook
+/// runs, as it does when the caller cancels or the server stops.
+pub struct Pending {
+    listener: Listener,
+    call: ServerCall,
+    args: Vec<Value>,
+    reply: Reply,
+    /// What the lookup found, once it is done (then the authorization is
+    /// what waits).
+    lookup: Option<Lookup>,
+}
+
+impl Pending {
+    /// The call.
+    pub fn call(&self) -> &ServerCall {
+        &self.call
+    }
+
+    /// Runs `f` if the call is cancelled, passes its deadline or is
+    /// aborted first (at once if that already happened); see
+    /// [`Reply::on_cancel`].
+    pub fn on_cancel(&self, f: impl FnOnce() + Send + 'static) {
+        self.reply.on_cancel(f);
+    }
+
+    /// Goes on with what the lookup found: the authorization, then the
+    /// invocation.
+    pub fn found(self, found: Result<Lookup>) {
+        let Pending {
+            listener,
+            call,
+            args,
+            reply,
+            ..
+        } = self;
+        run_found(&listener, found, call, args, reply, false);
+    }
+
+    /// Goes on with the authorization's answer: the invocation, or the
+    /// caller gets the refusal.
+    pub fn authorized(self, answer: Result<()>) {
+        let Pending {
+            listener,
+            call,
+            args,
+            reply,
+            lookup,
+        } = self;
+        match (answer, lookup) {
+            (Ok(()), Some(lookup)) => run_authorized(&listener, lookup, call, args, reply, false),
+            (Err(e), _) => reply.send(Err(e)),
+            (Ok(()), None) => reply.send(Err(Error::no_access(
+                "an authorization answered before any lookup",
+            ))),
+        }
+    }
+
+    /// Ends the call with `err`.
+    pub fn fail(self, err: Error) {
+        self.reply.send(Err(err));
+    }
+}
+
 /// Decides whether a call may go ahead.
 pub trait Authorizer: Send + Sync + 'static {
     /// `Ok` to allow; an error (usually `NoAccess`) to refuse.
     fn authorize(&self, call: &ServerCall) -> Result<()>;
+
+    /// Starts an authorization whose answer comes later from elsewhere,
+    /// holding no thread meanwhile: keep `pending` and go on with
+    /// [`Pending::authorized`]. Must not block. `Some` gives the call
+    /// back, to be decided by [`Authorizer::authorize`] (the default).
+    fn authorize_later(&self, pending: Pending) -> Option<Pending> {
+        Some(pending)
+    }
 }
 
 /// Allows every call.
@@ -166,8 +254,16 @@ impl Authorizer for AllowAll {
 pub struct ServerConfig {
     /// Threads that run calls, and calls that may wait for one.
     pub pool: PoolConfig,
-    /// Most connections at once. Default 4096.
+    /// Most established connections at once (set up: hello and session
+    /// done). Default 4096.
     pub max_connections: usize,
+    /// Most connections still setting up at once, counted apart from
+    /// established ones: past it, the oldest of the peer address holding
+    /// the most is closed to make room. Default 256.
+    pub max_setup_connections: usize,
+    /// Most connections still setting up from one peer address: past it,
+    /// that address's oldest is closed. Default 64.
+    pub max_setup_per_address: usize,
     /// Longest a new connection may take to set up (hello and session),
     /// however its client paces its bytes. Default 5 s.
     pub handshake_timeout: Duration,
@@ -192,6 +288,8 @@ impl Default for ServerConfig {
         ServerConfig {
             pool: PoolConfig::default(),
             max_connections: 4096,
+            max_setup_connections: crate::admission::DEFAULT_MAX,
+            max_setup_per_address: crate::admission::DEFAULT_PER_ADDRESS,
             handshake_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             max_frame: wire::DEFAULT_MAX_FRAME,
@@ -206,9 +304,13 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Checks that the settings make sense.
     pub fn validate(&self) -> Result<()> {
-        if self.pool.max_threads == 0 || self.max_connections == 0 {
+        if self.pool.max_threads == 0
+            || self.max_connections == 0
+            || self.max_setup_connections == 0
+            || self.max_setup_per_address == 0
+        {
             return Err(Error::bad_arg(
-                "pool threads and connections must be positive",
+                "pool threads and connection limits must be positive",
             ));
         }
         if self.mount_ttl < Duration::from_secs(1) {
@@ -247,6 +349,9 @@ struct ServerFlow {
     /// When the first of the caller's blessings that admitted the call
     /// expires, and its name: the call ends with `NoAccess` then.
     relied: Option<(SystemTime, String)>,
+    /// Whether the listener's timer holds the caller's deadline (for a
+    /// call that no thread waits on).
+    deadline_armed: bool,
 }
 
 /// A call being served: who called, what for, and its streams.
@@ -264,9 +369,18 @@ pub struct ServerCall {
     /// The caller's proven blessings (indices) and their names, worked out
     /// on first use.
     proven: std::sync::OnceLock<(Vec<usize>, Vec<String>)>,
+    /// Whatever [`ServerCall::hold`] was given.
+    held: Vec<Box<dyn Send>>,
 }
 
 impl ServerCall {
+    /// Keeps `thing` until the call is dropped (its invocation has
+    /// ended, or the call was refused before it ran): a slot the call
+    /// holds is given back then, however the call ends.
+    pub fn hold(&mut self, thing: Box<dyn Send>) {
+        self.held.push(thing);
+    }
+
     /// The method, UpperCamelCase.
     pub fn method(&self) -> &str {
         &self.method
@@ -641,6 +755,10 @@ struct ListenerInner {
     principal: Arc<Principal>,
     servers: RwLock<HashMap<u64, Arc<ServerEntry>>>,
     conn_threads: ThreadSet,
+    /// Connections still setting up.
+    setup: crate::admission::Admission,
+    /// Connections set up and open (over TCP).
+    established: std::sync::atomic::AtomicUsize,
     accept: Mutex<Option<JoinHandle<()>>>,
     closing: AtomicBool,
     next_rid: AtomicU64,
@@ -745,6 +863,11 @@ impl Listener {
         } else {
             format!("{host}:{}", local.port())
         };
+        let setup = crate::admission::Admission::new(
+            "RPC",
+            config.max_setup_connections,
+            config.max_setup_per_address,
+        );
         let inner = Arc::new(ListenerInner {
             local,
             address,
@@ -754,6 +877,8 @@ impl Listener {
             config,
             servers: RwLock::new(HashMap::new()),
             conn_threads: ThreadSet::default(),
+            setup,
+            established: std::sync::atomic::AtomicUsize::new(0),
             accept: Mutex::new(None),
             closing: AtomicBool::new(false),
             next_rid: AtomicU64::new(random_u64() | 1),
@@ -976,9 +1101,16 @@ impl Listener {
         Ok((end, server))
     }
 
-    /// Open connections.
+    /// Open connections (set up or still setting up).
     pub fn connections(&self) -> usize {
         self.inner.conn_threads.len()
+    }
+
+    /// Connections still setting up (hello and session), and how many
+    /// were closed so far to make room for newer ones (see
+    /// [`ServerConfig::max_setup_connections`]).
+    pub fn setup_connections(&self) -> (usize, u64) {
+        (self.inner.setup.len(), self.inner.setup.evicted())
     }
 }
 
@@ -999,14 +1131,10 @@ fn accept_loop(tcp: TcpListener, weak: Weak<ListenerInner>) {
                 continue;
             }
         };
-        let open = listener.connections();
-        if open >= listener.inner.config.max_connections {
-            log::warn!(
-                "refusing connection from {peer}: {open} connections open, limit {}",
-                listener.inner.config.max_connections
-            );
-            continue;
-        }
+        // Established connections are counted once set up: connections
+        // still setting up have a cap of their own, and never lock out a
+        // client that sets up promptly.
+        let ticket = listener.inner.setup.admit(&stream, peer.ip());
         let id = conn::next_conn_id();
         let l = listener.clone();
         if let Err(e) =
@@ -1014,7 +1142,7 @@ fn accept_loop(tcp: TcpListener, weak: Weak<ListenerInner>) {
                 .inner
                 .conn_threads
                 .spawn(id, format!("wspr-conn-{id}"), move || {
-                    serve_conn(&l, id, stream, peer)
+                    serve_conn(&l, id, stream, peer, ticket)
                 })
         {
             log::error!("cannot start a connection thread: {e}");
@@ -1022,7 +1150,13 @@ fn accept_loop(tcp: TcpListener, weak: Weak<ListenerInner>) {
     }
 }
 
-fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketAddr) {
+fn serve_conn(
+    listener: &Listener,
+    id: u64,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ticket: crate::admission::Ticket,
+) {
     let inner = &listener.inner;
     let setup = conn::server_session(
         &mut stream,
@@ -1035,6 +1169,7 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
             })
         },
     );
+    drop(ticket);
     let (entry, principal, session) = match setup {
         Ok(x) => x,
         Err(e) => {
@@ -1042,6 +1177,15 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return;
         }
+    };
+    let Some(_established) = Established::count(inner) else {
+        log::warn!(
+            "connection {id} from {peer} refused: {} connections open, limit {}",
+            inner.established.load(Ordering::SeqCst),
+            inner.config.max_connections
+        );
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return;
     };
     let conn = Arc::new(ServerConn {
         id,
@@ -1089,6 +1233,29 @@ fn serve_conn(listener: &Listener, id: u64, mut stream: TcpStream, peer: SocketA
     log::debug!("connection {id} from {peer} closed: {why}");
 }
 
+/// An established connection, counted while it is open.
+struct Established<'a>(&'a ListenerInner);
+
+impl<'a> Established<'a> {
+    /// Counts one more, unless the listener holds its limit.
+    fn count(inner: &'a ListenerInner) -> Option<Established<'a>> {
+        let max = inner.config.max_connections;
+        inner
+            .established
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Established(inner))
+    }
+}
+
+impl Drop for Established<'_> {
+    fn drop(&mut self) {
+        self.0.established.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn on_frame(
     listener: &Listener,
     entry: &Arc<ServerEntry>,
@@ -1123,6 +1290,7 @@ fn on_frame(
                         done: Some(done_tx),
                         on_cancel: None,
                         relied: None,
+                        deadline_armed: false,
                     },
                 );
             }
@@ -1139,6 +1307,7 @@ fn on_frame(
                 done: done_rx,
                 stream_closed: false,
                 proven: std::sync::OnceLock::new(),
+                held: Vec::new(),
             };
             let reply = Reply {
                 conn: conn.clone(),
@@ -1154,11 +1323,28 @@ fn on_frame(
             } else if let Some(found) = dispatcher.lookup_now(&call) {
                 run_found(listener, found, call, r.args, reply, false);
             } else {
-                let l = listener.clone();
-                run_blocking(listener, reply, move |reply| {
-                    let found = dispatcher.lookup(&call);
-                    run_found(&l, found, call, r.args, reply, true);
-                });
+                let deadline = call.deadline;
+                let pending = Pending {
+                    listener: listener.clone(),
+                    call,
+                    args: r.args,
+                    reply,
+                    lookup: None,
+                };
+                match dispatcher.lookup_later(pending) {
+                    // Answered later: no thread waits, the server keeps
+                    // the deadline.
+                    None => arm_deadline(listener, conn, flow, deadline),
+                    Some(Pending {
+                        call, args, reply, ..
+                    }) => {
+                        let l = listener.clone();
+                        run_blocking(listener, reply, move |reply| {
+                            let found = dispatcher.lookup(&call);
+                            run_found(&l, found, call, args, reply, true);
+                        });
+                    }
+                }
             }
         }
         Frame::Item { flow, value, size } => {
@@ -1233,9 +1419,9 @@ fn run_blocking(listener: &Listener, reply: Reply, job: impl FnOnce(Reply) + Sen
     }
 }
 
-/// Goes on with a call whose lookup is done: authorize, then answer
-/// `Signature`, or invoke (now if the invoker can, else on the pool;
-/// `on_pool` says whether this already is a pool thread).
+/// Goes on with a call whose lookup is done: authorize (later, if the
+/// authorizer answers later), then answer `Signature` or invoke (see
+/// [`run_authorized`]; `on_pool` says whether this is a pool thread).
 fn run_found(
     listener: &Listener,
     found: Result<Lookup>,
@@ -1244,17 +1430,53 @@ fn run_found(
     reply: Reply,
     on_pool: bool,
 ) {
-    let default_auth = &listener.inner.config.default_authorizer;
-    let lookup = match found.and_then(|l| {
-        l.authorizer
-            .as_ref()
-            .unwrap_or(default_auth)
-            .authorize(&call)?;
-        Ok(l)
-    }) {
+    let lookup = match found {
         Ok(l) => l,
         Err(e) => return reply.send(Err(e)),
     };
+    let authorizer = lookup
+        .authorizer
+        .clone()
+        .unwrap_or_else(|| listener.inner.config.default_authorizer.clone());
+    let (conn, flow, deadline) = (call.conn.clone(), call.flow, call.deadline);
+    let pending = Pending {
+        listener: listener.clone(),
+        call,
+        args,
+        reply,
+        lookup: Some(lookup),
+    };
+    let Some(p) = authorizer.authorize_later(pending) else {
+        // Answered later: no thread waits, the server keeps the deadline.
+        return arm_deadline(listener, &conn, flow, deadline);
+    };
+    let Pending {
+        call,
+        args,
+        reply,
+        lookup,
+        ..
+    } = p;
+    let Some(lookup) = lookup else {
+        return reply.send(Err(Error::internal("the lookup was lost")));
+    };
+    if let Err(e) = authorizer.authorize(&call) {
+        return reply.send(Err(e));
+    }
+    run_authorized(listener, lookup, call, args, reply, on_pool);
+}
+
+/// Goes on with an authorized call: answer `Signature`, or invoke (now if
+/// the invoker can, else on the pool; `on_pool` says whether this already
+/// is a pool thread).
+fn run_authorized(
+    listener: &Listener,
+    lookup: Lookup,
+    call: ServerCall,
+    args: Vec<Value>,
+    reply: Reply,
+    on_pool: bool,
+) {
     // The call stands on the caller's proven blessings while they hold.
     // (Their names are worked out only if some blessing can expire.)
     let expiring = call
@@ -1284,19 +1506,8 @@ fn run_found(
     let (conn, flow, deadline) = (call.conn.clone(), call.flow, call.deadline);
     let method = call.method.clone();
     match lookup.invoker.invoke_now(&method, args, call, reply) {
-        Now::Handled => {
-            // Answered later: hold the caller's deadline for it.
-            if let Some(d) = deadline
-                && conn.flows().contains_key(&flow)
-            {
-                let weak = Arc::downgrade(&conn);
-                listener.at(d, move || {
-                    if let Some(c) = weak.upgrade() {
-                        c.expire(flow);
-                    }
-                });
-            }
-        }
+        // Answered later: hold the caller's deadline for it.
+        Now::Handled => arm_deadline(listener, &conn, flow, deadline),
         Now::Blocking(mut call, args, reply) => {
             let invoker = lookup.invoker;
             let run = move |reply: Reply| {
@@ -1310,6 +1521,29 @@ fn run_found(
             }
         }
     }
+}
+
+/// Ends the call on `flow` at `deadline` if it is still unanswered then,
+/// for a call that no thread waits on (once per call: the later stages of
+/// a call answered later find it kept).
+fn arm_deadline(
+    listener: &Listener,
+    conn: &Arc<ServerConn>,
+    flow: u64,
+    deadline: Option<Instant>,
+) {
+    let Some(d) = deadline else { return };
+    match conn.flows().get_mut(&flow) {
+        Some(f) if !f.deadline_armed => f.deadline_armed = true,
+        // Answered already, or kept already.
+        _ => return,
+    }
+    let weak = Arc::downgrade(conn);
+    listener.at(d, move || {
+        if let Some(c) = weak.upgrade() {
+            c.expire(flow);
+        }
+    });
 }
 
 /// A server hosted by a [`Listener`]. Dropping it stops it.

@@ -1,0 +1,205 @@
+//! Connections that are still setting up: accepted, but not yet through
+//! their hello and session handshake (RPC) or their upgrade request
+//! (HTTP), so nobody knows who they are. They get a small cap of their
+//! own, apart from established connections, and a share per peer address.
+//!
+//! A new connection is never refused for want of room: when its address
+//! already holds its share, that address's oldest connection still setting
+//! up is closed to make room; when all the room is taken, the oldest of
+//! the address holding the most is. A client that sets up promptly is
+//! therefore not locked out by connections that never finish (they go
+//! first), and established connections are not counted here at all. Each
+//! connection's own setup deadline still applies.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::pool::lock;
+
+/// Default cap on connections setting up at once, per listener.
+pub(crate) const DEFAULT_MAX: usize = 256;
+/// Default share of one peer address.
+pub(crate) const DEFAULT_PER_ADDRESS: usize = 64;
+
+/// See the module documentation. Cloning shares it.
+#[derive(Clone)]
+pub(crate) struct Admission {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// What is counted, for logs ("RPC", "HTTP").
+    what: &'static str,
+    max: usize,
+    per_address: usize,
+    state: Mutex<State>,
+    evicted: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    /// By admission order: the oldest first.
+    conns: BTreeMap<u64, (IpAddr, TcpStream)>,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+impl State {
+    fn remove(&mut self, id: u64) -> Option<TcpStream> {
+        let (addr, stream) = self.conns.remove(&id)?;
+        if let Some(n) = self.by_address.get_mut(&addr) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_address.remove(&addr);
+            }
+        }
+        Some(stream)
+    }
+
+    /// The oldest connection of `addr`.
+    fn oldest_of(&self, addr: IpAddr) -> Option<u64> {
+        self.conns
+            .iter()
+            .find(|(_, (a, _))| *a == addr)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// A connection's place among those setting up; dropping it (setup done
+/// or failed) gives the place back.
+pub(crate) struct Ticket {
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        lock(&self.inner.state).remove(self.id);
+    }
+}
+
+impl Admission {
+    /// At most `max` connections setting up at once, `per_address` of one
+    /// peer address (both at least 1).
+    pub(crate) fn new(what: &'static str, max: usize, per_address: usize) -> Admission {
+        Admission {
+            inner: Arc::new(Inner {
+                what,
+                max: max.max(1),
+                per_address: per_address.clamp(1, max.max(1)),
+                state: Mutex::new(State::default()),
+                evicted: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Admits `stream` from `peer`, closing an older connection still
+    /// setting up if there is no room (see the module documentation).
+    pub(crate) fn admit(&self, stream: &TcpStream, peer: IpAddr) -> Ticket {
+        let copy = stream.try_clone();
+        let mut st = lock(&self.inner.state);
+        let mine = st.by_address.get(&peer).copied().unwrap_or(0);
+        let victim = if mine >= self.inner.per_address {
+            st.oldest_of(peer)
+        } else if st.conns.len() >= self.inner.max {
+            st.by_address
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(a, _)| *a)
+                .and_then(|a| st.oldest_of(a))
+        } else {
+            None
+        };
+        let setting_up = st.conns.len();
+        let evicted = victim.and_then(|v| st.remove(v));
+        let id = st.next;
+        st.next += 1;
+        match copy {
+            Ok(copy) => {
+                st.conns.insert(id, (peer, copy));
+                *st.by_address.entry(peer).or_default() += 1;
+            }
+            // (Not closable from here; its own deadline still ends it.)
+            Err(e) => log::warn!("{} connection from {peer}: {e}", self.inner.what),
+        }
+        drop(st);
+        if let Some(victim) = evicted {
+            self.inner.evicted.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "{} connection from {} closed before its setup finished: {setting_up} connections were setting up (limit {}, {} per address)",
+                self.inner.what,
+                victim
+                    .peer_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| "a peer".into()),
+                self.inner.max,
+                self.inner.per_address
+            );
+            // Its thread, reading, sees the end and gives its place back.
+            let _ = victim.shutdown(Shutdown::Both);
+        }
+        Ticket {
+            inner: self.inner.clone(),
+            id,
+        }
+    }
+
+    /// Connections setting up now.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.inner.state).conns.len()
+    }
+
+    /// Connections closed so far to make room.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.inner.evicted.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (c, s)
+    }
+
+    fn closed(c: &mut TcpStream) -> bool {
+        use std::io::Read;
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        matches!(c.read(&mut [0u8; 1]), Ok(0) | Err(_))
+    }
+
+    #[test]
+    fn the_oldest_of_the_fullest_address_makes_room() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let adm = Admission::new("test", 3, 2);
+        let (mut c1, s1) = pair(&l);
+        let t1 = adm.admit(&s1, a);
+        let (mut c2, s2) = pair(&l);
+        let _t2 = adm.admit(&s2, a);
+        // Address a holds its share: its oldest goes.
+        let (_c3, s3) = pair(&l);
+        let _t3 = adm.admit(&s3, a);
+        assert!(closed(&mut c1));
+        assert_eq!((adm.len(), adm.evicted()), (2, 1));
+        drop(t1);
+        assert_eq!(adm.len(), 2, "an evicted ticket gives nothing back twice");
+        // Address b has room of its own up to the cap; past it, the
+        // fullest address (a) gives up its oldest.
+        let (_c4, s4) = pair(&l);
+        let _t4 = adm.admit(&s4, b);
+        assert_eq!(adm.evicted(), 1);
+        let (_c5, s5) = pair(&l);
+        let _t5 = adm.admit(&s5, b);
+        assert!(closed(&mut c2));
+        assert_eq!((adm.len(), adm.evicted()), (3, 2));
+    }
+}
