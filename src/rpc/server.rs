@@ -1526,12 +1526,7 @@ fn run_authorized(
 /// Ends the call on `flow` at `deadline` if it is still unanswered then,
 /// for a call that no thread waits on (once per call: the later stages of
 /// a call answered later find it kept).
-fn arm_deadline(
-    listener: &Listener,
-    conn: &Arc<ServerConn>,
-    flow: u64,
-    deadline: Option<Instant>,
-) {
+fn arm_deadline(listener: &Listener, conn: &Arc<ServerConn>, flow: u64, deadline: Option<Instant>) {
     let Some(d) = deadline else { return };
     match conn.flows().get_mut(&flow) {
         Some(f) if !f.deadline_armed => f.deadline_armed = true,

@@ -1,28 +1,35 @@
 //! A server whose objects live in JavaScript, and its dispatcher.
 //!
 //! For every call to the server (unless an earlier reply for the same
-//! suffix and method was `cacheable`), [`JsDispatcher::lookup`] opens a new
-//! even flow on the pipe, sends DispatcherLookup `{serverId, suffix,
-//! method}`, and blocks on a `bounded(1)` channel registered in the pipe's
-//! flow table until JavaScript's lookupResponse arrives, the lookup timeout
-//! or the caller's deadline passes (`Timeout`), the caller goes away, or
-//! the server stops or its pipe closes (`Aborted`). The reply builds a
+//! suffix and method was `cacheable`), [`JsDispatcher`] parks the call in
+//! the pipe's flow table under a new even flow and sends DispatcherLookup
+//! `{serverId, suffix, method}`: no thread waits for JavaScript. The pipe
+//! thread goes on with the call when JavaScript's lookupResponse arrives
+//! ([`lookup_answered`]): the reply builds a
 //! [`JsInvoker`](crate::wsprd::invoker::JsInvoker) for the handle and the
-//! signature JavaScript gave.
+//! signature JavaScript gave. Otherwise the call ends when the lookup
+//! timeout passes (the daemon's timer; `Timeout`), at the caller's
+//! deadline (kept by the RPC server; `Timeout`), when the caller cancels,
+//! or when the server stops or its pipe closes (`Aborted`). An authorizer
+//! of JavaScript's is asked the same way (AuthRequest, [`auth_answered`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::error::{Error, Result, ids};
 use crate::naming;
 use crate::pool::lock;
-use crate::rpc::{Authorizer, Dispatcher, Listener, Lookup, Server, ServerCall, Signature};
+use crate::rpc::{
+    Authorizer, Dispatcher, Listener, Lookup, Pending, Server, ServerCall, Signature,
+};
 use crate::security::Blessing;
+use crate::timer::TimerId;
 use crate::wsprd::identity::Identity;
 use crate::wsprd::invoker::JsInvoker;
 use crate::wsprd::pipe::{Flow, Pipe};
@@ -49,66 +56,220 @@ pub(crate) struct ServerState {
     pub id: u64,
     pub pipe: Weak<Pipe>,
     /// Never sent on: dropped when the server stops, which wakes every
-    /// thread waiting on JavaScript for this server.
+    /// thread relaying a streaming request of this server.
     stop_tx: Mutex<Option<Sender<()>>>,
     pub stop_rx: Receiver<()>,
+    /// Set when the server stops.
+    stopped: AtomicBool,
     cache: Mutex<HashMap<(String, String), Arc<Found>>>,
     pub lookup_timeout: Duration,
 }
 
+/// A call waiting in the pipe's flow table for JavaScript's lookupResponse
+/// or authResponse; no thread waits with it.
+pub(crate) struct Waiting {
+    pending: Pending,
+    state: Arc<ServerState>,
+    /// The lookup timeout's timer (none when the caller's deadline, which
+    /// the RPC server keeps, comes first).
+    timer: Option<TimerId>,
+    /// A lookup's cache key: suffix and lowerCamelCase method.
+    key: (String, String),
+    /// An authorization's identity handle for the caller, freed with the
+    /// flow.
+    identity: Option<u64>,
+}
+
+impl Waiting {
+    /// Frees what the wait holds besides the call.
+    fn release(&mut self, pipe: &Pipe) {
+        if let Some(t) = self.timer.take() {
+            pipe.shared.timer.cancel(t);
+        }
+        if let Some(h) = self.identity.take() {
+            pipe.identities.remove(h);
+        }
+    }
+
+    /// Ends the wait with `err` for the caller.
+    pub(crate) fn fail(mut self, pipe: &Pipe, err: Error) {
+        self.release(pipe);
+        self.pending.fail(err);
+    }
+
+    /// Whether the caller has gone (cancelled, deadline passed).
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.pending.call().is_cancelled()
+    }
+}
+
 impl ServerState {
-    /// Sends a message of the daemon's to JavaScript on a new flow and
-    /// waits for the reply on `rx`, until the lookup timeout, the caller's
-    /// deadline, the caller's cancel, or the server's stop.
-    pub(crate) fn ask<T>(
+    /// Whether the server has stopped.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Parks `waiting` in the pipe's flow table under a new flow, wrapped
+    /// by `wrap`, and sends `message` of `kind` to JavaScript on it. The
+    /// caller's cancel, its deadline, the server's stop (which aborts the
+    /// server's calls) and the pipe's close take it out again; so does the
+    /// lookup timeout, on the daemon's timer.
+    fn park(
         &self,
-        call: &ServerCall,
-        flow: Flow,
-        rx: &Receiver<Result<T>>,
+        pipe: &Arc<Pipe>,
+        mut waiting: Waiting,
+        wrap: fn(Box<Waiting>) -> Flow,
         kind: OutType,
-        message: &Value,
-        what: &str,
-    ) -> Result<T> {
-        let pipe = self
-            .pipe
-            .upgrade()
-            .ok_or_else(|| Error::aborted("the server's pipe has closed"))?;
-        if pipe.is_closed() {
-            return Err(Error::aborted("the server's pipe has closed"));
-        }
-        let id = pipe.open_flow(flow)?;
-        if let Err(e) = pipe.send(id, kind, message) {
-            pipe.remove_flow(id);
-            return Err(e);
-        }
+        message: &impl Serialize,
+        what: &'static str,
+    ) {
+        let id = pipe.new_flow_id();
+        let weak = Arc::downgrade(pipe);
+        // (At once if the caller has already gone; there is no flow yet.)
+        waiting.pending.on_cancel(move || {
+            if let Some(p) = weak.upgrade()
+                && let Some(mut w) = p.take_waiting(id)
+            {
+                // The caller has had its answer; dropping the call is all.
+                w.release(&p);
+            }
+        });
         let limit = Instant::now() + self.lookup_timeout;
-        let (deadline, whose) = match call.deadline() {
-            Some(d) if d < limit => (d, "the call's deadline"),
-            _ => (limit, "the lookup timeout"),
-        };
-        drop(pipe);
-        let done = call.done().clone();
-        let got = select! {
-            recv(rx) -> r => match r {
-                Ok(reply) => reply,
-                Err(_) => Err(Error::aborted("the server's pipe has closed")),
-            },
-            recv(self.stop_rx) -> _ => Err(Error::aborted("the server has stopped")),
-            recv(done) -> _ => Err(Error::aborted("the caller went away")),
-            default(deadline.saturating_duration_since(Instant::now())) => Err(Error::timeout(format!(
-                "JavaScript did not answer the {what} within {whose}"
-            ))),
-        };
-        if let Some(p) = self.pipe.upgrade() {
-            p.remove_flow(id);
+        if waiting.pending.call().deadline().is_none_or(|d| d > limit) {
+            let weak = Arc::downgrade(pipe);
+            let ms = self.lookup_timeout.as_millis();
+            waiting.timer = Some(pipe.shared.timer.schedule(limit, move || {
+                if let Some(p) = weak.upgrade()
+                    && let Some(w) = p.take_waiting(id)
+                {
+                    w.fail(
+                        &p,
+                        Error::timeout(format!(
+                            "JavaScript did not answer the {what} within the lookup timeout ({ms} ms, --lookup-timeout-ms)"
+                        )),
+                    );
+                }
+            }));
         }
-        got
+        if let Err(refused) = pipe.insert_flow(id, wrap(Box::new(waiting))) {
+            let (e, flow) = *refused;
+            if let Flow::Lookup(w) | Flow::Auth(w) = flow {
+                w.fail(pipe, e);
+            }
+            return;
+        }
+        // The caller went, the server stopped or the pipe closed between
+        // the checks before and the insert: whatever ended it found no
+        // flow to take out.
+        let gone = match pipe.flows().get(&id) {
+            Some(Flow::Lookup(w) | Flow::Auth(w)) => w.is_cancelled(),
+            _ => false,
+        };
+        if gone || self.is_stopped() || pipe.is_closed() {
+            if let Some(w) = pipe.take_waiting(id) {
+                w.fail(pipe, Error::aborted(format!("the {what} was abandoned")));
+            }
+            return;
+        }
+        if let Err(e) = pipe.send(id, kind, message)
+            && let Some(w) = pipe.take_waiting(id)
+        {
+            w.fail(pipe, e);
+        }
     }
 
     /// Ends every wait on JavaScript for this server, at once.
     pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
         lock(&self.stop_tx).take();
     }
+
+    /// The lookup of a call to an object JavaScript found.
+    fn lookup_for(self: &Arc<Self>, found: Arc<Found>) -> Lookup {
+        let authorizer: Option<Arc<dyn Authorizer>> = found.has_authorizer.then(|| {
+            Arc::new(JsAuthorizer {
+                state: self.clone(),
+                handle: found.handle,
+            }) as Arc<dyn Authorizer>
+        });
+        Lookup {
+            invoker: Arc::new(JsInvoker {
+                state: self.clone(),
+                found,
+            }),
+            authorizer,
+        }
+    }
+
+    /// The pipe, unless it has closed or the server has stopped.
+    fn live_pipe(&self) -> Result<Arc<Pipe>> {
+        if self.is_stopped() {
+            return Err(Error::aborted("the server has stopped"));
+        }
+        self.pipe
+            .upgrade()
+            .filter(|p| !p.is_closed())
+            .ok_or_else(|| Error::aborted("the server's pipe has closed"))
+    }
+}
+
+/// JavaScript answered a lookup (on the pipe thread): the call goes on.
+pub(crate) fn lookup_answered(pipe: &Pipe, mut w: Box<Waiting>, reply: LookupReply) {
+    w.release(pipe);
+    let Waiting {
+        pending,
+        state,
+        key,
+        ..
+    } = *w;
+    let found = reply.and_then(|reply| {
+        if let Some(e) = protocol::js_error(&reply.err, ids::UNKNOWN) {
+            return Err(e);
+        }
+        let handle = reply
+            .handle
+            .ok_or_else(|| Error::internal("JavaScript's lookup reply has no handle"))?;
+        if handle < 0 {
+            return Err(Error::no_exist(format!(
+                "no JavaScript object for {:?}",
+                pending.call().suffix()
+            )));
+        }
+        Ok((
+            Arc::new(Found {
+                handle,
+                signature: reply.signature.unwrap_or_default(),
+                has_authorizer: reply.has_authorizer,
+            }),
+            reply.cacheable,
+        ))
+    });
+    match found {
+        Err(e) => pending.fail(e),
+        Ok((found, cacheable)) => {
+            if cacheable && !state.is_stopped() {
+                // Suffixes come from callers: the cache is bounded.
+                let mut cache = lock(&state.cache);
+                if cache.len() >= MAX_CACHED_LOOKUPS {
+                    cache.clear();
+                }
+                cache.insert(key, found.clone());
+            }
+            pending.found(Ok(state.lookup_for(found)));
+        }
+    }
+}
+
+/// JavaScript answered an authorization (on the pipe thread): the call
+/// goes on, or its caller gets the refusal. Anything but a clear yes
+/// refuses.
+pub(crate) fn auth_answered(pipe: &Pipe, mut w: Box<Waiting>, reply: AuthReply) {
+    w.release(pipe);
+    let answer = reply.and_then(|r| match protocol::js_error(&r.err, ids::NO_ACCESS) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    });
+    w.pending.authorized(answer);
 }
 
 /// The dispatcher of a JavaScript server.
@@ -116,7 +277,7 @@ pub(crate) struct JsDispatcher(pub Arc<ServerState>);
 
 impl Dispatcher for JsDispatcher {
     /// A cached lookup reply without an authorizer of JavaScript's needs
-    /// no thread; anything else goes to `lookup` on a pool thread.
+    /// no JavaScript at all.
     fn lookup_now(&self, call: &ServerCall) -> Option<Result<Lookup>> {
         let state = &self.0;
         let key = (
@@ -136,64 +297,52 @@ impl Dispatcher for JsDispatcher {
         }))
     }
 
-    fn lookup(&self, call: &ServerCall) -> Result<Lookup> {
+    /// Asks JavaScript, with the call parked in the pipe's flow table (see
+    /// the module documentation); a cached reply goes on at once.
+    fn lookup_later(&self, pending: Pending) -> Option<Pending> {
         let state = &self.0;
-        let method = naming::lower_first(call.method());
-        let key = (call.suffix().to_string(), method.clone());
-        let cached = lock(&state.cache).get(&key).cloned();
-        let found = match cached {
-            Some(f) => f,
-            None => {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                let reply = state.ask(
-                    call,
-                    Flow::Lookup(tx),
-                    &rx,
-                    OutType::DispatcherLookup,
-                    &json!({"serverId": state.id, "suffix": call.suffix(), "method": method}),
-                    "lookup",
-                )?;
-                if let Some(e) = protocol::js_error(&reply.err, ids::UNKNOWN) {
-                    return Err(e);
-                }
-                let handle = reply
-                    .handle
-                    .ok_or_else(|| Error::internal("JavaScript's lookup reply has no handle"))?;
-                if handle < 0 {
-                    return Err(Error::no_exist(format!(
-                        "no JavaScript object for {:?}",
-                        call.suffix()
-                    )));
-                }
-                let found = Arc::new(Found {
-                    handle,
-                    signature: reply.signature.unwrap_or_default(),
-                    has_authorizer: reply.has_authorizer,
-                });
-                if reply.cacheable {
-                    // Suffixes come from callers: the cache is bounded.
-                    let mut cache = lock(&state.cache);
-                    if cache.len() >= MAX_CACHED_LOOKUPS {
-                        cache.clear();
-                    }
-                    cache.insert(key, found.clone());
-                }
-                found
+        let pipe = match state.live_pipe() {
+            Ok(p) => p,
+            Err(e) => {
+                pending.fail(e);
+                return None;
             }
         };
-        let authorizer: Option<Arc<dyn Authorizer>> = found.has_authorizer.then(|| {
-            Arc::new(JsAuthorizer {
-                state: state.clone(),
-                handle: found.handle,
-            }) as Arc<dyn Authorizer>
-        });
-        Ok(Lookup {
-            invoker: Arc::new(JsInvoker {
-                state: state.clone(),
-                found,
-            }),
-            authorizer,
-        })
+        let call = pending.call();
+        let key = (
+            call.suffix().to_string(),
+            naming::lower_first(call.method()),
+        );
+        let cached = lock(&state.cache).get(&key).cloned();
+        if let Some(found) = cached {
+            pending.found(Ok(state.lookup_for(found)));
+            return None;
+        }
+        let message = json!({"serverId": state.id, "suffix": key.0, "method": key.1});
+        let waiting = Waiting {
+            pending,
+            state: state.clone(),
+            timer: None,
+            key,
+            identity: None,
+        };
+        state.park(
+            &pipe,
+            waiting,
+            Flow::Lookup,
+            OutType::DispatcherLookup,
+            &message,
+            "lookup",
+        );
+        None
+    }
+
+    /// Never used: every lookup goes to [`JsDispatcher::lookup_later`],
+    /// which holds no thread. Refuses, should it ever be asked.
+    fn lookup(&self, _call: &ServerCall) -> Result<Lookup> {
+        Err(Error::internal(
+            "a JavaScript server's lookup is answered later, never on a waiting thread",
+        ))
     }
 }
 
@@ -252,29 +401,51 @@ struct JsAuthorizer {
 }
 
 impl Authorizer for JsAuthorizer {
-    fn authorize(&self, call: &ServerCall) -> Result<()> {
-        let pipe = self
-            .state
-            .pipe
-            .upgrade()
-            .ok_or_else(|| Error::aborted("the server's pipe has closed"))?;
+    /// Never used: JavaScript is asked with the call parked (see
+    /// [`JsAuthorizer::authorize_later`]). Refuses, should it ever be
+    /// asked.
+    fn authorize(&self, _call: &ServerCall) -> Result<()> {
+        Err(Error::no_access(
+            "JavaScript's authorizer answers later, never on a waiting thread",
+        ))
+    }
+
+    fn authorize_later(&self, pending: Pending) -> Option<Pending> {
+        let pipe = match self.state.live_pipe() {
+            Ok(p) => p,
+            Err(e) => {
+                pending.fail(e);
+                return None;
+            }
+        };
+        let call = pending.call();
         let method = naming::lower_first(call.method());
-        let (ctx, identity) = context(&pipe, call, &method)?;
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let reply = self.state.ask(
-            call,
-            Flow::Auth(tx),
-            &rx,
+        let (message, identity) = match context(&pipe, call, &method) {
+            Ok((ctx, identity)) => (
+                json!({"serverId": self.state.id, "handle": self.handle, "context": ctx}),
+                identity,
+            ),
+            Err(e) => {
+                pending.fail(e);
+                return None;
+            }
+        };
+        let waiting = Waiting {
+            pending,
+            state: self.state.clone(),
+            timer: None,
+            key: Default::default(),
+            identity: Some(identity),
+        };
+        self.state.park(
+            &pipe,
+            waiting,
+            Flow::Auth,
             OutType::AuthRequest,
-            &json!({"serverId": self.state.id, "handle": self.handle, "context": ctx}),
+            &message,
             "authorization request",
         );
-        pipe.identities.remove(identity);
-        let reply = reply?;
-        match protocol::js_error(&reply.err, ids::NO_ACCESS) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        None
     }
 }
 
@@ -298,6 +469,7 @@ impl JsServer {
             pipe: Arc::downgrade(pipe),
             stop_tx: Mutex::new(Some(stop_tx)),
             stop_rx,
+            stopped: AtomicBool::new(false),
             cache: Mutex::new(HashMap::new()),
             lookup_timeout,
         });

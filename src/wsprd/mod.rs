@@ -307,6 +307,8 @@ pub(crate) struct Shared {
     /// Set (with `pipes` locked) when the daemon stops: a pipe that
     /// registers after that closes itself.
     pub closing: AtomicBool,
+    /// Lookup timeouts (of calls that no thread waits on).
+    pub timer: crate::timer::Timer,
     pub stats: Stats,
     /// JavaScript's calls that have ended, for `/metrics`.
     pub calls: metrics::CallMetrics,
@@ -411,6 +413,7 @@ impl Daemon {
             signatures: Mutex::new(HashMap::new()),
             pipes: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
+            timer: crate::timer::Timer::new("wsprd-timer"),
             stats: Stats::default(),
             calls: metrics::CallMetrics::default(),
             config,
@@ -473,6 +476,7 @@ impl Daemon {
         drop(pipes);
         http.join();
         self.shared.workers.shutdown();
+        self.shared.timer.shutdown();
         if let Some(d) = self.demo.take() {
             d.stop();
         }

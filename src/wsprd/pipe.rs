@@ -31,7 +31,7 @@ use crate::rpc::{CallHandle, Client, ClientConfig, OfferError, Reply};
 use crate::security::Principal;
 use crate::wsprd::Shared;
 use crate::wsprd::controller;
-use crate::wsprd::dispatcher::{AuthReply, JsServer, LookupReply};
+use crate::wsprd::dispatcher::{self, JsServer, Waiting};
 use crate::wsprd::identity::{self, Identities};
 use crate::wsprd::protocol::{self, InType, Incoming, OutType};
 use crate::wsprd::ws::{ReadFail, WsEvent, WsIo, WsOut, WsReader};
@@ -82,10 +82,10 @@ pub(crate) enum Flow {
     Request,
     /// A call of JavaScript's.
     Call(CallFlow),
-    /// A lookup waiting for lookupResponse.
-    Lookup(Sender<LookupReply>),
-    /// An authorization waiting for authResponse.
-    Auth(Sender<AuthReply>),
+    /// A call waiting for JavaScript's lookupResponse (no thread waits).
+    Lookup(Box<Waiting>),
+    /// A call waiting for JavaScript's authResponse (no thread waits).
+    Auth(Box<Waiting>),
     /// A server request of a streaming method: JavaScript's stream items,
     /// and its response, for the call thread relaying them.
     ServerRequest {
@@ -170,6 +170,19 @@ impl Pipe {
     /// Forgets a flow.
     pub(crate) fn remove_flow(&self, id: u64) -> Option<Flow> {
         self.flows().remove(&id)
+    }
+
+    /// Takes out the call waiting on flow `id` for a lookup or an
+    /// authorization, if that is what the flow is.
+    pub(crate) fn take_waiting(&self, id: u64) -> Option<Box<Waiting>> {
+        let mut flows = self.flows();
+        if !matches!(flows.get(&id), Some(Flow::Lookup(_) | Flow::Auth(_))) {
+            return None;
+        }
+        match flows.remove(&id) {
+            Some(Flow::Lookup(w) | Flow::Auth(w)) => Some(w),
+            _ => None,
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -466,15 +479,15 @@ impl Pipe {
             Error::internal(format!("JavaScript's reply cannot be decoded: {}", e.msg()))
         };
         match flow {
-            Some(Flow::Lookup(tx)) => {
+            Some(Flow::Lookup(w)) => {
                 let reply = protocol::data::<protocol::LookupResponse>(m.data, "lookupResponse")
                     .map_err(|e| bad(&e));
-                let _ = tx.try_send(reply);
+                dispatcher::lookup_answered(self, w, reply);
             }
-            Some(Flow::Auth(tx)) => {
+            Some(Flow::Auth(w)) => {
                 let reply = protocol::data::<protocol::AuthResponse>(m.data, "authResponse")
                     .map_err(|e| bad(&e));
-                let _ = tx.try_send(reply);
+                dispatcher::auth_answered(self, w, reply);
             }
             Some(Flow::ServerRequest { done, .. }) => {
                 let _ = done.try_send(server_response(m.data).map_err(|e| bad(&e)).and_then(|r| r));
@@ -499,12 +512,15 @@ impl Pipe {
         let flows: Vec<(u64, Flow)> = self.flows().drain().collect();
         let n = flows.len();
         for (_, f) in flows {
-            if let Flow::Call(CallFlow {
-                state: CallState::Direct(h) | CallState::Draining(h),
-                ..
-            }) = f
-            {
-                h.cancel();
+            match f {
+                Flow::Call(CallFlow {
+                    state: CallState::Direct(h) | CallState::Draining(h),
+                    ..
+                }) => h.cancel(),
+                Flow::Lookup(w) | Flow::Auth(w) => {
+                    w.fail(self, Error::aborted("the server's pipe has closed"))
+                }
+                _ => {}
             }
         }
         let servers: Vec<_> = lock(&self.servers).drain().map(|(_, s)| s).collect();
