@@ -88,6 +88,14 @@ struct ServeCmd {
     /// worker threads for JavaScript's requests (default 16)
     #[argh(option, default = "16")]
     workers: usize,
+    /// most workers one pipe's requests may hold at once; its other
+    /// requests wait behind its own (default 4)
+    #[argh(option, default = "4")]
+    max_workers_per_pipe: usize,
+    /// most streaming requests the servers of one pipe may have in flight,
+    /// each holding a thread (default 32)
+    #[argh(option, default = "32")]
+    max_streams_per_pipe: usize,
     /// most pipes at once; more get HTTP 503 (default 1024)
     #[argh(option, default = "1024")]
     max_pipes: usize,
@@ -104,6 +112,10 @@ struct ServeCmd {
     /// one flow (default 1048576)
     #[argh(option, default = "1 << 20")]
     max_stream_buffer_bytes: usize,
+    /// bytes of stream items JavaScript may send ahead of their readers
+    /// over all the flows of one pipe (default 16777216)
+    #[argh(option, default = "16 << 20")]
+    max_pipe_buffer_bytes: usize,
     /// let callers of any principal family call JavaScript servers
     #[argh(switch)]
     open_access: bool,
@@ -699,11 +711,14 @@ fn serve(c: ServeCmd) -> Result<()> {
     config.lookup_timeout = Duration::from_millis(c.lookup_timeout_ms);
     config.max_message_bytes = c.max_message_bytes;
     config.workers = c.workers;
+    config.max_workers_per_pipe = c.max_workers_per_pipe;
+    config.max_streams_per_pipe = c.max_streams_per_pipe;
     config.max_pipes = c.max_pipes;
     config.max_flows_per_pipe = c.max_flows_per_pipe;
     config.max_servers_per_pipe = c.max_servers_per_pipe;
     config.max_names_per_server = c.max_names_per_server;
     config.max_stream_buffer_bytes = c.max_stream_buffer_bytes;
+    config.max_pipe_buffer_bytes = c.max_pipe_buffer_bytes;
     config.open_access = c.open_access;
     config.serve_demo = c.demo;
     config.mount_ttl = Duration::from_secs(c.mount_ttl_secs);

@@ -34,7 +34,7 @@ pub(crate) fn handle(pipe: &Arc<Pipe>, m: Incoming) {
         InType::Serve => serve(pipe, m.data),
         InType::StopServer => stop_server(pipe, m.data),
         InType::RemoveName => remove_name(pipe, m.data),
-        InType::Signature => signature(pipe, m.data),
+        InType::Signature => return signature(pipe, id, m.data),
         InType::CreateIdentity => create_identity(pipe, m.data),
         InType::BlessIdentity => bless_identity(pipe, m.data),
         _ => Err(Error::bad_protocol("not a request")),
@@ -388,46 +388,88 @@ fn remove_name(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
 /// server may answer callers differently, or refuse some) and the server
 /// object the name resolves to (its endpoint carries the server's routing
 /// id, so a server that is replaced is a new key), and dropped when a
-/// server of this daemon stops.
-fn signature(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
-    let req: protocol::SignatureRequest = protocol::data(data, "signature")?;
-    let shared = &pipe.shared;
-    let target = pipe
-        .client
-        .resolve(&req.name)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::no_exist(format!("{} resolves to no server", req.name)))?;
-    let key = (pipe.principal.names().join(","), target);
-    {
-        let cache = lock(&shared.signatures);
-        if let Some((sig, until)) = cache.get(&key)
-            && *until > Instant::now()
+/// server of this daemon stops. The worker resolves the name and places
+/// the call; the answer comes back on the connection's reader (a server
+/// that is slow to answer holds no worker).
+fn signature(pipe: &Arc<Pipe>, id: u64, data: protocol::Data) {
+    let placed = (|| {
+        let req: protocol::SignatureRequest = protocol::data(data, "signature")?;
+        let target = pipe
+            .client
+            .resolve(&req.name)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::no_exist(format!("{} resolves to no server", req.name)))?;
+        let key = (pipe.principal.names().join(","), target);
         {
-            return Ok(sig.clone());
+            let cache = lock(&pipe.shared.signatures);
+            if let Some((sig, until)) = cache.get(&key)
+                && *until > Instant::now()
+            {
+                return Ok(Some(sig.clone()));
+            }
         }
+        // By name, not by the rooted target: the server must prove what the
+        // name space recorded for it.
+        let name = req.name.clone();
+        let sink: Arc<dyn CallSink> = Arc::new(SignatureSink {
+            pipe: Arc::downgrade(pipe),
+            id,
+            name: req.name,
+            key: Mutex::new(Some(key)),
+        });
+        pipe.client.start_call_with_sink(
+            &name,
+            "Signature",
+            vec![],
+            CallOptions::timeout(Duration::from_secs(10)),
+            sink,
+        )?;
+        Ok(None)
+    })();
+    match placed {
+        Ok(None) => {}
+        Ok(Some(sig)) => pipe.finish_request(id, Ok(sig)),
+        Err(e) => pipe.finish_request(id, Err(e)),
     }
-    // By name, not by the rooted target: the server must prove what the
-    // name space recorded for it.
-    let results = pipe.client.call(
-        &req.name,
-        "Signature",
-        vec![],
-        CallOptions::timeout(Duration::from_secs(10)),
-    )?;
-    let sig: crate::rpc::Signature = results
-        .into_iter()
-        .next()
-        .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or_else(|| Error::internal(format!("{}: malformed signature", req.name)))?;
-    let sig = serde_json::to_value(protocol::rename_methods(&sig, naming::lower_first))
-        .map_err(|e| Error::internal(e.to_string()))?;
-    let mut cache = lock(&shared.signatures);
-    if cache.len() >= MAX_SIGNATURES {
-        cache.clear();
+}
+
+/// Takes a `Signature` call's answer: renamed to lowerCamelCase, cached,
+/// and sent to JavaScript.
+struct SignatureSink {
+    pipe: Weak<Pipe>,
+    id: u64,
+    name: String,
+    /// The cache key, taken by the answer.
+    key: Mutex<Option<(String, String)>>,
+}
+
+impl CallSink for SignatureSink {
+    fn event(&self, event: CallEvent) {
+        let CallEvent::Done(result) = event else {
+            return;
+        };
+        let (Some(pipe), Some(key)) = (self.pipe.upgrade(), lock(&self.key).take()) else {
+            return;
+        };
+        let sig = result.and_then(|results| {
+            let sig: crate::rpc::Signature = results
+                .into_iter()
+                .next()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .ok_or_else(|| Error::internal(format!("{}: malformed signature", self.name)))?;
+            serde_json::to_value(protocol::rename_methods(&sig, naming::lower_first))
+                .map_err(|e| Error::internal(e.to_string()))
+        });
+        if let Ok(sig) = &sig {
+            let mut cache = lock(&pipe.shared.signatures);
+            if cache.len() >= MAX_SIGNATURES {
+                cache.clear();
+            }
+            cache.insert(key, (sig.clone(), Instant::now() + SIGNATURE_TTL));
+        }
+        pipe.finish_request(self.id, sig);
     }
-    cache.insert(key, (sig.clone(), Instant::now() + SIGNATURE_TTL));
-    Ok(sig)
 }
 
 /// Drops the cached signatures of objects of the server at `endpoint`.

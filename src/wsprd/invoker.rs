@@ -212,8 +212,9 @@ impl JsInvoker {
                     .is_ok()
                 {
                     let kicker = p.clone();
-                    if let Err(job) = p.shared.workers.execute(Box::new(move || kicker.kick())) {
-                        job();
+                    if p.run_job(Box::new(move || kicker.kick())).is_err() {
+                        // (Written with the pipe's next message.)
+                        log::debug!("pipe {}: a cancel waits to be written", p.id);
                     }
                 }
             }
@@ -252,10 +253,25 @@ impl JsInvoker {
 }
 
 impl Invoker for JsInvoker {
-    fn invoke_now(&self, method: &str, args: Vec<Value>, call: ServerCall, reply: Reply) -> Now {
+    fn invoke_now(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        mut call: ServerCall,
+        reply: Reply,
+    ) -> Now {
         match self.check(method, &args) {
             Err(e) => reply.send(Err(e)),
-            Ok((_, true)) => return Now::Blocking(call, args, reply),
+            // A streaming request holds a call thread: within the pipe's
+            // share of them.
+            Ok((_, true)) => match self.state.pipe.upgrade().map(|p| p.stream_slot()) {
+                Some(Ok(slot)) => {
+                    call.hold(Box::new(slot));
+                    return Now::Blocking(call, args, reply);
+                }
+                Some(Err(e)) => reply.send(Err(e)),
+                None => reply.send(Err(Error::aborted("the server's pipe has closed"))),
+            },
             Ok((name, false)) => self.defer(name, args, call, reply),
         }
         Now::Handled

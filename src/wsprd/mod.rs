@@ -79,6 +79,19 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Threads that handle JavaScript's requests. Default 16.
     pub workers: usize,
+    /// Most workers one pipe's requests may hold at once; its other
+    /// requests wait their turn behind its own (up to 256), never behind
+    /// other pipes'. Default 4.
+    pub max_workers_per_pipe: usize,
+    /// Most streaming requests the servers of one pipe may have in flight
+    /// at once (each holds one of the RPC server's call threads while it
+    /// relays the two streams). Default 32.
+    pub max_streams_per_pipe: usize,
+    /// Bytes of stream items one pipe's JavaScript may have the daemon
+    /// hold over all its flows (items ahead of a call still starting, of a
+    /// server that takes no more, of a caller that does not read). Default
+    /// 16 MiB.
+    pub max_pipe_buffer_bytes: usize,
     /// Let any caller call JavaScript servers that have no authorizer of
     /// their own. Default false: only callers whose blessings equal,
     /// extend or are extended by the server's (see
@@ -129,6 +142,9 @@ impl Default for Config {
             lookup_timeout: Duration::from_secs(10),
             max_message_bytes: 1 << 20,
             workers: 16,
+            max_workers_per_pipe: 4,
+            max_streams_per_pipe: 32,
+            max_pipe_buffer_bytes: 16 << 20,
             open_access: false,
             serve_demo: false,
             keepalive: pipe::DEFAULT_KEEPALIVE,
@@ -150,8 +166,14 @@ impl Config {
     /// Checks that the settings make sense.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::bad_arg(m.to_string()));
-        if self.workers == 0 {
-            return bad("workers must be at least 1");
+        if self.workers == 0 || self.max_workers_per_pipe == 0 {
+            return bad("workers and max_workers_per_pipe must be at least 1");
+        }
+        if self.max_streams_per_pipe == 0 {
+            return bad("max_streams_per_pipe must be at least 1");
+        }
+        if self.max_pipe_buffer_bytes < self.max_stream_buffer_bytes {
+            return bad("max_pipe_buffer_bytes must be at least max_stream_buffer_bytes");
         }
         if self.max_message_bytes < 1024 {
             return bad("max_message_bytes must be at least 1024");
@@ -268,6 +290,9 @@ pub(crate) struct Limits {
     pub servers: AtomicU64,
     pub names: AtomicU64,
     pub stream_buffer: AtomicU64,
+    pub pipe_buffer: AtomicU64,
+    pub workers: AtomicU64,
+    pub streams: AtomicU64,
     pub message: AtomicU64,
     pub stuck: AtomicU64,
 }
@@ -281,6 +306,9 @@ impl Limits {
             "serversPerPipe": n(&self.servers),
             "namesPerServer": n(&self.names),
             "streamBuffer": n(&self.stream_buffer),
+            "pipeBuffer": n(&self.pipe_buffer),
+            "workersPerPipe": n(&self.workers),
+            "streamsPerPipe": n(&self.streams),
             "messageBytes": n(&self.message),
             "stuckPipes": n(&self.stuck),
         })

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::error::{Error, ids};
 use crate::outbox::PushError;
-use crate::pool::lock;
+use crate::pool::{Job, lock};
 use crate::rpc::{CallHandle, Client, ClientConfig, OfferError, Reply};
 use crate::security::Principal;
 use crate::wsprd::Shared;
@@ -39,6 +39,28 @@ use crate::wsprd::ws::{ReadFail, WsEvent, WsIo, WsOut, WsReader};
 /// Items JavaScript may send on one flow before the daemon has somewhere
 /// to put them (a call still starting, a caller not yet reading).
 pub(crate) const MAX_BUFFERED_ITEMS: usize = 1024;
+
+/// A pipe's requests that may wait for one of its workers (past them, the
+/// pipe is told the daemon is overloaded for it).
+pub(crate) const MAX_WAITING_JOBS: usize = 256;
+
+/// A pipe's requests that block, on the daemon's workers: at most its
+/// share run at once, the rest wait in the pipe's own queue.
+#[derive(Default)]
+struct Work {
+    running: usize,
+    waiting: VecDeque<Job>,
+}
+
+/// One of a pipe's streaming requests in flight (each holds a call
+/// thread); dropping it gives the place back.
+pub(crate) struct StreamSlot(Arc<Pipe>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// What JavaScript sends on a server request's flow (an item with its
 /// size on the wire).
@@ -119,6 +141,10 @@ pub(crate) struct Pipe {
     pub principal: Arc<Principal>,
     pub identities: Identities,
     closed: AtomicBool,
+    /// Its requests on the daemon's workers.
+    work: Mutex<Work>,
+    /// Its servers' streaming requests in flight.
+    streams: AtomicUsize,
 }
 
 impl Pipe {
@@ -344,12 +370,89 @@ impl Pipe {
         } else {
             Box::new(move || controller::handle(&pipe, m))
         };
-        if self.shared.workers.execute(job).is_err() {
+        if let Err(e) = self.run_job(job) {
             self.remove_flow(id);
-            self.send_error(
-                id,
-                &Error::internal("the daemon is overloaded: every worker is busy"),
-            );
+            self.send_error(id, &e);
+        }
+    }
+
+    /// Runs `job` on one of the daemon's workers, within the pipe's share
+    /// (`--max-workers-per-pipe`): past it, the job waits behind the
+    /// pipe's own, never holding up other pipes'. Refused when the pipe
+    /// already has [`MAX_WAITING_JOBS`] waiting, or every worker is busy
+    /// and the daemon's queue is full.
+    pub(crate) fn run_job(self: &Arc<Self>, job: Job) -> Result<(), Error> {
+        let share = self.shared.config.max_workers_per_pipe;
+        {
+            let mut work = lock(&self.work);
+            if work.running >= share {
+                if work.waiting.len() >= MAX_WAITING_JOBS {
+                    let waiting = work.waiting.len();
+                    drop(work);
+                    return Err(crate::wsprd::limit_reached(
+                        &self.shared.stats.limits.workers,
+                        format!(
+                            "the daemon is overloaded for pipe {}: {share} of its requests are running and {waiting} waiting (--max-workers-per-pipe)",
+                            self.id
+                        ),
+                    ));
+                }
+                work.waiting.push_back(job);
+                return Ok(());
+            }
+            work.running += 1;
+        }
+        let pipe = self.clone();
+        if self
+            .shared
+            .workers
+            .execute(Box::new(move || pipe.work_on(job)))
+            .is_err()
+        {
+            lock(&self.work).running -= 1;
+            return Err(Error::internal(
+                "the daemon is overloaded: every worker is busy",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `job`, then the pipe's jobs that wait for its share, on this
+    /// worker.
+    fn work_on(self: Arc<Self>, first: Job) {
+        let mut job = first;
+        loop {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                log::error!("pipe {}: a request panicked; its worker goes on", self.id);
+            }
+            let mut work = lock(&self.work);
+            match work.waiting.pop_front() {
+                Some(next) => job = next,
+                None => {
+                    work.running -= 1;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A place for one more streaming request of the pipe's servers,
+    /// unless they hold `--max-streams-per-pipe` already.
+    pub(crate) fn stream_slot(self: &Arc<Self>) -> Result<StreamSlot, Error> {
+        let max = self.shared.config.max_streams_per_pipe;
+        match self
+            .streams
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            }) {
+            Ok(_) => Ok(StreamSlot(self.clone())),
+            Err(_) => Err(crate::wsprd::limit_reached(
+                &self.shared.stats.limits.streams,
+                format!(
+                    "the servers of pipe {} have {max} streaming requests in flight, each holding a thread (--max-streams-per-pipe)",
+                    self.id
+                ),
+            )),
         }
     }
 
@@ -523,6 +626,9 @@ impl Pipe {
                 _ => {}
             }
         }
+        // Requests still waiting for a worker will not run.
+        let waiting = std::mem::take(&mut lock(&self.work).waiting);
+        drop(waiting);
         let servers: Vec<_> = lock(&self.servers).drain().map(|(_, s)| s).collect();
         for s in servers {
             s.stop();
@@ -594,6 +700,8 @@ pub(crate) fn run(
         principal,
         identities: Identities::default(),
         closed: AtomicBool::new(false),
+        work: Mutex::new(Work::default()),
+        streams: AtomicUsize::new(0),
     });
     let closing = {
         let mut pipes = lock(&shared.pipes);
