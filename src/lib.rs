@@ -79,6 +79,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+mod budget;
 pub mod demo;
 pub mod error;
 #[doc(hidden)]

@@ -49,6 +49,10 @@ pub struct ClientConfig {
     /// handed over directly; identities are the two principals). Default
     /// true.
     pub in_process: bool,
+    /// Bytes of stream items waiting for credit over all the client's
+    /// calls (the daemon gives a pipe's client the pipe's budget). Default
+    /// none.
+    pub(crate) pending_budget: Option<crate::budget::Budget>,
 }
 
 impl Default for ClientConfig {
@@ -60,6 +64,7 @@ impl Default for ClientConfig {
             max_pending: 1 << 20,
             max_queued: 16 << 20,
             in_process: true,
+            pending_budget: None,
         }
     }
 }
@@ -168,7 +173,13 @@ pub(crate) trait Granter: Send + Sync {
 }
 
 enum Pending {
-    Item(Vec<u8>, u32),
+    /// An item's frame and its size, and what it holds of the client's
+    /// budget (given back when it is dropped).
+    Item {
+        frame: Vec<u8>,
+        size: u32,
+        _charge: Option<crate::budget::Charge>,
+    },
     Close(Vec<u8>),
 }
 
@@ -391,13 +402,13 @@ impl ClientConn {
                     f.credit.grant_send(bytes);
                     while let Some(p) = f.pending.front() {
                         match p {
-                            Pending::Item(frame, size) if f.credit.can_send(*size) => {
+                            Pending::Item { frame, size, .. } if f.credit.can_send(*size) => {
                                 f.credit.take_send(*size);
                                 f.pending_bytes -= frame.len();
                                 out.extend_from_slice(frame);
                             }
                             Pending::Close(frame) => out.extend_from_slice(frame),
-                            Pending::Item(..) => break,
+                            Pending::Item { .. } => break,
                         }
                         f.pending.pop_front();
                     }
@@ -483,6 +494,9 @@ pub enum OfferError {
     /// The server is not taking items, and `ClientConfig::max_pending`
     /// bytes already wait for credit.
     Full(Error),
+    /// Items waiting for credit over all the client's calls hold its
+    /// whole budget.
+    OverBudget(Error),
     /// The call has ended, its stream is closed, or the item cannot go.
     Failed(Error),
 }
@@ -490,7 +504,7 @@ pub enum OfferError {
 impl From<OfferError> for Error {
     fn from(e: OfferError) -> Error {
         match e {
-            OfferError::Full(e) | OfferError::Failed(e) => e,
+            OfferError::Full(e) | OfferError::OverBudget(e) | OfferError::Failed(e) => e,
         }
     }
 }
@@ -1015,7 +1029,7 @@ pub struct CallHandle {
 }
 
 impl CallHandle {
-    fn encode_item(&self, item: &Value) -> Result<(Vec<u8>, u32)> {
+    fn encode_item<T: serde::Serialize + ?Sized>(&self, item: &T) -> Result<(Vec<u8>, u32)> {
         let mut buf = Vec::with_capacity(64);
         let size = wire::encode_item(&mut buf, self.flow, item, self.conn.config.max_frame)?;
         Ok((buf, size))
@@ -1023,7 +1037,7 @@ impl CallHandle {
 
     /// Sends a stream item, waiting for flow-control credit until the
     /// call's deadline.
-    pub fn send(&self, item: &Value) -> Result<()> {
+    pub fn send<T: serde::Serialize + ?Sized>(&self, item: &T) -> Result<()> {
         let (buf, size) = self.encode_item(item)?;
         loop {
             let rx = {
@@ -1065,8 +1079,13 @@ impl CallHandle {
     }
 
     /// Sends a stream item without blocking: without credit it waits in a
-    /// per-call queue (bounded by `ClientConfig::max_pending`).
-    pub fn offer(&self, item: &Value) -> std::result::Result<(), OfferError> {
+    /// per-call queue (bounded by `ClientConfig::max_pending`, and by the
+    /// client's budget over all its calls if it has one). An item may be
+    /// any JSON: a `Value`, or JSON text kept as a `RawValue`.
+    pub fn offer<T: serde::Serialize + ?Sized>(
+        &self,
+        item: &T,
+    ) -> std::result::Result<(), OfferError> {
         let (buf, size) = self.encode_item(item).map_err(OfferError::Failed)?;
         let mut flows = self.conn.flows();
         let Some(f) = flows.get_mut(&self.flow) else {
@@ -1092,8 +1111,22 @@ impl CallHandle {
                 f.pending_bytes, self.conn.config.max_pending
             ))));
         }
+        let charge = match &self.conn.config.pending_budget {
+            None => None,
+            Some(b) => Some(b.charge(buf.len()).ok_or_else(|| {
+                OfferError::OverBudget(Error::aborted(format!(
+                    "servers are not taking stream items: {} bytes wait over all calls, limit {}",
+                    b.used(),
+                    b.limit()
+                )))
+            })?),
+        };
         f.pending_bytes += buf.len();
-        f.pending.push_back(Pending::Item(buf, size));
+        f.pending.push_back(Pending::Item {
+            frame: buf,
+            size,
+            _charge: charge,
+        });
         Ok(())
     }
 

@@ -477,7 +477,7 @@ impl ServerCall {
 
     /// Sends a stream item to the caller, waiting for credit until the
     /// deadline.
-    pub fn send(&self, item: &Value) -> Result<()> {
+    pub fn send<T: Serialize + ?Sized>(&self, item: &T) -> Result<()> {
         let (buf, size) = self.encode_item(item)?;
         loop {
             let Some(rx) = self.send_encoded(&buf, size)? else {
@@ -497,13 +497,14 @@ impl ServerCall {
 
     /// Sends a stream item if there is credit for it now: `Ok(None)` sent;
     /// `Ok(Some(rx))` not sent, and `rx` fires (or disconnects) when credit
-    /// comes or the call ends, for use in a `select!`.
-    pub fn try_send(&self, item: &Value) -> Result<Option<Receiver<()>>> {
+    /// comes or the call ends, for use in a `select!`. (An item may be any
+    /// JSON: a `Value`, or JSON text kept as a `RawValue`.)
+    pub fn try_send<T: Serialize + ?Sized>(&self, item: &T) -> Result<Option<Receiver<()>>> {
         let (buf, size) = self.encode_item(item)?;
         self.send_encoded(&buf, size)
     }
 
-    fn encode_item(&self, item: &Value) -> Result<(Vec<u8>, u32)> {
+    fn encode_item<T: Serialize + ?Sized>(&self, item: &T) -> Result<(Vec<u8>, u32)> {
         let mut buf = Vec::with_capacity(64);
         let size = wire::encode_item(&mut buf, self.flow, item, self.conn.config.max_frame)?;
         Ok((buf, size))

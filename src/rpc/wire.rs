@@ -334,10 +334,10 @@ const ITEM_HEAD: usize = 1 + 8 + 4;
 /// Appends an Item frame holding `item`, written in place; returns the
 /// item's size (its JSON's bytes), or `BadArg` if the frame would be over
 /// `max_frame` (then nothing is appended).
-pub fn encode_item(
+pub fn encode_item<T: serde::Serialize + ?Sized>(
     out: &mut Vec<u8>,
     flow: u64,
-    item: &Value,
+    item: &T,
     max_frame: usize,
 ) -> Result<u32, crate::error::Error> {
     let s = begin(out, kind::ITEM, flow);

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::naming;
 use crate::pool::lock;
-use crate::rpc::{CallEvent, CallHandle, CallOptions, CallSink};
+use crate::rpc::{CallEvent, CallHandle, CallOptions, CallSink, OfferError};
 use crate::wsprd::dispatcher::JsServer;
 use crate::wsprd::identity;
 use crate::wsprd::metrics;
@@ -263,17 +263,22 @@ pub(crate) fn call_blocking(pipe: &Arc<Pipe>, id: u64, mut call: PreparedCall) {
             std::mem::take(&mut c.buffered)
         };
         if let Err(e) = send_buffered(&handle, batch) {
-            handle.end(e);
+            handle.end(pipe.offer_error(e));
             return;
         }
     }
 }
 
-fn send_buffered(handle: &CallHandle, batch: VecDeque<Buffered>) -> Result<()> {
+fn send_buffered(
+    handle: &CallHandle,
+    batch: VecDeque<Buffered>,
+) -> std::result::Result<(), OfferError> {
     for b in batch {
         match b {
-            Buffered::Item(v) => handle.offer(&v)?,
-            Buffered::Close => handle.close_send()?,
+            // (The item's charge goes with it; a wait for credit charges
+            // the pipe's budget again, in the client.)
+            Buffered::Item(v, _charge) => handle.offer(&*v)?,
+            Buffered::Close => handle.close_send().map_err(OfferError::Failed)?,
         }
     }
     Ok(())

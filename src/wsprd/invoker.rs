@@ -54,7 +54,7 @@ impl Outgoing {
         self.credit = None;
         while let Some(item) = self.queue.front() {
             match item {
-                JsItem::Item(v, size) => match call.try_send(v)? {
+                JsItem::Item { item, size, .. } => match call.try_send(&**item)? {
                     None => {
                         buffered.fetch_sub(*size, Ordering::Relaxed);
                         self.queue.pop_front();

@@ -23,7 +23,9 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
+use crate::budget::{Budget, Charge};
 use crate::error::{Error, ids};
 use crate::outbox::PushError;
 use crate::pool::{Job, lock};
@@ -62,10 +64,15 @@ impl Drop for StreamSlot {
     }
 }
 
-/// What JavaScript sends on a server request's flow (an item with its
-/// size on the wire).
+/// What JavaScript sends on a server request's flow: an item as the JSON
+/// text JavaScript wrote (never decoded: what is held is what came), its
+/// size on the wire, and what it holds of the pipe's budget.
 pub(crate) enum JsItem {
-    Item(Value, usize),
+    Item {
+        item: Box<RawValue>,
+        size: usize,
+        _charge: Charge,
+    },
     Close,
 }
 
@@ -79,8 +86,10 @@ pub(crate) enum CallState {
     Direct(CallHandle),
 }
 
+/// What JavaScript streams to a call still starting: items as their JSON
+/// text, each with what it holds of the pipe's budget.
 pub(crate) enum Buffered {
-    Item(Value),
+    Item(Box<RawValue>, Charge),
     Close,
 }
 
@@ -145,6 +154,9 @@ pub(crate) struct Pipe {
     work: Mutex<Work>,
     /// Its servers' streaming requests in flight.
     streams: AtomicUsize,
+    /// What its JavaScript's stream items may hold, over all its flows
+    /// (`--max-pipe-buffer-bytes`).
+    budget: Budget,
 }
 
 impl Pipe {
@@ -304,7 +316,7 @@ impl Pipe {
             return self.on_request(m);
         }
         match m.kind {
-            InType::StreamValue => self.on_item(m.id, protocol::value(m.data), text.len()),
+            InType::StreamValue => self.on_item(m.id, protocol::raw_item(m.data), text.len()),
             InType::StreamClose => self.on_stream_close(m.id),
             InType::Cancel => self.on_cancel(m.id),
             InType::LookupResponse | InType::AuthResponse | InType::ServerResponse => {
@@ -456,9 +468,42 @@ impl Pipe {
         }
     }
 
-    /// A stream item of JavaScript's; `size` is what it took on the wire,
-    /// counted against the flow's stream buffer.
-    fn on_item(&self, id: u64, value: Value, size: usize) {
+    /// The error for JavaScript's items over the pipe's budget.
+    fn over_budget(&self) -> Error {
+        crate::wsprd::limit_reached(
+            &self.shared.stats.limits.pipe_buffer,
+            format!(
+                "JavaScript streamed more than {} bytes ahead of their readers over the flows of pipe {} (--max-pipe-buffer-bytes)",
+                self.budget.limit(),
+                self.id
+            ),
+        )
+    }
+
+    /// What a call's refused item means, counted under its limit.
+    pub(crate) fn offer_error(&self, e: OfferError) -> Error {
+        match e {
+            // Only a full queue is the stream-buffer limit.
+            OfferError::Full(e) => crate::wsprd::limit_reached(
+                &self.shared.stats.limits.stream_buffer,
+                format!("{} (--max-stream-buffer-bytes)", e.msg()),
+            ),
+            OfferError::OverBudget(_) => self.over_budget(),
+            OfferError::Failed(e) => e,
+        }
+    }
+
+    /// Holds an item of `bytes` (its JSON text) against the pipe's budget.
+    fn charge(&self, bytes: usize) -> Option<Charge> {
+        // (Its box and its place in a queue cost a little besides.)
+        self.budget.charge(bytes + 32)
+    }
+
+    /// A stream item of JavaScript's, as the JSON text it wrote; `size` is
+    /// what it took on the wire, counted against the flow's stream buffer.
+    /// What waits is held as that text, and counted against the pipe's
+    /// budget as well.
+    fn on_item(&self, id: u64, item: Box<RawValue>, size: usize) {
         let limit = self.shared.config.max_stream_buffer_bytes;
         let over = |what: &str| {
             crate::wsprd::limit_reached(
@@ -474,28 +519,34 @@ impl Pipe {
                 CallState::Direct(h) => {
                     let h = h.clone();
                     drop(flows);
-                    match h.offer(&value) {
-                        Ok(()) => {}
-                        // Only a full queue is the stream-buffer limit.
-                        Err(OfferError::Full(e)) => h.end(crate::wsprd::limit_reached(
-                            &self.shared.stats.limits.stream_buffer,
-                            format!("{} (--max-stream-buffer-bytes)", e.msg()),
-                        )),
-                        Err(OfferError::Failed(e)) => h.end(e),
+                    if let Err(e) = h.offer(&*item) {
+                        h.end(self.offer_error(e));
                     }
                 }
-                _ if c.buffered.len() >= MAX_BUFFERED_ITEMS || c.buffered_bytes + size > limit => {
-                    let e = over("the call's start");
-                    log::warn!("pipe {}: flow {id}: {e}", self.id);
-                    // The call ends with this error once it has started.
-                    c.cancelled = true;
-                    c.failure.get_or_insert(e);
-                    c.buffered.clear();
-                    c.buffered_bytes = 0;
-                }
                 _ => {
-                    c.buffered_bytes += size;
-                    c.buffered.push_back(Buffered::Item(value));
+                    let charge = if c.buffered.len() >= MAX_BUFFERED_ITEMS
+                        || c.buffered_bytes + size > limit
+                    {
+                        Err(over("the call's start"))
+                    } else {
+                        self.charge(item.get().len())
+                            .ok_or_else(|| self.over_budget())
+                    };
+                    match charge {
+                        Ok(charge) => {
+                            c.buffered_bytes += size;
+                            c.buffered.push_back(Buffered::Item(item, charge));
+                        }
+                        Err(e) => {
+                            log::warn!("pipe {}: flow {id}: {e}", self.id);
+                            // The call ends with this error once it has
+                            // started.
+                            c.cancelled = true;
+                            c.failure.get_or_insert(e);
+                            c.buffered.clear();
+                            c.buffered_bytes = 0;
+                        }
+                    }
                 }
             },
             Some(Flow::ServerRequest {
@@ -503,11 +554,28 @@ impl Pipe {
                 done,
                 buffered,
             }) => {
-                let full = buffered.load(Ordering::Relaxed) + size > limit;
-                if full || items.try_send(JsItem::Item(value, size)).is_err() {
-                    let _ = done.try_send(Err(over("the caller")));
+                let charge = if buffered.load(Ordering::Relaxed) + size > limit {
+                    Err(over("the caller"))
                 } else {
-                    buffered.fetch_add(size, Ordering::Relaxed);
+                    self.charge(item.get().len())
+                        .ok_or_else(|| self.over_budget())
+                };
+                match charge {
+                    Ok(charge) => {
+                        let item = JsItem::Item {
+                            item,
+                            size,
+                            _charge: charge,
+                        };
+                        if items.try_send(item).is_ok() {
+                            buffered.fetch_add(size, Ordering::Relaxed);
+                        } else {
+                            let _ = done.try_send(Err(over("the caller")));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = done.try_send(Err(e));
+                    }
                 }
             }
             _ => {
@@ -674,9 +742,11 @@ pub(crate) fn run(
             return;
         }
     };
+    let budget = Budget::new(config.max_pipe_buffer_bytes);
     let client_config = ClientConfig {
         write_timeout: config.write_timeout,
         max_pending: config.max_stream_buffer_bytes,
+        pending_budget: Some(budget.clone()),
         ..Default::default()
     };
     let extension = identity::origin_extension(origin.as_deref());
@@ -702,6 +772,7 @@ pub(crate) fn run(
         closed: AtomicBool::new(false),
         work: Mutex::new(Work::default()),
         streams: AtomicUsize::new(0),
+        budget,
     });
     let closing = {
         let mut pipes = lock(&shared.pipes);

@@ -185,6 +185,70 @@ fn parse_envelope_slowly(text: &str) -> Result<Incoming, (u64, Error)> {
     Ok(Incoming { id, kind, data })
 }
 
+/// A stream item's data as the JSON text JavaScript wrote, checked but not
+/// decoded into a tree: `null` when there is none, or when it is not JSON
+/// every peer can read (a number out of range, as [`value`] has it too).
+pub fn raw_item(data: Data) -> Box<RawValue> {
+    match data {
+        Some(raw) if serde_json::from_str::<Readable>(raw.get()).is_ok() => raw,
+        // "null" is JSON.
+        _ => RawValue::from_string("null".into()).unwrap_or_else(|_| unreachable!()),
+    }
+}
+
+/// JSON that reads as a [`Value`], checked without building one (numbers
+/// parsed, strings and nesting walked, nothing kept).
+struct Readable;
+
+impl<'de> Deserialize<'de> for Readable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Readable, D::Error> {
+        d.deserialize_any(ReadableVisitor)
+    }
+}
+
+struct ReadableVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ReadableVisitor {
+    type Value = Readable;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Readable, E> {
+        if v.is_finite() {
+            Ok(Readable)
+        } else {
+            Err(E::custom("number out of range"))
+        }
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_unit<E>(self) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Readable, A::Error> {
+        while seq.next_element::<Readable>()?.is_some() {}
+        Ok(Readable)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Readable, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, Readable>()?
+            .is_some()
+        {}
+        Ok(Readable)
+    }
+}
+
 /// Decodes `data` into `T`; a missing or mistyped field is `BadArg`.
 pub fn data<T: serde::de::DeserializeOwned>(data: Data, what: &str) -> Result<T, Error> {
     if let Some(raw) = &data
@@ -496,5 +560,23 @@ mod tests {
             String::from_utf8(b).unwrap(),
             r#"{"id":7,"type":0,"message":[5]}"#
         );
+    }
+}
+
+#[cfg(test)]
+mod raw_item_tests {
+    use super::*;
+
+    #[test]
+    fn items_are_kept_as_written_unless_unreadable() {
+        let raw = |t: &str| Some(RawValue::from_string(t.to_string()).unwrap());
+        assert_eq!(
+            raw_item(raw(r#"[0, 0, {"a": "\u00e9"}]"#)).get(),
+            r#"[0, 0, {"a": "\u00e9"}]"#
+        );
+        assert_eq!(raw_item(raw("1e400")).get(), "null");
+        assert_eq!(raw_item(raw("[1, -1e999]")).get(), "null");
+        assert_eq!(raw_item(None).get(), "null");
+        assert_eq!(value(raw("1e400")), Value::Null, "as before");
     }
 }
