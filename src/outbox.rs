@@ -209,7 +209,8 @@ impl<S: Sink + 'static> Outbox<S> {
 
     fn kick_inner(&self) -> Result<(), PushError> {
         let mut st = self.lock();
-        if st.queue.is_empty() {
+        // (A closed outbox with nothing left still has its sink to shut.)
+        if st.queue.is_empty() && !st.shutdown_after_flush {
             return Ok(());
         }
         match st.sink.take() {
@@ -218,23 +219,37 @@ impl<S: Sink + 'static> Outbox<S> {
         }
     }
 
+    /// Writes what is queued now, on this thread, unless another thread is
+    /// writing (it writes it then); a closed outbox's sink is shut down
+    /// once it is all out.
+    pub(crate) fn flush_now(&self) {
+        // A failure is recorded in the outbox.
+        let _ = self.kick_inner();
+    }
+
     /// Queues `last` (a goodbye such as a websocket close frame), then
     /// shuts the sink down once everything queued is written. Later pushes
     /// are refused with `why`.
     pub(crate) fn close(&self, last: Option<&[u8]>, why: &str) {
+        if self.close_later(last, why) {
+            self.flush_now();
+        }
+    }
+
+    /// Like [`Outbox::close`], but leaves the writing to whoever calls
+    /// [`Outbox::flush_now`] (or is writing already). False if the outbox
+    /// was already closed (nothing is queued then).
+    pub(crate) fn close_later(&self, last: Option<&[u8]>, why: &str) -> bool {
         let mut st = self.lock();
         if st.closed.is_some() {
-            return;
+            return false;
         }
         st.closed = Some(why.to_string());
         if let Some(b) = last {
             st.queue.extend_from_slice(b);
         }
         st.shutdown_after_flush = true;
-        if let Some(sink) = st.sink.take() {
-            // A failure here is already recorded; nothing more to tell.
-            let _ = self.flush(st, sink);
-        }
+        true
     }
 
     /// Ends the outbox at once: drops what is queued (its tokens too) and

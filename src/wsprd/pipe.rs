@@ -830,6 +830,11 @@ pub(crate) fn run(
                 pipe.close(1009, "message too big");
                 break format!("message too big ({e})");
             }
+            Err(ReadFail::Violation(code, e)) => {
+                shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                pipe.close(code, &format!("protocol error: {e}"));
+                break format!("websocket protocol error ({e}), closed with {code}");
+            }
             Err(ReadFail::Broken(e)) => {
                 if pipe.out.is_closed() {
                     break "closed by the daemon".to_string();
@@ -840,6 +845,9 @@ pub(crate) fn run(
         }
     };
     drop(batching);
+    // The close frame (or the peer's close reply) goes out before the
+    // pipe's servers are stopped and its names unmounted.
+    pipe.out.flush_closing();
     let flows = pipe.clean_up();
     lock(&shared.pipes).remove(&id);
     log::info!("pipe {id} closed: {why}; {flows} flows ended");

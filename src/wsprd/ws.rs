@@ -6,8 +6,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
+use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
@@ -15,15 +17,42 @@ use tungstenite::{Error as WsError, Message};
 
 use crate::outbox::{Outbox, PushError, Sink};
 
+/// How long what is queued (then the close frame) may take to go out once
+/// a pipe is being closed.
+pub(crate) const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+
 /// The socket's write half, as the outbox's sink.
-pub(crate) struct WsSink(pub TcpStream);
+pub(crate) struct WsSink {
+    stream: TcpStream,
+    /// Set when the websocket is being closed: writing ends by then.
+    close_by: Arc<OnceLock<Instant>>,
+}
 
 impl Sink for WsSink {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
+    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        let Some(by) = self.close_by.get() else {
+            return self.stream.write_all(buf);
+        };
+        while !buf.is_empty() {
+            let left = by.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the close did not go out in time",
+                ));
+            }
+            self.stream.set_write_timeout(Some(left))?;
+            match self.stream.write(buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
     fn shutdown(&mut self) {
-        let _ = self.0.shutdown(Shutdown::Write);
+        let _ = self.stream.shutdown(Shutdown::Write);
     }
 }
 
@@ -31,6 +60,7 @@ impl Sink for WsSink {
 pub(crate) struct WsOut {
     outbox: Arc<Outbox<WsSink>>,
     stream: TcpStream,
+    close_by: Arc<OnceLock<Instant>>,
 }
 
 fn text_frame(payload: Vec<u8>) -> Vec<u8> {
@@ -43,9 +73,15 @@ fn text_frame(payload: Vec<u8>) -> Vec<u8> {
 
 impl WsOut {
     pub(crate) fn new(stream: TcpStream, max_queued: usize) -> io::Result<WsOut> {
+        let close_by = Arc::new(OnceLock::new());
+        let sink = WsSink {
+            stream: stream.try_clone()?,
+            close_by: close_by.clone(),
+        };
         Ok(WsOut {
-            outbox: Outbox::new(WsSink(stream.try_clone()?), max_queued),
+            outbox: Outbox::new(sink, max_queued),
             stream,
+            close_by,
         })
     }
 
@@ -79,20 +115,36 @@ impl WsOut {
         self.outbox.push(&out, None)
     }
 
-    /// Sends a close frame with `code` after what is queued; the write
-    /// side shuts once it is out, and the read side shuts now (which ends
-    /// the pipe's reader).
+    /// Closes the websocket with `code`, in this order: the outbox is
+    /// marked closed with the close frame last in its queue (nothing can
+    /// be queued after it), then the read side shuts, which ends the pipe's
+    /// reader; the pipe thread then writes the queue out
+    /// ([`WsOut::flush_closing`]) within [`CLOSE_FLUSH`], and the write side
+    /// shuts. Whoever is writing when this is called may write it out
+    /// instead; either way the frame goes.
     pub(crate) fn close(&self, code: u16, reason: &str) {
+        // A close frame's reason is at most 123 bytes.
+        let mut cut = reason.len().min(120);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
         let f = Frame::close(Some(CloseFrame {
             code: CloseCode::from(code),
-            reason: reason.chars().take(100).collect::<String>().into(),
+            reason: reason[..cut].to_string().into(),
         }));
         let mut out = Vec::new();
         let _ = f.format(&mut out);
-        // Reading stops first: the pipe takes no more requests while what
-        // is queued (then the close frame) is written.
+        if self.outbox.close_later(Some(&out), reason) {
+            let _ = self.close_by.set(Instant::now() + CLOSE_FLUSH);
+        }
         let _ = self.stream.shutdown(Shutdown::Read);
-        self.outbox.close(Some(&out), reason);
+    }
+
+    /// Writes out what is queued and shuts the write side, once the
+    /// websocket is closed (on the pipe thread, after it stopped reading).
+    pub(crate) fn flush_closing(&self) {
+        let _ = self.close_by.set(Instant::now() + CLOSE_FLUSH);
+        self.outbox.flush_now();
     }
 
     /// Ends the websocket at once, without what is queued (the peer is not
@@ -178,7 +230,10 @@ pub(crate) enum WsEvent {
 pub(crate) enum ReadFail {
     /// A message over the size limit.
     TooBig(String),
-    /// Anything else: I/O error, protocol violation.
+    /// The peer broke the websocket protocol: the close code to answer
+    /// with (1002, or 1007 for text that is not UTF-8), and what it did.
+    Violation(u16, String),
+    /// Anything else: the connection failed or ended without a close.
     Broken(String),
 }
 
@@ -217,6 +272,15 @@ impl WsReader {
                 Ok(WsEvent::Idle)
             }
             Err(WsError::Capacity(e)) => Err(ReadFail::TooBig(e.to_string())),
+            // The connection ended without a close frame: nobody to tell.
+            Err(e @ WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                Err(ReadFail::Broken(e.to_string()))
+            }
+            Err(WsError::Protocol(e)) => Err(ReadFail::Violation(1002, e.to_string())),
+            Err(WsError::Utf8(e)) => Err(ReadFail::Violation(
+                1007,
+                format!("text that is not UTF-8: {e}"),
+            )),
             Err(e) => Err(ReadFail::Broken(e.to_string())),
         }
     }
