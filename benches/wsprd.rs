@@ -315,7 +315,7 @@ fn main() {
     let pipes = || -> u64 {
         let mut s = TcpStream::connect(d.addr).unwrap();
         use std::io::{Read, Write};
-        write!(s, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(s, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         let body = out.split("\r\n\r\n").nth(1).expect("a /health body");

@@ -56,7 +56,7 @@ fn proc_stat(pid: u32) -> (usize, usize, u64) {
 fn health(addr: SocketAddr) -> Value {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(s, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()

@@ -16,7 +16,7 @@ fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // A server that answers early may stop reading; the answer counts.
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out
@@ -117,7 +117,7 @@ fn wsprd_serve_starts_prints_and_stops_on_sigterm() {
 fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, Vec<(String, String)>, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));

@@ -5,19 +5,23 @@
 //! (built into the binary, and public: any origin may load them),
 //! `/docs/javascript.md` and `/docs/protocol.md` the guide and the
 //! protocol. HEAD is answered for each of those but `/ws`; everything
-//! else is 404.
+//! else is 404. A request whose Host is not this daemon's
+//! ([`host_allowed`]) gets 403 whatever its path.
 //!
 //! One accept thread (`wsprd-http`), and one thread per connection
 //! (`wsprd-pipe-<n>`) that reads the request (bounded in size and time)
-//! and, once upgraded, runs the pipe.
+//! and, once upgraded, runs the pipe. Connections that have not yet sent
+//! their request have a cap of their own (see `crate::admission`); pipes
+//! are counted once upgraded.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::admission::{Admission, Ticket};
 use crate::error::{Error, Result};
 use crate::pool::ThreadSet;
 use crate::wsprd::{Shared, pipe};
@@ -37,8 +41,6 @@ const CORS_ANY: &str = "Access-Control-Allow-Origin: *\r\n";
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
-/// Time a client has to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Http {
     local: SocketAddr,
@@ -64,11 +66,12 @@ impl Http {
             .map_err(|e| Error::internal(e.to_string()))?;
         let closing = Arc::new(AtomicBool::new(false));
         let conns = ThreadSet::default();
+        let setup = shared.http_setup.clone();
         let (c, k) = (closing.clone(), conns.clone());
         let accept = std::thread::Builder::new()
             .name("wsprd-http".into())
             .stack_size(128 * 1024)
-            .spawn(move || accept_loop(tcp, shared, c, k))
+            .spawn(move || accept_loop(tcp, shared, c, k, setup))
             .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
         Ok(Http {
             local,
@@ -104,13 +107,19 @@ impl Http {
 
 static NEXT_PIPE: AtomicU64 = AtomicU64::new(1);
 
-fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, closing: Arc<AtomicBool>, conns: ThreadSet) {
+fn accept_loop(
+    tcp: TcpListener,
+    shared: Arc<Shared>,
+    closing: Arc<AtomicBool>,
+    conns: ThreadSet,
+    setup: Admission,
+) {
     loop {
         let accepted = tcp.accept();
         if closing.load(Ordering::SeqCst) {
             return;
         }
-        let (mut stream, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 log::warn!("accepting HTTP connections: {e}");
@@ -118,21 +127,13 @@ fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, closing: Arc<AtomicBool>, 
                 continue;
             }
         };
-        let open = conns.len();
-        if open >= shared.config.max_pipes {
-            shared.stats.limits.pipes.fetch_add(1, Ordering::Relaxed);
-            log::warn!(
-                "refusing {peer}: {open} connections open, limit {}",
-                shared.config.max_pipes
-            );
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = respond_now(&mut stream, 503, "text/plain", b"too many connections\n");
-            continue;
-        }
+        // Pipes are counted once upgraded; until its request is in, a
+        // connection has a place among those setting up.
+        let ticket = setup.admit(&stream, peer.ip());
         let id = NEXT_PIPE.fetch_add(1, Ordering::Relaxed);
         let s = shared.clone();
         if let Err(e) = conns.spawn(id, format!("wsprd-pipe-{id}"), move || {
-            serve_http(s, id, stream, peer)
+            serve_http(s, id, stream, peer, ticket)
         }) {
             log::error!("cannot start a connection thread: {e}");
         }
@@ -174,16 +175,6 @@ fn respond_with(
         }
     }
     Ok(())
-}
-
-/// Answers without waiting for anything (for the accept thread).
-fn respond_now(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-) -> std::io::Result<()> {
-    write_response(stream, status, content_type, "", body, true)
 }
 
 fn write_response(
@@ -238,8 +229,8 @@ enum HeadError {
     Malformed(String),
 }
 
-fn read_head(stream: &mut TcpStream) -> std::result::Result<Head, HeadError> {
-    let deadline = Instant::now() + HEAD_TIMEOUT;
+fn read_head(stream: &mut TcpStream, timeout: Duration) -> std::result::Result<Head, HeadError> {
+    let deadline = Instant::now() + timeout;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
@@ -317,10 +308,60 @@ pub(crate) fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
     })
 }
 
-fn serve_http(shared: Arc<Shared>, id: u64, mut stream: TcpStream, peer: SocketAddr) {
+/// The host named by a Host header (`host[:port]`, an IPv6 address in
+/// brackets), lowercase, without a trailing dot.
+fn host_of(host: &str) -> String {
+    let h = host.trim().to_ascii_lowercase();
+    let name = match h.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or("").to_string(),
+        None => h.split(':').next().unwrap_or("").to_string(),
+    };
+    name.trim_end_matches('.').to_string()
+}
+
+/// Whether a request's Host names this daemon, against DNS rebinding (a
+/// page of another site whose name was made to resolve to this host sends
+/// that name): a loopback name (`localhost`, `*.localhost`) or address,
+/// the listen address (any address of this host when it listens on all of
+/// them), or the host of an allowed origin (`*` allows every Host, as it
+/// allows every page). Ports are not compared.
+pub(crate) fn host_allowed(
+    host: Option<&str>,
+    listen: SocketAddr,
+    configured: &str,
+    allowed: &[String],
+) -> bool {
+    let Some(name) = host.map(host_of).filter(|n| !n.is_empty()) else {
+        return false;
+    };
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = name.parse::<IpAddr>()
+        && (ip.is_loopback() || ip == listen.ip() || listen.ip().is_unspecified())
+    {
+        return true;
+    }
+    if host_of(configured) == name {
+        return true;
+    }
+    allowed.iter().any(|a| {
+        let a = a.trim().trim_end_matches('/');
+        let rest = a.split_once("://").map(|(_, rest)| rest).unwrap_or(a);
+        a == "*" || host_of(rest) == name
+    })
+}
+
+fn serve_http(
+    shared: Arc<Shared>,
+    id: u64,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ticket: Ticket,
+) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shared.config.write_timeout));
-    let head = match read_head(&mut stream) {
+    let head = match read_head(&mut stream, shared.config.setup_timeout) {
         Ok(h) => h,
         Err(HeadError::Io) => return,
         Err(HeadError::TooLarge) => {
@@ -333,9 +374,32 @@ fn serve_http(shared: Arc<Shared>, id: u64, mut stream: TcpStream, peer: SocketA
             return;
         }
     };
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    let host = head.header("Host");
+    if !host_allowed(
+        host,
+        local,
+        &shared.config.listen,
+        &shared.config.allowed_origins,
+    ) {
+        log::warn!(
+            "refused a request from {peer} for {}: Host {:?} is not this daemon's (DNS rebinding?)",
+            head.path,
+            host.unwrap_or("")
+        );
+        let _ = respond(
+            &mut stream,
+            403,
+            "text/plain",
+            b"Host not allowed: use localhost, the listen address, or a host of --allowed-origins\n",
+        );
+        return;
+    }
     let path = head.path.split('?').next().unwrap_or("");
     if path == "/ws" && head.method == "GET" {
-        return upgrade(shared, id, stream, peer, head);
+        return upgrade(shared, id, stream, peer, head, ticket);
     }
     let path = path.to_string();
     answer(&shared, &mut stream, &head.method, &path);
@@ -408,7 +472,14 @@ fn answer(shared: &Shared, stream: &mut TcpStream, method: &str, path: &str) {
     };
 }
 
-fn upgrade(shared: Arc<Shared>, id: u64, mut stream: TcpStream, peer: SocketAddr, head: Head) {
+fn upgrade(
+    shared: Arc<Shared>,
+    id: u64,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    head: Head,
+    ticket: Ticket,
+) {
     let origin = head.header("Origin").map(str::to_string);
     if !origin_allowed(origin.as_deref(), &shared.config.allowed_origins) {
         log::warn!(
@@ -441,17 +512,92 @@ fn upgrade(shared: Arc<Shared>, id: u64, mut stream: TcpStream, peer: SocketAddr
             return;
         }
     };
+    let Some(place) = PipePlace::take(&shared) else {
+        shared.stats.limits.pipes.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "refusing a pipe from {peer}: {} pipes open, limit {} (--max-pipes)",
+            shared.open_pipes.load(Ordering::SeqCst),
+            shared.config.max_pipes
+        );
+        let _ = respond(&mut stream, 503, "text/plain", b"too many pipes\n");
+        return;
+    };
     if tungstenite::handshake::server::write_response(&mut stream, &response).is_err()
         || stream.flush().is_err()
     {
         return;
     }
-    pipe::run(shared, id, stream, peer, origin, head.leftover);
+    drop(ticket);
+    pipe::run(shared.clone(), id, stream, peer, origin, head.leftover);
+    drop(place);
+}
+
+/// A pipe's place among `--max-pipes`, held while it runs.
+struct PipePlace(Arc<Shared>);
+
+impl PipePlace {
+    fn take(shared: &Arc<Shared>) -> Option<PipePlace> {
+        let max = shared.config.max_pipes;
+        shared
+            .open_pipes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PipePlace(shared.clone()))
+    }
+}
+
+impl Drop for PipePlace {
+    fn drop(&mut self) {
+        self.0.open_pipes.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::origin_allowed;
+    use super::{host_allowed, origin_allowed};
+
+    #[test]
+    fn hosts() {
+        let local: std::net::SocketAddr = "127.0.0.1:8124".parse().unwrap();
+        let none: Vec<String> = vec![];
+        let ok = |h: &str| host_allowed(Some(h), local, "127.0.0.1:8124", &none);
+        assert!(ok("localhost:8124") && ok("LOCALHOST") && ok("localhost."));
+        assert!(ok("app.localhost") && ok("127.0.0.1") && ok("127.0.0.2:1") && ok("[::1]:8124"));
+        assert!(!ok("evil.example") && !ok("localhost.evil.example") && !ok("10.0.0.1"));
+        assert!(!ok("") && !host_allowed(None, local, "127.0.0.1:8124", &none));
+        // The listen address, as configured and as bound.
+        let lan: std::net::SocketAddr = "192.168.1.5:8124".parse().unwrap();
+        assert!(host_allowed(
+            Some("192.168.1.5"),
+            lan,
+            "192.168.1.5:8124",
+            &none
+        ));
+        assert!(host_allowed(Some("myhost:8124"), lan, "myhost:8124", &none));
+        let any: std::net::SocketAddr = "0.0.0.0:8124".parse().unwrap();
+        assert!(host_allowed(Some("10.0.0.1"), any, "0.0.0.0:8124", &none));
+        assert!(!host_allowed(
+            Some("evil.example"),
+            any,
+            "0.0.0.0:8124",
+            &none
+        ));
+        // Allowed origins' hosts.
+        let some = vec![
+            "https://app.example:8443".to_string(),
+            "other.example".to_string(),
+        ];
+        let ok = |h: &str| host_allowed(Some(h), local, "127.0.0.1:8124", &some);
+        assert!(ok("app.example") && ok("other.example:80") && !ok("evil.example"));
+        assert!(host_allowed(
+            Some("evil.example"),
+            local,
+            "",
+            &["*".to_string()]
+        ));
+    }
 
     #[test]
     fn origins() {

@@ -106,9 +106,20 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Bytes queued to one pipe before it counts as stuck. Default 16 MiB.
     pub max_queued_bytes: usize,
-    /// Most pipes (HTTP connections) at once; more are answered 503.
-    /// Default 1024.
+    /// Most pipes at once; more are answered 503. Default 1024.
     pub max_pipes: usize,
+    /// Most connections still setting up at once, on each listener (HTTP
+    /// connections that have not sent their request, RPC connections not
+    /// through their hello and handshake), counted apart from pipes and
+    /// established connections: past it, the oldest of the peer address
+    /// holding the most is closed to make room. Default 256.
+    pub max_setup_connections: usize,
+    /// Most connections still setting up from one peer address, on each
+    /// listener: past it, that address's oldest is closed. Default 64.
+    pub max_setup_per_address: usize,
+    /// Longest a connection may take to send its HTTP request, or to get
+    /// through its RPC hello and handshake. Default 5 s.
+    pub setup_timeout: Duration,
     /// Most flows in flight on one pipe: JavaScript's calls and requests,
     /// and the lookups and requests the daemon has sent it. Default 1024.
     pub max_flows_per_pipe: usize,
@@ -151,6 +162,9 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             max_queued_bytes: 16 << 20,
             max_pipes: 1024,
+            max_setup_connections: crate::admission::DEFAULT_MAX,
+            max_setup_per_address: crate::admission::DEFAULT_PER_ADDRESS,
+            setup_timeout: Duration::from_secs(5),
             max_flows_per_pipe: 1024,
             max_servers_per_pipe: 64,
             max_names_per_server: 32,
@@ -178,7 +192,13 @@ impl Config {
         if self.max_message_bytes < 1024 {
             return bad("max_message_bytes must be at least 1024");
         }
-        if self.lookup_timeout.is_zero() || self.write_timeout.is_zero() {
+        if self.max_setup_connections == 0 || self.max_setup_per_address == 0 {
+            return bad("max_setup_connections and max_setup_per_address must be positive");
+        }
+        if self.lookup_timeout.is_zero()
+            || self.write_timeout.is_zero()
+            || self.setup_timeout.is_zero()
+        {
             return bad("timeouts must be positive");
         }
         if self.keepalive < Duration::from_millis(100) {
@@ -337,6 +357,13 @@ pub(crate) struct Shared {
     pub closing: AtomicBool,
     /// Lookup timeouts (of calls that no thread waits on).
     pub timer: crate::timer::Timer,
+    /// Pipes running (`--max-pipes`).
+    pub open_pipes: std::sync::atomic::AtomicUsize,
+    /// HTTP connections that have not yet sent their request.
+    pub http_setup: crate::admission::Admission,
+    /// The RPC listeners (the JavaScript servers', the embedded mount
+    /// table's), for their connections still setting up.
+    pub rpc_listeners: Vec<Listener>,
     pub stats: Stats,
     /// JavaScript's calls that have ended, for `/metrics`.
     pub calls: metrics::CallMetrics,
@@ -352,6 +379,13 @@ impl Shared {
         let pipes = self.pipe_list();
         let flows: usize = pipes.iter().map(|p| p.flow_count()).sum();
         let servers: usize = pipes.iter().map(|p| lock(&p.servers).len()).sum();
+        let (rpc_setup, rpc_evicted) = self
+            .rpc_listeners
+            .iter()
+            .map(|l| l.setup_connections())
+            .fold((0, 0), |(n, e), (n2, e2)| (n + n2, e + e2));
+        let mut limits = self.stats.limits.json();
+        limits["setupConnections"] = json!(self.http_setup.evicted() + rpc_evicted);
         json!({
             "namespaceRoots": self.namespace.roots(),
             "pipes": pipes.len(),
@@ -361,7 +395,8 @@ impl Shared {
             "workers": self.workers.threads(),
             "pipesOpened": self.stats.pipes_opened.load(Ordering::Relaxed),
             "errors": self.stats.errors.load(Ordering::Relaxed),
-            "limitsReached": self.stats.limits.json(),
+            "settingUp": {"http": self.http_setup.len(), "rpc": rpc_setup},
+            "limitsReached": limits,
         })
     }
 }
@@ -405,6 +440,9 @@ impl Daemon {
         let server_config = ServerConfig {
             mount_ttl: config.mount_ttl,
             write_timeout: config.write_timeout,
+            handshake_timeout: config.setup_timeout,
+            max_setup_connections: config.max_setup_connections,
+            max_setup_per_address: config.max_setup_per_address,
             pool: PoolConfig {
                 idle_timeout: config.idle_thread_timeout,
                 ..PoolConfig::default()
@@ -433,6 +471,9 @@ impl Daemon {
             idle_timeout: config.idle_thread_timeout,
             ..PoolConfig::default()
         };
+        let rpc_listeners = std::iter::once(listener.clone())
+            .chain(mount_table.as_ref().map(|m| m.listener().clone()))
+            .collect();
         let shared = Arc::new(Shared {
             principal,
             workers: Pool::new("wsprd-worker", pool),
@@ -442,6 +483,13 @@ impl Daemon {
             pipes: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             timer: crate::timer::Timer::new("wsprd-timer"),
+            open_pipes: std::sync::atomic::AtomicUsize::new(0),
+            http_setup: crate::admission::Admission::new(
+                "HTTP",
+                config.max_setup_connections,
+                config.max_setup_per_address,
+            ),
+            rpc_listeners,
             stats: Stats::default(),
             calls: metrics::CallMetrics::default(),
             config,
