@@ -25,26 +25,45 @@ pub const IDLE: Duration = Duration::from_secs(10);
 
 type Callback = Box<dyn FnOnce() + Send + 'static>;
 
-enum Cmd {
-    Add(u64, Instant, Callback),
-    Cancel(u64),
-}
-
 /// A handle to a scheduled callback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerId(u64);
 
+/// What the caller threads and the timer thread share. Scheduling and
+/// cancelling only change it; the thread is woken only when a new
+/// callback is due before the instant it sleeps until (most deadlines are
+/// later than every one already scheduled, and most are cancelled before
+/// they are due: neither wakes it).
 #[derive(Default)]
-struct Running {
-    tx: Option<Sender<Cmd>>,
+struct State {
+    /// Instants and ids; an id no longer in `due` was cancelled.
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    due: HashMap<u64, (Instant, Callback)>,
+    /// Wakes the thread; `None` when no thread runs.
+    wake: Option<Sender<()>>,
+    /// What the thread sleeps until (`None`: nothing scheduled).
+    sleeps_until: Option<Instant>,
     handle: Option<JoinHandle<()>>,
+}
+
+impl State {
+    /// Rebuilds the heap when cancelled entries outnumber live ones.
+    fn compact(&mut self) {
+        if self.heap.len() > 2 * self.due.len() + 64 {
+            self.heap = self
+                .due
+                .iter()
+                .map(|(id, (at, _))| Reverse((*at, *id)))
+                .collect();
+        }
+    }
 }
 
 /// See the module documentation.
 pub struct Timer {
     name: String,
     next: AtomicU64,
-    state: Arc<Mutex<Running>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl Timer {
@@ -53,119 +72,138 @@ impl Timer {
         Timer {
             name: name.to_string(),
             next: AtomicU64::new(1),
-            state: Arc::new(Mutex::new(Running::default())),
+            state: Arc::new(Mutex::new(State::default())),
         }
-    }
-
-    fn send(&self, cmd: Cmd) {
-        let mut st = lock(&self.state);
-        // The previous thread, if it retired, is joined once the lock is
-        // released (it no longer needs the lock, but a join is a wait).
-        let mut retired = None;
-        if st.tx.is_none() {
-            if let Cmd::Cancel(_) = cmd {
-                return;
-            }
-            retired = st.handle.take();
-            let (tx, rx) = crossbeam_channel::unbounded::<Cmd>();
-            let state = self.state.clone();
-            match std::thread::Builder::new()
-                .name(self.name.clone())
-                .stack_size(128 * 1024)
-                .spawn(move || run(rx, state))
-            {
-                Ok(h) => {
-                    st.tx = Some(tx);
-                    st.handle = Some(h);
-                }
-                Err(e) => log::error!("cannot start the timer thread: {e}"),
-            }
-        }
-        if let Some(tx) = &st.tx {
-            let _ = tx.send(cmd);
-        }
-        drop(st);
-        crate::pool::join(retired);
     }
 
     /// Runs `f` at `at` unless cancelled first.
     pub fn schedule(&self, at: Instant, f: impl FnOnce() + Send + 'static) -> TimerId {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.send(Cmd::Add(id, at, Box::new(f)));
+        let mut st = lock(&self.state);
+        st.due.insert(id, (at, Box::new(f)));
+        st.heap.push(Reverse((at, id)));
+        st.compact();
+        // The previous thread, if it retired, is joined once the lock is
+        // released (it no longer needs the lock, but a join is a wait).
+        let mut retired = None;
+        match &st.wake {
+            Some(tx) => {
+                if st.sleeps_until.is_none_or(|u| at < u) {
+                    // (Full: a wake is already on its way.)
+                    let _ = tx.try_send(());
+                }
+            }
+            None => {
+                retired = st.handle.take();
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let state = self.state.clone();
+                match std::thread::Builder::new()
+                    .name(self.name.clone())
+                    .stack_size(128 * 1024)
+                    .spawn(move || run(rx, state))
+                {
+                    Ok(h) => {
+                        st.wake = Some(tx);
+                        st.sleeps_until = None;
+                        st.handle = Some(h);
+                    }
+                    Err(e) => log::error!("cannot start the timer thread: {e}"),
+                }
+            }
+        }
+        drop(st);
+        crate::pool::join(retired);
         TimerId(id)
     }
 
     /// Cancels a callback; harmless if it already ran.
     pub fn cancel(&self, id: TimerId) {
-        self.send(Cmd::Cancel(id.0));
+        let gone = {
+            let mut st = lock(&self.state);
+            let gone = st.due.remove(&id.0);
+            if st.due.is_empty() {
+                st.heap.clear();
+            } else {
+                st.compact();
+            }
+            gone
+        };
+        // (Dropped without the lock: it is other people's code.)
+        drop(gone);
     }
 
     /// Drops what is not yet due and joins the thread (a later callback
     /// starts it again).
     pub fn shutdown(&self) {
-        let handle = {
+        let (handle, dropped) = {
             let mut st = lock(&self.state);
-            st.tx = None;
-            st.handle.take()
+            st.wake = None;
+            st.sleeps_until = None;
+            st.heap.clear();
+            (st.handle.take(), std::mem::take(&mut st.due))
         };
+        drop(dropped);
         crate::pool::join(handle);
     }
 
     /// Whether the thread is running now.
     pub fn is_running(&self) -> bool {
-        lock(&self.state).tx.is_some()
+        lock(&self.state).wake.is_some()
     }
 }
 
-fn run(rx: Receiver<Cmd>, state: Arc<Mutex<Running>>) {
-    let mut heap: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let mut due: HashMap<u64, Callback> = HashMap::new();
+fn run(rx: Receiver<()>, state: Arc<Mutex<State>>) {
     loop {
-        let wait_until = match heap.peek() {
-            Some(Reverse((at, _))) => *at,
-            None => Instant::now() + IDLE,
-        };
-        match rx.recv_deadline(wait_until) {
-            Ok(Cmd::Add(id, at, f)) => {
-                heap.push(Reverse((at, id)));
-                due.insert(id, f);
+        let mut st = lock(&state);
+        if st.wake.is_none() {
+            // Shut down.
+            return;
+        }
+        let now = Instant::now();
+        let mut ready = vec![];
+        while let Some(Reverse((at, id))) = st.heap.peek().copied() {
+            if at > now {
+                break;
             }
-            Ok(Cmd::Cancel(id)) => {
-                due.remove(&id);
-                if due.is_empty() {
-                    heap.clear();
-                } else if heap.len() > 2 * due.len() + 1024 {
-                    // Cancelled entries far in the future (a blessing's
-                    // expiry) would otherwise stay until they are due.
-                    heap.retain(|Reverse((_, id))| due.contains_key(id));
+            st.heap.pop();
+            if let Some((_, f)) = st.due.remove(&id) {
+                ready.push(f);
+            }
+        }
+        if !ready.is_empty() {
+            drop(st);
+            for f in ready {
+                // Callbacks are other people's code (call sinks, cancel
+                // hooks): one that panics must not take every later
+                // deadline with it.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+                    log::error!("a timer callback panicked; the timer goes on");
                 }
             }
-            Err(RecvTimeoutError::Timeout) if heap.is_empty() => {
-                // Idle: retire, unless a command came in meanwhile (sends
-                // happen under the same lock).
+            continue;
+        }
+        // (Cancelled entries at the head are skipped.)
+        while let Some(Reverse((_, id))) = st.heap.peek() {
+            if st.due.contains_key(id) {
+                break;
+            }
+            st.heap.pop();
+        }
+        let next = st.heap.peek().map(|Reverse((at, _))| *at);
+        st.sleeps_until = next;
+        drop(st);
+        match rx.recv_deadline(next.unwrap_or(now + IDLE)) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Timeout) if next.is_none() => {
+                // Idle: retire, unless something was scheduled meanwhile
+                // (scheduling happens under the same lock).
                 let mut st = lock(&state);
-                if rx.is_empty() {
-                    st.tx = None;
+                if st.due.is_empty() && rx.is_empty() {
+                    st.wake = None;
                     return;
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {
-                let now = Instant::now();
-                while let Some(Reverse((at, id))) = heap.peek().copied() {
-                    if at > now {
-                        break;
-                    }
-                    heap.pop();
-                    if let Some(f) = due.remove(&id) {
-                        // Callbacks are other people's code (call sinks,
-                        // cancel hooks): one that panics must not take
-                        // every later deadline with it.
-                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-                            log::error!("a timer callback panicked; the timer goes on");
-                        }
-                    }
-                }
-            }
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
@@ -199,5 +237,37 @@ mod tests {
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(2));
         drop(t);
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn an_earlier_callback_wakes_the_thread_and_cancels_leave_nothing() {
+        let t = Timer::new("test-timer-2");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let now = Instant::now();
+        // A far one first, on which the thread then sleeps.
+        let far = tx.clone();
+        t.schedule(now + Duration::from_secs(3600), move || {
+            far.send(0).unwrap()
+        });
+        let near = tx.clone();
+        t.schedule(now + Duration::from_millis(10), move || {
+            near.send(1).unwrap()
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(1));
+        // Many scheduled and cancelled: their callbacks are gone at once.
+        let counted = std::sync::Arc::new(());
+        for _ in 0..1000 {
+            let c = counted.clone();
+            let id = t.schedule(now + Duration::from_secs(60), move || drop(c));
+            t.cancel(id);
+        }
+        assert_eq!(std::sync::Arc::strong_count(&counted), 1);
+        assert!(
+            lock(&t.state).heap.len() < 200,
+            "cancelled entries are compacted"
+        );
+        t.shutdown();
+        assert!(!t.is_running());
+        assert!(rx.try_recv().is_err(), "the far one was dropped, not run");
     }
 }
