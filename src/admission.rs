@@ -4,12 +4,14 @@
 //! own, apart from established connections, and a share per peer address.
 //!
 //! A new connection is never refused for want of room: when its address
-//! already holds its share, that address's oldest connection still setting
-//! up is closed to make room; when all the room is taken, the oldest of
-//! the address holding the most is. A client that sets up promptly is
-//! therefore not locked out by connections that never finish (they go
-//! first), and established connections are not counted here at all. Each
-//! connection's own setup deadline still applies.
+//! already holds its share, one of that address's connections still
+//! setting up is closed to make room; when all the room is taken, one of
+//! the address holding the most is. The one closed is the oldest that has
+//! not sent a byte yet, or, if every one has, the oldest. A client that
+//! sets up promptly (it speaks at once) is therefore not locked out by
+//! connections that never finish, even from its own address, and
+//! established connections are not counted here at all. Each connection's
+//! own setup deadline still applies.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Shutdown, TcpStream};
@@ -38,32 +40,57 @@ struct Inner {
     evicted: AtomicU64,
 }
 
+struct Conn {
+    addr: IpAddr,
+    stream: TcpStream,
+    /// Its thread has read from it.
+    spoke: bool,
+}
+
+impl Conn {
+    /// Whether the peer has sent anything: its thread has read some, or
+    /// bytes wait to be read (a look that takes nothing and does not wait).
+    fn has_spoken(&self) -> bool {
+        use rustix::net::{RecvFlags, recv};
+        self.spoke
+            || matches!(
+                recv(&self.stream, &mut [0u8; 1], RecvFlags::PEEK | RecvFlags::DONTWAIT),
+                Ok((n, _)) if n > 0
+            )
+    }
+}
+
 #[derive(Default)]
 struct State {
     next: u64,
     /// By admission order: the oldest first.
-    conns: BTreeMap<u64, (IpAddr, TcpStream)>,
+    conns: BTreeMap<u64, Conn>,
     by_address: HashMap<IpAddr, usize>,
 }
 
 impl State {
     fn remove(&mut self, id: u64) -> Option<TcpStream> {
-        let (addr, stream) = self.conns.remove(&id)?;
-        if let Some(n) = self.by_address.get_mut(&addr) {
+        let c = self.conns.remove(&id)?;
+        if let Some(n) = self.by_address.get_mut(&c.addr) {
             *n -= 1;
             if *n == 0 {
-                self.by_address.remove(&addr);
+                self.by_address.remove(&c.addr);
             }
         }
-        Some(stream)
+        Some(c.stream)
     }
 
-    /// The oldest connection of `addr`.
-    fn oldest_of(&self, addr: IpAddr) -> Option<u64> {
-        self.conns
-            .iter()
-            .find(|(_, (a, _))| *a == addr)
-            .map(|(id, _)| *id)
+    /// The connection of `addr` to close: the oldest that has not spoken,
+    /// else the oldest.
+    fn victim_of(&self, addr: IpAddr) -> Option<u64> {
+        let mut oldest = None;
+        for (id, c) in self.conns.iter().filter(|(_, c)| c.addr == addr) {
+            oldest.get_or_insert(*id);
+            if !c.has_spoken() {
+                return Some(*id);
+            }
+        }
+        oldest
     }
 }
 
@@ -72,6 +99,16 @@ impl State {
 pub(crate) struct Ticket {
     inner: Arc<Inner>,
     id: u64,
+}
+
+impl Ticket {
+    /// Records that the connection has sent something (it is closed to
+    /// make room only after those that have not).
+    pub(crate) fn spoke(&self) {
+        if let Some(c) = lock(&self.inner.state).conns.get_mut(&self.id) {
+            c.spoke = true;
+        }
+    }
 }
 
 impl Drop for Ticket {
@@ -102,13 +139,13 @@ impl Admission {
         let mut st = lock(&self.inner.state);
         let mine = st.by_address.get(&peer).copied().unwrap_or(0);
         let victim = if mine >= self.inner.per_address {
-            st.oldest_of(peer)
+            st.victim_of(peer)
         } else if st.conns.len() >= self.inner.max {
             st.by_address
                 .iter()
                 .max_by_key(|(_, n)| **n)
                 .map(|(a, _)| *a)
-                .and_then(|a| st.oldest_of(a))
+                .and_then(|a| st.victim_of(a))
         } else {
             None
         };
@@ -118,7 +155,14 @@ impl Admission {
         st.next += 1;
         match copy {
             Ok(copy) => {
-                st.conns.insert(id, (peer, copy));
+                st.conns.insert(
+                    id,
+                    Conn {
+                        addr: peer,
+                        stream: copy,
+                        spoke: false,
+                    },
+                );
                 *st.by_address.entry(peer).or_default() += 1;
             }
             // (Not closable from here; its own deadline still ends it.)
@@ -169,10 +213,14 @@ mod tests {
     }
 
     fn closed(c: &mut TcpStream) -> bool {
-        use std::io::Read;
+        use std::io::{ErrorKind, Read};
         c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
-        matches!(c.read(&mut [0u8; 1]), Ok(0) | Err(_))
+        match c.read(&mut [0u8; 1]) {
+            Ok(0) => true,
+            Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            Ok(_) => false,
+        }
     }
 
     #[test]
@@ -201,5 +249,36 @@ mod tests {
         let _t5 = adm.admit(&s5, b);
         assert!(closed(&mut c2));
         assert_eq!((adm.len(), adm.evicted()), (3, 2));
+    }
+
+    #[test]
+    fn a_connection_that_has_spoken_goes_after_those_that_have_not() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let adm = Admission::new("test", 4, 3);
+        // The oldest has sent its first bytes (not yet read); the next
+        // one's thread has read some; the third is silent.
+        let (mut c1, s1) = pair(&l);
+        let _t1 = adm.admit(&s1, a);
+        std::io::Write::write_all(&mut c1, b"hello").unwrap();
+        let (_c2, s2) = pair(&l);
+        let t2 = adm.admit(&s2, a);
+        t2.spoke();
+        let (mut c3, s3) = pair(&l);
+        let _t3 = adm.admit(&s3, a);
+        // (The bytes have arrived once the server end can peek them.)
+        s1.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        s1.peek(&mut [0u8; 1]).unwrap();
+        let (_c4, s4) = pair(&l);
+        let t4 = adm.admit(&s4, a);
+        assert!(closed(&mut c3), "the silent one goes first");
+        assert_eq!(adm.evicted(), 1);
+        // With none silent left, the oldest goes.
+        t4.spoke();
+        let (_c5, s5) = pair(&l);
+        let _t5 = adm.admit(&s5, a);
+        assert_eq!(adm.evicted(), 2);
+        assert!(closed(&mut c1), "then the oldest");
     }
 }

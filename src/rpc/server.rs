@@ -1164,6 +1164,8 @@ fn serve_conn(
         inner.config.handshake_timeout,
         inner.config.write_timeout,
         |rid| {
+            // It has said its hello.
+            ticket.spoke();
             inner.find_server(rid).map(|s| {
                 let p = s.principal.clone();
                 (s, p)

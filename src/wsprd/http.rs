@@ -229,7 +229,11 @@ enum HeadError {
     Malformed(String),
 }
 
-fn read_head(stream: &mut TcpStream, timeout: Duration) -> std::result::Result<Head, HeadError> {
+fn read_head(
+    stream: &mut TcpStream,
+    timeout: Duration,
+    ticket: &Ticket,
+) -> std::result::Result<Head, HeadError> {
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
@@ -248,6 +252,9 @@ fn read_head(stream: &mut TcpStream, timeout: Duration) -> std::result::Result<H
         };
         if n == 0 {
             return Err(HeadError::Io);
+        }
+        if buf.is_empty() {
+            ticket.spoke();
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 48];
@@ -361,7 +368,7 @@ fn serve_http(
 ) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shared.config.write_timeout));
-    let head = match read_head(&mut stream, shared.config.setup_timeout) {
+    let head = match read_head(&mut stream, shared.config.setup_timeout, &ticket) {
         Ok(h) => h,
         Err(HeadError::Io) => return,
         Err(HeadError::TooLarge) => {
