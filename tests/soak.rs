@@ -1,8 +1,9 @@
 //! The soak: mixed traffic against a `wsprd serve` process for a bounded
 //! time (`WSPR_SOAK_SECS`, default 15; `make soak` runs 600), with peers
-//! that misbehave. Afterwards every call must have had exactly one answer,
-//! and the daemon's threads, flows, descriptors and memory must be back to
-//! where they were.
+//! that misbehave and the attackers of docs/reliability.md, while a
+//! well-behaved pipe's calls are timed. Afterwards every call must have
+//! had exactly one answer, and the daemon's threads, flows, descriptors
+//! and memory must be back to where they were.
 
 mod common;
 
@@ -34,6 +35,10 @@ struct Counts {
     pipes: AtomicU64,
     misbehaved: AtomicU64,
     violations: AtomicU64,
+    /// Attackers' requests answered (each exactly once), and the flows
+    /// the memory attacker had ended for its pipe's budget.
+    attacks: AtomicU64,
+    over_budget: AtomicU64,
 }
 
 fn proc_stat(pid: u32) -> (usize, usize, u64) {
@@ -242,6 +247,181 @@ fn misbehaving(addr: SocketAddr, until: Instant, c: &Counts) {
     }
 }
 
+/// Keeps 200 calls waiting on the server that never answers its lookups;
+/// each ends once (the lookup timeout), and another takes its place.
+fn lookup_flood(client: &Client, until: Instant, c: &Counts) {
+    while Instant::now() < until {
+        let calls: Vec<_> = (0..200)
+            .filter_map(|_| {
+                client
+                    .start_call("soak/silent", "Add", vec![], CallOptions::default())
+                    .ok()
+            })
+            .collect();
+        for call in calls {
+            match call.finish() {
+                Err(e) if e.is(ids::TIMEOUT) || e.is(ids::ABORTED) => {
+                    c.attacks.fetch_add(1, Ordering::Relaxed);
+                }
+                r => {
+                    c.violations.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("a call to the silent server: {r:?}");
+                }
+            }
+        }
+    }
+}
+
+/// One pipe asks the signature of the silent server 64 times at once,
+/// again and again: each request gets exactly one answer (its Timeout).
+fn signature_flood(addr: SocketAddr, until: Instant, c: &Counts) {
+    let mut js = Js::connect(addr);
+    while Instant::now() < until {
+        let ids: Vec<u64> = (0..64)
+            .map(|_| {
+                let id = js.id();
+                js.send(id, 5, json!({"name": "soak/silent"}));
+                id
+            })
+            .collect();
+        let mut answered = 0;
+        while answered < ids.len() {
+            let Some(m) = js.try_recv(Duration::from_secs(20)) else {
+                break;
+            };
+            if ids.contains(&m.id) && (m.kind == ERROR || m.kind == FINAL) {
+                answered += 1;
+            }
+        }
+        if answered != ids.len() {
+            c.violations.fetch_add(1, Ordering::Relaxed);
+            eprintln!("signature flood: {answered} of {} answered", ids.len());
+        }
+        c.attacks.fetch_add(answered as u64, Ordering::Relaxed);
+    }
+}
+
+/// Keeps up to 300 connections open to each of `targets` that never send
+/// a byte (the daemon closes them to make room, or at their deadline;
+/// closed ones are replaced).
+fn idle_flood(targets: &[SocketAddr], until: Instant) {
+    let mut open: Vec<std::net::TcpStream> = vec![];
+    while Instant::now() < until {
+        open.retain(|s| {
+            let mut b = [0u8; 1];
+            s.set_nonblocking(true).is_ok()
+                && matches!(
+                    std::io::Read::read(&mut &*s, &mut b),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                )
+        });
+        for t in targets {
+            while open
+                .iter()
+                .filter(|s| s.peer_addr().ok() == Some(*t))
+                .count()
+                < 300
+            {
+                match std::net::TcpStream::connect(t) {
+                    Ok(s) => open.push(s),
+                    Err(_) => break,
+                }
+            }
+        }
+        // (Pacing the attacker, not waiting for the daemon.)
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Streams big items (128 KiB of `[0,0,...]`, 16 times their size as a
+/// tree of JSON values) ahead of calls that never start, on new pipes
+/// again and again: each flow ends with exactly one error, some of them
+/// for the pipe's budget.
+fn memory_flood(addr: SocketAddr, starting: &str, until: Instant, c: &Counts) {
+    let item = format!("[{}]", vec!["0"; 65_000].join(","));
+    while Instant::now() < until {
+        let mut js = Js::connect(addr);
+        let ids: Vec<u64> = (0..6)
+            .map(|_| {
+                let id = js.call(starting, "sink", json!([]), true);
+                for _ in 0..7 {
+                    js.send_raw(&format!(r#"{{"id":{id},"type":3,"data":{item}}}"#));
+                }
+                id
+            })
+            .collect();
+        let mut ended = 0;
+        while ended < ids.len() {
+            let Some(m) = js.try_recv(Duration::from_secs(20)) else {
+                break;
+            };
+            if ids.contains(&m.id) && m.kind == ERROR {
+                ended += 1;
+                if m.message["msg"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("--max-pipe-buffer-bytes"))
+                {
+                    c.over_budget.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if ended != ids.len() {
+            c.violations.fetch_add(1, Ordering::Relaxed);
+            eprintln!("memory flood: {ended} of {} flows ended", ids.len());
+        }
+        c.attacks.fetch_add(ended as u64, Ordering::Relaxed);
+    }
+}
+
+/// Pipes that break the websocket protocol: each is closed with 1002.
+fn violators(addr: SocketAddr, until: Instant, c: &Counts) {
+    while Instant::now() < until {
+        let mut js = Js::connect(addr);
+        // RSV1 set on a masked text frame.
+        let _ = std::io::Write::write_all(
+            js.ws.get_mut(),
+            &[0xC1, 0x82, 1, 2, 3, 4, b'{' ^ 1, b'}' ^ 2],
+        );
+        match js.close_code() {
+            Some(1002) => {
+                c.attacks.fetch_add(1, Ordering::Relaxed);
+            }
+            other => {
+                c.violations.fetch_add(1, Ordering::Relaxed);
+                eprintln!("a protocol violation was closed with {other:?}");
+            }
+        }
+    }
+}
+
+/// Sequential calls on one well-behaved pipe until `until` (or `n` calls);
+/// how long each took. Every one must be answered.
+fn well_behaved(addr: SocketAddr, until: Instant, n: usize, c: &Counts) -> Vec<Duration> {
+    let mut js = Js::connect(addr);
+    let mut took = vec![];
+    while Instant::now() < until && took.len() < n {
+        let t = Instant::now();
+        let id = js.call("demo/adder", "add", json!([2, 3]), false);
+        match js.try_recv(Duration::from_secs(30)) {
+            Some(m) if m.id == id && m.message == json!([5]) => took.push(t.elapsed()),
+            m => {
+                c.violations.fetch_add(1, Ordering::Relaxed);
+                eprintln!("the well-behaved pipe got {m:?}");
+                return took;
+            }
+        }
+    }
+    took
+}
+
+fn percentile(samples: &mut [Duration], q: f64) -> Duration {
+    samples.sort_unstable();
+    samples
+        .get(((samples.len().max(1) - 1) as f64 * q).round() as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
 #[test]
 fn soak() {
     let secs: u64 = std::env::var("WSPR_SOAK_SECS")
@@ -260,6 +440,8 @@ fn soak() {
         "warn",
         "--lookup-timeout-ms",
         "300",
+        "--max-pipe-buffer-bytes",
+        "4194304",
     ]);
     let daemon = Proc::spawn(cmd);
     let addr: SocketAddr = daemon
@@ -272,7 +454,11 @@ fn soak() {
     let root = daemon.line().rsplit(' ').next().unwrap().to_string();
     let pid = daemon.child.id();
     let principal = Arc::new(Principal::load_or_create(&test_credentials(), "test").unwrap());
-    let client = Client::with_principal(Namespace::new(vec![root]), principal, Default::default());
+    let client = Client::with_principal(
+        Namespace::new(vec![root.clone()]),
+        principal,
+        Default::default(),
+    );
 
     // Warm up, then let idle threads retire, and take the baseline.
     js_caller(addr, Instant::now(), &Counts::default(), 1);
@@ -284,6 +470,29 @@ fn soak() {
     };
     settled("the warm-up to settle");
     let (threads0, fds0, rss0) = proc_stat(pid);
+    // The well-behaved pipe's latency before any attacker.
+    let mut calm = well_behaved(
+        addr,
+        Instant::now() + Duration::from_secs(60),
+        500,
+        &Counts::default(),
+    );
+    // A server that accepts and never says hello: calls to it stay
+    // starting (the memory attacker streams ahead of them).
+    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let starting = format!("/{}/x", tarpit.local_addr().unwrap());
+    let demo = client.resolve("demo/adder").unwrap()[0].clone();
+    let rpc_ports: Vec<SocketAddr> = [root.as_str(), demo.as_str()]
+        .iter()
+        .map(|n| {
+            n.trim_start_matches('/')
+                .split('@')
+                .nth(2)
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
 
     let c = Counts::default();
     let stop = AtomicBool::new(false);
@@ -292,6 +501,7 @@ fn soak() {
     let mut targets = names.clone();
     targets.push("demo/adder".into());
     targets.push("soak/silent".into());
+    let mut attacked = vec![];
     std::thread::scope(|s| {
         for i in 0..3 {
             let c = &c;
@@ -314,6 +524,18 @@ fn soak() {
             s.spawn(move || native_caller(client, targets, until, c, i * 1000));
         }
         s.spawn(|| misbehaving(addr, until, &c));
+        // The attackers of docs/reliability.md.
+        s.spawn(|| lookup_flood(&client, until, &c));
+        s.spawn(|| signature_flood(addr, until, &c));
+        let mut idle_targets = rpc_ports.clone();
+        idle_targets.push(addr);
+        s.spawn(move || idle_flood(&idle_targets, until));
+        s.spawn(|| memory_flood(addr, &starting, until, &c));
+        s.spawn(|| violators(addr, until, &c));
+        attacked = s
+            .spawn(|| well_behaved(addr, until, usize::MAX, &c))
+            .join()
+            .unwrap();
     });
     stop.store(true, Ordering::Relaxed);
     drop(client);
@@ -345,12 +567,28 @@ fn soak() {
         "daemon before/after: threads {threads0}/{}, fds {fds0}/{}, RSS {rss0}/{} KiB; health {h}",
         after.0, after.1, after.2
     );
+    let (calm50, calm99) = (percentile(&mut calm, 0.5), percentile(&mut calm, 0.99));
+    let (att50, att99) = (
+        percentile(&mut attacked, 0.5),
+        percentile(&mut attacked, 0.99),
+    );
+    println!(
+        "the well-behaved pipe: {} calls alone, p50 {calm50:?} p99 {calm99:?}; {} calls among the attackers ({} attacks answered, {} flows ended for their budget), p50 {att50:?} p99 {att99:?} (p99 ratio {:.2}; the bench measures it on a quiet machine)",
+        calm.len(),
+        attacked.len(),
+        n(&c.attacks),
+        n(&c.over_budget),
+        att99.as_secs_f64() / calm99.as_secs_f64().max(1e-6)
+    );
     assert_eq!(
         n(&c.violations),
         0,
         "every call answered exactly once, every bad input refused"
     );
     assert!(n(&c.js_calls) > 0 && n(&c.served) > 0);
+    // The attackers ran, and the well-behaved pipe was served throughout.
+    assert!(n(&c.attacks) > 0 && n(&c.over_budget) > 0);
+    assert!(!attacked.is_empty(), "the well-behaved pipe was served");
     // Native callers reached both the demo and JavaScript's servers.
     assert!(
         n(&c.native_ok_demo) > 0 && n(&c.native_ok_js) > 0,

@@ -229,7 +229,14 @@ pub(crate) fn call_blocking(pipe: &Arc<Pipe>, id: u64, mut call: PreparedCall) {
         call.sink.clone(),
     ) {
         Ok(h) => h,
-        Err(e) => return not_started(pipe, id, &call, e),
+        Err(e) => {
+            // A limit the call reached while starting says more.
+            let why = match pipe.flows().get_mut(&id) {
+                Some(Flow::Call(c)) if c.serial == serial => c.failure.take(),
+                _ => None,
+            };
+            return not_started(pipe, id, &call, why.unwrap_or(e));
+        }
     };
     // Send what JavaScript streamed while the call was starting, then let
     // the pipe thread send directly. Only one thread sends at a time.
