@@ -6,8 +6,10 @@
 //! short and must not block; they usually send on a channel or push to an
 //! outbox.
 //!
-//! The thread starts with the first callback and retires once nothing has
-//! been scheduled for [`IDLE`]; the next callback starts it again. Dropping
+//! The thread starts with the first callback and retires when it finds
+//! nothing left to run (it looks at least every [`IDLE`]); the next
+//! callback starts it again. Scheduling wakes it only for a callback due
+//! before the instant it sleeps until, and cancelling never does. Dropping
 //! the timer drops what is not yet due and joins the thread.
 
 use crate::pool::lock;
@@ -41,7 +43,7 @@ struct State {
     due: HashMap<u64, (Instant, Callback)>,
     /// Wakes the thread; `None` when no thread runs.
     wake: Option<Sender<()>>,
-    /// What the thread sleeps until (`None`: nothing scheduled).
+    /// What the thread sleeps until (`None`: it is starting).
     sleeps_until: Option<Instant>,
     handle: Option<JoinHandle<()>>,
 }
@@ -189,21 +191,25 @@ fn run(rx: Receiver<()>, state: Arc<Mutex<State>>) {
             }
             st.heap.pop();
         }
-        let next = st.heap.peek().map(|Reverse((at, _))| *at);
-        st.sleeps_until = next;
+        // (At least every IDLE, to see whether anything is left: a cancel
+        // does not wake the thread.)
+        let until = st
+            .heap
+            .peek()
+            .map_or(now + IDLE, |Reverse((at, _))| (*at).min(now + IDLE));
+        st.sleeps_until = Some(until);
         drop(st);
-        match rx.recv_deadline(next.unwrap_or(now + IDLE)) {
+        match rx.recv_deadline(until) {
             Ok(()) => {}
-            Err(RecvTimeoutError::Timeout) if next.is_none() => {
-                // Idle: retire, unless something was scheduled meanwhile
-                // (scheduling happens under the same lock).
+            Err(RecvTimeoutError::Timeout) => {
+                // Nothing left: retire, unless something was scheduled
+                // meanwhile (scheduling happens under the same lock).
                 let mut st = lock(&state);
                 if st.due.is_empty() && rx.is_empty() {
                     st.wake = None;
                     return;
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
