@@ -14,7 +14,7 @@ use std::time::Instant;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use serde_json::Value;
@@ -159,6 +159,19 @@ pub(crate) fn render(health: &Value, calls: &CallMetrics) -> String {
                 reg.register(
                     "limits_reached",
                     "Times a limit was reached (a request refused, a pipe closed), by limit",
+                    family,
+                );
+            }
+            ("settingUp", Value::Object(listeners)) => {
+                let family = Family::<[(&'static str, String); 1], Gauge>::default();
+                for (listener, n) in listeners {
+                    family
+                        .get_or_create(&[("listener", listener.clone())])
+                        .set(n.as_i64().unwrap_or(0));
+                }
+                reg.register(
+                    "setting_up",
+                    "Connections not yet through their HTTP request or RPC handshake, by listener",
                     family,
                 );
             }
