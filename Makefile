@@ -74,7 +74,7 @@ test-browser: js-deps browser-deps
 	cd js && CHROMIUM=$(CHROMIUM) $(NODE_TEST) test/browser/*.test.js
 
 bench:
-	$(CARGO) bench --bench rpc --bench wsprd
+	$(CARGO) bench --bench rpc --bench wsprd --bench reliability
 
 # Mixed traffic with misbehaving peers against a wsprd process for
 # WSPR_SOAK_SECS (default 600), then checks answers, threads, descriptors

@@ -3,22 +3,30 @@
 //! (HTTP), so nobody knows who they are. They get a small cap of their
 //! own, apart from established connections, and a share per peer address.
 //!
-//! A new connection is never refused for want of room: when its address
-//! already holds its share, one of that address's connections still
-//! setting up is closed to make room; when all the room is taken, one of
-//! the address holding the most is. The one closed is the oldest that has
-//! not sent a byte yet, or, if every one has, the oldest. A client that
-//! sets up promptly (it speaks at once) is therefore not locked out by
-//! connections that never finish, even from its own address, and
-//! established connections are not counted here at all. Each connection's
-//! own setup deadline still applies.
+//! A new connection is never refused for want of room, and who is closed
+//! to make room depends on what each has done:
+//! - an address past its share loses its oldest connection that has been
+//!   silent (not a byte sent) for [`GRACE`]; if it has none, the new one
+//!   is let in anyway (a burst of clients that speak at once is not cut);
+//! - past the cap, the oldest silent connection goes (the fullest
+//!   address's first), and only when none is silent, the oldest.
+//!
+//! A client that sets up promptly (it speaks at once) is therefore not
+//! locked out by connections that never finish, even from its own
+//! address, and established connections are not counted here at all.
+//! Each connection's own setup deadline still applies.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::pool::lock;
+
+/// How long a connection may stay silent before it counts against its
+/// address's share.
+pub(crate) const GRACE: Duration = Duration::from_secs(1);
 
 /// Default cap on connections setting up at once, per listener.
 pub(crate) const DEFAULT_MAX: usize = 256;
@@ -36,6 +44,7 @@ struct Inner {
     what: &'static str,
     max: usize,
     per_address: usize,
+    grace: Duration,
     state: Mutex<State>,
     evicted: AtomicU64,
 }
@@ -45,6 +54,7 @@ struct Conn {
     stream: TcpStream,
     /// Its thread has read from it.
     spoke: bool,
+    since: Instant,
 }
 
 impl Conn {
@@ -80,17 +90,40 @@ impl State {
         Some(c.stream)
     }
 
-    /// The connection of `addr` to close: the oldest that has not spoken,
-    /// else the oldest.
-    fn victim_of(&self, addr: IpAddr) -> Option<u64> {
-        let mut oldest = None;
-        for (id, c) in self.conns.iter().filter(|(_, c)| c.addr == addr) {
-            oldest.get_or_insert(*id);
-            if !c.has_spoken() {
-                return Some(*id);
-            }
+    /// The oldest connection (of `addr`, if given) that has not spoken
+    /// and has been admitted before `before`.
+    fn oldest_silent(&self, addr: Option<IpAddr>, before: Instant) -> Option<u64> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| addr.is_none_or(|a| c.addr == a) && c.since <= before)
+            .find(|(_, c)| !c.has_spoken())
+            .map(|(id, _)| *id)
+    }
+
+    /// The connection to close for a new one from `peer` (see the module
+    /// documentation), if one must be.
+    fn victim(&self, peer: IpAddr, max: usize, per_address: usize, grace: Duration) -> Option<u64> {
+        let now = Instant::now();
+        let mine = self.by_address.get(&peer).copied().unwrap_or(0);
+        if mine >= per_address
+            && let Some(v) = now
+                .checked_sub(grace)
+                .and_then(|before| self.oldest_silent(Some(peer), before))
+        {
+            return Some(v);
         }
-        oldest
+        if self.conns.len() < max {
+            return None;
+        }
+        let fullest = self
+            .by_address
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(a, _)| *a);
+        fullest
+            .and_then(|a| self.oldest_silent(Some(a), now))
+            .or_else(|| self.oldest_silent(None, now))
+            .or_else(|| self.conns.keys().next().copied())
     }
 }
 
@@ -119,13 +152,23 @@ impl Drop for Ticket {
 
 impl Admission {
     /// At most `max` connections setting up at once, `per_address` of one
-    /// peer address (both at least 1).
+    /// peer address silent for [`GRACE`] (both at least 1).
     pub(crate) fn new(what: &'static str, max: usize, per_address: usize) -> Admission {
+        Admission::with_grace(what, max, per_address, GRACE)
+    }
+
+    fn with_grace(
+        what: &'static str,
+        max: usize,
+        per_address: usize,
+        grace: Duration,
+    ) -> Admission {
         Admission {
             inner: Arc::new(Inner {
                 what,
                 max: max.max(1),
                 per_address: per_address.clamp(1, max.max(1)),
+                grace,
                 state: Mutex::new(State::default()),
                 evicted: AtomicU64::new(0),
             }),
@@ -137,18 +180,12 @@ impl Admission {
     pub(crate) fn admit(&self, stream: &TcpStream, peer: IpAddr) -> Ticket {
         let copy = stream.try_clone();
         let mut st = lock(&self.inner.state);
-        let mine = st.by_address.get(&peer).copied().unwrap_or(0);
-        let victim = if mine >= self.inner.per_address {
-            st.victim_of(peer)
-        } else if st.conns.len() >= self.inner.max {
-            st.by_address
-                .iter()
-                .max_by_key(|(_, n)| **n)
-                .map(|(a, _)| *a)
-                .and_then(|a| st.victim_of(a))
-        } else {
-            None
-        };
+        let victim = st.victim(
+            peer,
+            self.inner.max,
+            self.inner.per_address,
+            self.inner.grace,
+        );
         let setting_up = st.conns.len();
         let evicted = victim.and_then(|v| st.remove(v));
         let id = st.next;
@@ -161,6 +198,7 @@ impl Admission {
                         addr: peer,
                         stream: copy,
                         spoke: false,
+                        since: Instant::now(),
                     },
                 );
                 *st.by_address.entry(peer).or_default() += 1;
@@ -228,7 +266,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let adm = Admission::new("test", 3, 2);
+        let adm = Admission::with_grace("test", 3, 2, Duration::ZERO);
         let (mut c1, s1) = pair(&l);
         let t1 = adm.admit(&s1, a);
         let (mut c2, s2) = pair(&l);
@@ -255,7 +293,7 @@ mod tests {
     fn a_connection_that_has_spoken_goes_after_those_that_have_not() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let adm = Admission::new("test", 4, 3);
+        let adm = Admission::with_grace("test", 3, 3, Duration::ZERO);
         // The oldest has sent its first bytes (not yet read); the next
         // one's thread has read some; the third is silent.
         let (mut c1, s1) = pair(&l);
@@ -274,11 +312,30 @@ mod tests {
         let t4 = adm.admit(&s4, a);
         assert!(closed(&mut c3), "the silent one goes first");
         assert_eq!(adm.evicted(), 1);
-        // With none silent left, the oldest goes.
+        // With none silent left, past the cap, the oldest goes.
         t4.spoke();
         let (_c5, s5) = pair(&l);
         let _t5 = adm.admit(&s5, a);
         assert_eq!(adm.evicted(), 2);
         assert!(closed(&mut c1), "then the oldest");
+    }
+
+    #[test]
+    fn a_burst_within_the_grace_is_not_cut_by_the_share() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let adm = Admission::new("test", 4, 2);
+        let conns: Vec<_> = (0..4)
+            .map(|_| {
+                let (c, s) = pair(&l);
+                (c, adm.admit(&s, a), s)
+            })
+            .collect();
+        assert_eq!((adm.len(), adm.evicted()), (4, 0), "twice its share, young");
+        // Past the cap, the oldest silent one goes all the same.
+        let (_c, s) = pair(&l);
+        let _t = adm.admit(&s, a);
+        assert_eq!((adm.len(), adm.evicted()), (4, 1));
+        drop(conns);
     }
 }

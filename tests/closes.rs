@@ -66,10 +66,11 @@ fn protocol_violations_close_with_1002_and_bad_text_with_1007() {
 }
 
 /// Calls the demo on one pipe, one after another, until the daemon closes
-/// it; the close code it gave (None: no close frame). `calls` counts the
-/// answers.
-fn busy_pipe(addr: SocketAddr, calls: &AtomicU64) -> Option<u16> {
+/// it; the close code it gave (None: no close frame). `ready` counts the
+/// pipes that have had an answer, `calls` the answers.
+fn busy_pipe(addr: SocketAddr, ready: &AtomicU64, calls: &AtomicU64) -> Option<u16> {
     let mut js = Js::connect(addr);
+    let mut first = true;
     js.ws
         .get_ref()
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -82,6 +83,9 @@ fn busy_pipe(addr: SocketAddr, calls: &AtomicU64) -> Option<u16> {
         }
         match js.ws.read() {
             Ok(Message::Text(_)) => {
+                if std::mem::take(&mut first) {
+                    ready.fetch_add(1, Ordering::Relaxed);
+                }
                 calls.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Message::Close(f)) => return f.map(|f| u16::from(f.code)),
@@ -120,11 +124,11 @@ fn sigterm_closes_every_busy_pipe_with_1001() {
         .parse()
         .unwrap();
     daemon.line();
-    let calls = Arc::new(AtomicU64::new(0));
+    let (ready, calls) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let pipes: Vec<_> = (0..PIPES)
         .map(|_| {
-            let calls = calls.clone();
-            std::thread::spawn(move || busy_pipe(addr, &calls))
+            let (ready, calls) = (ready.clone(), calls.clone());
+            std::thread::spawn(move || busy_pipe(addr, &ready, &calls))
         })
         .collect();
     // The CPU is busy too.
@@ -142,7 +146,7 @@ fn sigterm_closes_every_busy_pipe_with_1001() {
         })
         .collect();
     wait_until(Duration::from_secs(30), "every pipe busy", || {
-        calls.load(Ordering::Relaxed) > 20 * PIPES
+        ready.load(Ordering::Relaxed) == PIPES && calls.load(Ordering::Relaxed) > 20 * PIPES
     });
     daemon.signal("-TERM");
     let codes: Vec<Option<u16>> = pipes.into_iter().map(|p| p.join().unwrap()).collect();
