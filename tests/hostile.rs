@@ -440,9 +440,16 @@ fn status(addr: SocketAddr, path: &str, host: &str) -> u16 {
         s,
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
-    let mut out = [0u8; 64];
-    let n = s.read(&mut out).unwrap_or(0);
-    String::from_utf8_lossy(&out[..n])
+    // The status line, however it comes in pieces.
+    let mut line = vec![];
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&line)
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
