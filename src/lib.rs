@@ -94,4 +94,4 @@ pub mod security;
 pub mod timer;
 pub mod wsprd;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};

@@ -40,7 +40,9 @@ struct File {
 /// table that forgot who owns its names would hand them to anyone.
 pub(super) fn load(dir: &Path) -> Result<Vec<StoredNode>> {
     use std::os::unix::fs::DirBuilderExt;
-    let io = |e: std::io::Error| Error::internal(format!("state directory {}: {e}", dir.display()));
+    let io = |e: std::io::Error| {
+        Error::internal(format!("state directory {}: {e}", dir.display())).with_source(e)
+    };
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -76,6 +78,7 @@ pub(super) fn save(dir: &Path, nodes: Vec<StoredNode>) -> Result<()> {
             "saving permissions in {}: {what}: {e}",
             dir.display()
         ))
+        .with_source(e)
     };
     let text = serde_json::to_vec_pretty(&File {
         format: FORMAT.to_string(),
@@ -138,7 +141,7 @@ impl Store {
             .name("wspr-mt-store".into())
             .stack_size(256 * 1024)
             .spawn(move || run(d, source, rx))
-            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+            .map_err(Error::thread_failed)?;
         Ok(Store {
             dir,
             tx: Mutex::new(Some(tx)),

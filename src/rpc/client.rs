@@ -921,7 +921,7 @@ impl Client {
             .name(format!("wspr-client-{id}"))
             .stack_size(256 * 1024)
             .spawn(move || rc.read_loop(reader))
-            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+            .map_err(Error::thread_failed)?;
         *lock(&c.reader) = Some(h);
         log::debug!("connection {id} to {ep} open");
         Ok(self.register(key, c))

@@ -81,6 +81,7 @@ fn io_err(what: &str, addr: &str, e: io::Error) -> Error {
         }
         _ => Error::no_exist(format!("{what} {addr}: {e}")),
     }
+    .with_source(e)
 }
 
 /// An I/O error once connected, during setup: the server is there but
@@ -91,7 +92,8 @@ fn setup_err(what: &str, addr: &str, e: io::Error) -> Error {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io_err(what, addr, e),
         _ => Error::aborted(format!(
             "{what} {addr}: the server dropped the connection during setup: {e}"
-        )),
+        ))
+        .with_source(e),
     }
 }
 
@@ -114,7 +116,7 @@ pub(crate) fn client_session(
     };
     let addrs: Vec<_> = address
         .to_socket_addrs()
-        .map_err(|e| Error::no_exist(format!("address {address}: {e}")))?
+        .map_err(|e| Error::no_exist(format!("address {address}: {e}")).with_source(e))?
         .collect();
     let mut last = Error::no_exist(format!("address {address} resolves to nothing"));
     let mut stream = None;

@@ -853,7 +853,7 @@ impl Listener {
         let tcp = TcpListener::bind(sock).map_err(|e| Error::listen_failed(addr, e))?;
         let local = tcp
             .local_addr()
-            .map_err(|e| Error::internal(e.to_string()))?;
+            .map_err(|e| Error::internal(e.to_string()).with_source(e))?;
         let host = if local.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {
@@ -890,7 +890,7 @@ impl Listener {
             .name(format!("wspr-accept-{}", local.port()))
             .stack_size(128 * 1024)
             .spawn(move || accept_loop(tcp, weak))
-            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+            .map_err(Error::thread_failed)?;
         *lock(&inner.accept) = Some(h);
         local_listeners()
             .lock()

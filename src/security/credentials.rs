@@ -64,8 +64,9 @@ fn writers(mode: u32) -> &'static str {
 
 /// Checks (and if need be tightens) the credentials directory `dir`.
 fn check_dir(dir: &Path) -> Result<()> {
-    let md = std::fs::metadata(dir)
-        .map_err(|e| Error::no_exist(format!("credentials directory {}: {e}", dir.display())))?;
+    let md = std::fs::metadata(dir).map_err(|e| {
+        Error::no_exist(format!("credentials directory {}: {e}", dir.display())).with_source(e)
+    })?;
     if !md.is_dir() {
         return Err(Error::bad_arg(format!(
             "credentials directory {} is not a directory",
@@ -97,6 +98,7 @@ fn check_dir(dir: &Path) -> Result<()> {
                     dir.display(),
                     dir.display()
                 ))
+                .with_source(e)
             },
         )?;
         log::info!(
@@ -117,6 +119,7 @@ fn ensure_dir(dir: &Path) -> Result<()> {
             .create(dir)
             .map_err(|e| {
                 Error::no_access(format!("credentials directory {}: {e}", dir.display()))
+                    .with_source(e)
             })?;
     }
     check_dir(dir)
@@ -139,22 +142,20 @@ fn open_file(path: &Path) -> Result<Option<File>> {
                 path.display()
             )))
         }
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(Error::no_access(format!(
-            "credentials {}: {e}",
-            path.display()
-        ))),
-        Err(e) => Err(Error::bad_arg(format!(
-            "credentials {}: {e}",
-            path.display()
-        ))),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            Err(Error::no_access(format!("credentials {}: {e}", path.display())).with_source(e))
+        }
+        Err(e) => {
+            Err(Error::bad_arg(format!("credentials {}: {e}", path.display())).with_source(e))
+        }
     }
 }
 
 /// Checks the opened file's kind, owner and mode.
 fn check_file(f: &File, path: &Path) -> Result<()> {
-    let md = f
-        .metadata()
-        .map_err(|e| Error::bad_arg(format!("credentials {}: {e}", path.display())))?;
+    let md = f.metadata().map_err(|e| {
+        Error::bad_arg(format!("credentials {}: {e}", path.display())).with_source(e)
+    })?;
     if !md.is_file() {
         return Err(Error::bad_arg(format!(
             "credentials {} is not a regular file",
@@ -245,11 +246,12 @@ impl Principal {
         let mut bytes = Vec::new();
         f.take(MAX_FILE + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| corrupt(path, e))?;
+            .map_err(|e| corrupt(path, &e).with_source(e))?;
         if bytes.len() as u64 > MAX_FILE {
             return Err(corrupt(path, format!("over {MAX_FILE} bytes")));
         }
-        let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| corrupt(path, e))?;
+        let stored: Stored =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(path, &e).with_source(e))?;
         let seed: [u8; 32] = unhex(&stored.key)
             .and_then(|k| k.try_into().ok())
             .ok_or_else(|| corrupt(path, "the key is not 32 bytes of hex"))?;
@@ -334,7 +336,9 @@ impl Principal {
         if renamed.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        renamed.map_err(|e| Error::internal(format!("credentials {}: {e}", dir.display())))?;
+        renamed.map_err(|e| {
+            Error::internal(format!("credentials {}: {e}", dir.display())).with_source(e)
+        })?;
         sync_dir(dir);
         Ok(())
     }
@@ -357,7 +361,9 @@ impl Principal {
         let text = serde_json::to_string_pretty(&stored)
             .map_err(|e| Error::internal(format!("encoding credentials: {e}")))?;
         let tmp = temp_name(dir)?;
-        let io = |e: io::Error| Error::internal(format!("credentials {}: {e}", tmp.display()));
+        let io = |e: io::Error| {
+            Error::internal(format!("credentials {}: {e}", tmp.display())).with_source(e)
+        };
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -393,10 +399,9 @@ impl Principal {
             }
             // Another process created it first.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Principal::load(dir),
-            Err(e) => Err(Error::internal(format!(
-                "credentials {}: {e}",
-                path.display()
-            ))),
+            Err(e) => {
+                Err(Error::internal(format!("credentials {}: {e}", path.display())).with_source(e))
+            }
         }
     }
 }

@@ -145,7 +145,7 @@ fn read_record(s: &mut impl Read) -> io::Result<Vec<u8>> {
 }
 
 fn io_err(what: &str) -> impl Fn(io::Error) -> Error + '_ {
-    move |e| Error::no_access(format!("{what}: {e}"))
+    move |e| Error::no_access(format!("{what}: {e}")).with_source(e)
 }
 
 fn noise_err(e: snow::Error) -> Error {

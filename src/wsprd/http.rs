@@ -63,7 +63,7 @@ impl Http {
     pub(crate) fn start(shared: Arc<Shared>, tcp: TcpListener) -> Result<Http> {
         let local = tcp
             .local_addr()
-            .map_err(|e| Error::internal(e.to_string()))?;
+            .map_err(|e| Error::internal(e.to_string()).with_source(e))?;
         let closing = Arc::new(AtomicBool::new(false));
         let conns = ThreadSet::default();
         let setup = shared.http_setup.clone();
@@ -72,7 +72,7 @@ impl Http {
             .name("wsprd-http".into())
             .stack_size(128 * 1024)
             .spawn(move || accept_loop(tcp, shared, c, k, setup))
-            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+            .map_err(Error::thread_failed)?;
         Ok(Http {
             local,
             closing,
