@@ -751,13 +751,8 @@ fn mounttable(c: MountTableCmd) -> Result<()> {
             MountTable::new(MountTableConfig::default())
         }
     };
-    let server = Server::listen_with(
-        &c.listen,
-        Arc::new(table),
-        client,
-        ServerConfig::default(),
-        true,
-    )?;
+    let server =
+        Server::listen_mount_table(&c.listen, Arc::new(table), client, ServerConfig::default())?;
     log::info!("mount table at {}", server.name());
     print_line(&server.name())?;
     wait_for_signal()?;
@@ -871,7 +866,7 @@ fn demo(c: DemoCmd) -> Result<()> {
     let client = client(&roots, &c.credentials)?;
     let mut config = ServerConfig::default();
     config.mount_ttl = Duration::from_secs(c.mount_ttl_secs.max(1));
-    let server = Server::listen_with(&c.listen, Arc::new(wspr::demo::Demo), client, config, false)?;
+    let server = Server::listen_with(&c.listen, Arc::new(wspr::demo::Demo), client, config)?;
     server.add_name(&c.name).map_err(|e| roots.explain(e))?;
     log::info!("demo object served as {} at {}", c.name, server.name());
     print_line(&server.name())?;

@@ -291,14 +291,8 @@ fn a_client_that_trickles_its_setup_is_cut_off_at_the_handshake_deadline() {
     let (_mt, client) = mount_table();
     let mut config = wspr::rpc::ServerConfig::default();
     config.handshake_timeout = Duration::from_millis(300);
-    let demo = Server::listen_with(
-        "127.0.0.1:0",
-        Arc::new(wspr::demo::Demo),
-        client,
-        config,
-        false,
-    )
-    .unwrap();
+    let demo =
+        Server::listen_with("127.0.0.1:0", Arc::new(wspr::demo::Demo), client, config).unwrap();
     // A hello, a byte every 100 ms: each byte comes well within the
     // setup time, the whole hello (1.5 s) well after it.
     let mut s = raw(&demo);

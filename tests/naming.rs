@@ -162,7 +162,6 @@ fn a_live_server_keeps_its_name_past_the_ttl() {
         Arc::new(wspr::demo::Demo),
         client.clone(),
         config,
-        false,
     )
     .unwrap();
     demo.add_name("refreshed").unwrap();

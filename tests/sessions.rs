@@ -162,13 +162,11 @@ fn rewriting_proxy(to: SocketAddr, from_rid: u64, to_rid: u64) -> SocketAddr {
 fn a_hello_rewritten_on_its_way_fails_the_handshake() {
     let server_p = Arc::new(Principal::new_self_blessed("servers").unwrap());
     let l = listener();
-    let a = l.serve_as(Arc::new(Named::new("A", None)), false, server_p.clone());
+    let a = l.serve_as(Arc::new(Named::new("A", None)), server_p.clone());
     let a = a.unwrap();
     let b_obj = Named::new("B", None);
     let b_calls = b_obj.calls.clone();
-    let b = l
-        .serve_as(Arc::new(b_obj), false, server_p.clone())
-        .unwrap();
+    let b = l.serve_as(Arc::new(b_obj), server_p.clone()).unwrap();
     let mut me = Principal::new_self_blessed("caller").unwrap();
     me.trust_root_of(&server_p.blessings()[0]).unwrap();
     let client = client_as(me);
@@ -207,11 +205,7 @@ fn a_root_cannot_mint_a_name_it_is_not_trusted_for() {
     let acl = AclAuthorizer::new().allow("alice/...", &["*"]).unwrap();
     let l = listener();
     let s = l
-        .serve_as(
-            Arc::new(Named::new("vault", Some(acl))),
-            false,
-            Arc::new(alice),
-        )
+        .serve_as(Arc::new(Named::new("vault", Some(acl))), Arc::new(alice))
         .unwrap();
 
     // Bob's forged root and the name minted under it.
@@ -252,12 +246,11 @@ fn a_client_shows_a_server_only_the_blessings_meant_for_it() {
     let bank = l
         .serve_as(
             Arc::new(Named::new("bank", None)),
-            false,
             Arc::new(Principal::new_blessed_by(&bank_root, "teller", vec![]).unwrap()),
         )
         .unwrap();
     let shop = l
-        .serve_as(Arc::new(Named::new("shop", None)), false, Arc::new(shop_p))
+        .serve_as(Arc::new(Named::new("shop", None)), Arc::new(shop_p))
         .unwrap();
     let client = client_as(alice);
     assert_eq!(
@@ -294,9 +287,7 @@ fn a_stream_ends_when_the_callers_blessing_expires() {
     let obj = Named::new("echo", Some(acl));
     let running = obj.running.clone();
     let l = listener();
-    let s = l
-        .serve_as(Arc::new(obj), false, Arc::new(server_p))
-        .unwrap();
+    let s = l.serve_as(Arc::new(obj), Arc::new(server_p)).unwrap();
     let (short, long) = (client_as(short), client_as(long));
     let mut a = short.start_call(&s.name(), "Echo", vec![], opts()).unwrap();
     let mut b = long.start_call(&s.name(), "Echo", vec![], opts()).unwrap();
@@ -342,18 +333,10 @@ fn a_stream_ends_when_the_servers_blessing_expires() {
     lasting.add_blessing(old).unwrap();
     let l = listener();
     let fading = l
-        .serve_as(
-            Arc::new(Named::new("fading", None)),
-            false,
-            Arc::new(fading),
-        )
+        .serve_as(Arc::new(Named::new("fading", None)), Arc::new(fading))
         .unwrap();
     let lasting = l
-        .serve_as(
-            Arc::new(Named::new("lasting", None)),
-            false,
-            Arc::new(lasting),
-        )
+        .serve_as(Arc::new(Named::new("lasting", None)), Arc::new(lasting))
         .unwrap();
     let client = client_as(Principal::new_blessed_by(&root, "client", vec![]).unwrap());
     let mut a = client

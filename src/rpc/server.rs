@@ -279,7 +279,12 @@ pub struct ServerConfig {
     /// How long [`Server::stop`] lets calls in flight finish. Default 5 s.
     pub drain_timeout: Duration,
     /// The policy for calls whose lookup gives no authorizer. Default:
-    /// allow all.
+    /// [`Delegation`](crate::security::Delegation), the daemon's rule: a
+    /// caller is admitted when one of the names it proved and one of the
+    /// server's blessing names are equal or one extends the other (so a
+    /// program reaches the servers of its own principal, and of the
+    /// principals it blessed or that blessed it). [`AllowAll`] admits
+    /// anyone; an object may carry its own policy in its [`Lookup`].
     pub default_authorizer: Arc<dyn Authorizer>,
 }
 
@@ -296,7 +301,7 @@ impl Default for ServerConfig {
             max_queued: 16 << 20,
             mount_ttl: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(5),
-            default_authorizer: Arc::new(AllowAll),
+            default_authorizer: Arc::new(crate::security::Delegation),
         }
     }
 }
@@ -842,7 +847,7 @@ fn random_u64() -> u64 {
 
 impl Listener {
     /// Listens on `addr` (`host:port`; port 0 picks one). `client` mounts
-    /// the servers' names.
+    /// the servers' names, and its principal is who the servers are.
     pub fn bind(addr: &str, config: ServerConfig, client: Client) -> Result<Listener> {
         config.validate()?;
         let sock = addr
@@ -851,6 +856,16 @@ impl Listener {
             .next()
             .ok_or_else(|| Error::bad_arg(format!("listen address {addr} resolves to nothing")))?;
         let tcp = TcpListener::bind(sock).map_err(|e| Error::listen_failed(addr, e))?;
+        Listener::from_tcp(tcp, config, client)
+    }
+
+    /// Accepts on `tcp`, a socket bound already (one handed over by a
+    /// service manager, or bound by the caller to learn its port first);
+    /// like [`Listener::bind`] otherwise. The socket is made blocking.
+    pub fn from_tcp(tcp: TcpListener, config: ServerConfig, client: Client) -> Result<Listener> {
+        config.validate()?;
+        tcp.set_nonblocking(false)
+            .map_err(|e| Error::internal(format!("listener socket: {e}")).with_source(e))?;
         let local = tcp
             .local_addr()
             .map_err(|e| Error::internal(e.to_string()).with_source(e))?;
@@ -906,10 +921,16 @@ impl Listener {
     }
 
     /// Adds a server answering through `dispatcher`, authenticating as the
-    /// listener's client does; `mount_table` marks its endpoint as a mount
-    /// table's.
-    pub fn serve(&self, dispatcher: Arc<dyn Dispatcher>, mount_table: bool) -> Result<Server> {
-        self.serve_as(dispatcher, mount_table, self.inner.principal.clone())
+    /// listener's client does.
+    pub fn serve(&self, dispatcher: Arc<dyn Dispatcher>) -> Result<Server> {
+        self.serve_as(dispatcher, self.inner.principal.clone())
+    }
+
+    /// Adds a mount table answering through `dispatcher` (its endpoint
+    /// says it is one, so that names resolve through it), authenticating
+    /// as the listener's client does.
+    pub fn serve_mount_table(&self, dispatcher: Arc<dyn Dispatcher>) -> Result<Server> {
+        self.serve_entry(dispatcher, true, self.inner.principal.clone(), None)
     }
 
     /// Like [`Listener::serve`], authenticating as `principal`, and
@@ -918,7 +939,6 @@ impl Listener {
     pub fn serve_as(
         &self,
         dispatcher: Arc<dyn Dispatcher>,
-        mount_table: bool,
         principal: Arc<Principal>,
     ) -> Result<Server> {
         let listener_client = self.inner.publisher.client();
@@ -929,7 +949,7 @@ impl Listener {
                 listener_client.config().clone(),
             )
         });
-        self.serve_entry(dispatcher, mount_table, principal, mounter)
+        self.serve_entry(dispatcher, false, principal, mounter)
     }
 
     /// Like [`Listener::serve`], authenticating as `client`'s principal
@@ -937,12 +957,11 @@ impl Listener {
     pub fn serve_with_client(
         &self,
         dispatcher: Arc<dyn Dispatcher>,
-        mount_table: bool,
         client: &Client,
     ) -> Result<Server> {
         self.serve_entry(
             dispatcher,
-            mount_table,
+            false,
             client.principal().clone(),
             Some(client.clone()),
         )
@@ -1553,9 +1572,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server on its own listener at `addr`, with default settings.
+    /// A server on its own listener at `addr` (`host:port`; port 0 picks
+    /// one), with default settings. `client` mounts its names, and its
+    /// principal is who the server is.
     pub fn listen(addr: &str, dispatcher: Arc<dyn Dispatcher>, client: Client) -> Result<Server> {
-        Server::listen_with(addr, dispatcher, client, ServerConfig::default(), false)
+        Server::listen_with(addr, dispatcher, client, ServerConfig::default())
     }
 
     /// A server on its own listener at `addr`.
@@ -1564,12 +1585,54 @@ impl Server {
         dispatcher: Arc<dyn Dispatcher>,
         client: Client,
         config: ServerConfig,
-        mount_table: bool,
     ) -> Result<Server> {
-        let listener = Listener::bind(addr, config, client)?;
-        let mut server = listener.serve(dispatcher, mount_table)?;
-        server.owns_listener = true;
-        Ok(server)
+        Server::on_own(Listener::bind(addr, config, client)?, |l| {
+            l.serve(dispatcher)
+        })
+    }
+
+    /// A mount table on its own listener at `addr` (see
+    /// [`Listener::serve_mount_table`]).
+    pub fn listen_mount_table(
+        addr: &str,
+        dispatcher: Arc<dyn Dispatcher>,
+        client: Client,
+        config: ServerConfig,
+    ) -> Result<Server> {
+        Server::on_own(Listener::bind(addr, config, client)?, |l| {
+            l.serve_mount_table(dispatcher)
+        })
+    }
+
+    /// A server on its own listener on `tcp`, a socket bound already (see
+    /// [`Listener::from_tcp`]).
+    pub fn from_tcp(
+        tcp: TcpListener,
+        dispatcher: Arc<dyn Dispatcher>,
+        client: Client,
+        config: ServerConfig,
+    ) -> Result<Server> {
+        Server::on_own(Listener::from_tcp(tcp, config, client)?, |l| {
+            l.serve(dispatcher)
+        })
+    }
+
+    /// The server `serve` adds to `listener`, which it owns (and closes
+    /// when it stops); the listener is closed if there is none.
+    pub(crate) fn on_own(
+        listener: Listener,
+        serve: impl FnOnce(&Listener) -> Result<Server>,
+    ) -> Result<Server> {
+        match serve(&listener) {
+            Ok(mut server) => {
+                server.owns_listener = true;
+                Ok(server)
+            }
+            Err(e) => {
+                listener.close();
+                Err(e)
+            }
+        }
     }
 
     /// The server's endpoint.

@@ -475,11 +475,8 @@ impl JsServer {
         });
         // Served and mounted as the pipe's own principal: the name is the
         // page's, and callers check the server proves the page's names.
-        let rpc = listener.serve_with_client(
-            Arc::new(JsDispatcher(state.clone())),
-            false,
-            &pipe.client,
-        )?;
+        let rpc =
+            listener.serve_with_client(Arc::new(JsDispatcher(state.clone())), &pipe.client)?;
         Ok(JsServer { state, rpc })
     }
 

@@ -266,7 +266,7 @@ fn socket_addr(setting: &str, addr: &str) -> Result<SocketAddr> {
 /// set.
 fn embedded_mount_table(config: &Config, client: &Client, server: &ServerConfig) -> Result<Server> {
     let listen = |addr: &str, table: MountTable| {
-        Server::listen_with(addr, Arc::new(table), client.clone(), server.clone(), true)
+        Server::listen_mount_table(addr, Arc::new(table), client.clone(), server.clone())
     };
     let table = match &config.mounttable_state_dir {
         Some(dir) => MountTable::with_state(MountTableConfig::default(), dir)?,
@@ -459,7 +459,7 @@ impl Daemon {
         };
         let listener = Listener::bind(&format!("{}:0", config.rpc_listen), server_config, client)?;
         let demo = if config.serve_demo {
-            let s = listener.serve(Arc::new(crate::demo::Demo), false)?;
+            let s = listener.serve(Arc::new(crate::demo::Demo))?;
             s.add_name("demo/adder")?;
             Some(s)
         } else {

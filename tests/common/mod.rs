@@ -64,12 +64,11 @@ pub fn mount_table() -> (Server, Client) {
 /// A mount table on its own listener, whose client (for its own mounts
 /// and calls) is `client`.
 pub fn mount_table_on(client: &Client) -> Server {
-    Server::listen_with(
+    Server::listen_mount_table(
         "127.0.0.1:0",
         Arc::new(MountTable::new(MountTableConfig::default())),
         client.clone(),
         ServerConfig::default(),
-        true,
     )
     .expect("mount table")
 }
