@@ -72,7 +72,7 @@ fn main() {
     // Over loopback TCP (the in-process shortcut would skip the wire).
     let mut config = wspr::rpc::ClientConfig::default();
     config.in_process = false;
-    let client = Client::with_config(Namespace::new(vec![]), config);
+    let client = Client::with_config(Namespace::new(vec![]), config).unwrap();
     let demo = Server::listen("127.0.0.1:0", Arc::new(wspr::demo::Demo), client.clone()).unwrap();
     let name = demo.name();
     let add = || {

@@ -12,12 +12,11 @@ use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMod
 
 use wspr::mounttable::{MountTable, MountTableConfig};
 use wspr::naming::Name;
-use wspr::rpc::{CallOptions, Client, Namespace, Server, ServerConfig};
+use wspr::rpc::{CallOptions, Client, Namespace, Server, ServerConfig, env_roots, root_name};
 use wspr::security::{BlessingPattern, Caveat, Principal, hex};
 use wspr::{Error, Result};
 
-/// The mount table address the tools use when no root is given.
-const DEFAULT_ROOT: &str = "/127.0.0.1:8125";
+use wspr::rpc::DEFAULT_ROOT;
 /// Where `serve` runs its embedded mount table unless told (the address of
 /// [`DEFAULT_ROOT`]).
 const DEFAULT_MOUNTTABLE_LISTEN: &str = "127.0.0.1:8125";
@@ -486,12 +485,13 @@ fn credentials(flag: &Option<String>) -> Result<Arc<Principal>> {
     )?))
 }
 
+/// The client of a tool: `roots`, and the principal of `--credentials`
+/// (what [`Client::from_env`] makes, with the flags' say first).
 fn client(roots: &Roots, credentials_flag: &Option<String>) -> Result<Client> {
-    Ok(Client::with_principal(
-        Namespace::new(roots.list.clone()),
-        credentials(credentials_flag)?,
-        Default::default(),
-    ))
+    Client::builder()
+        .namespace_roots(roots.list.clone())
+        .credentials(credentials_dir(credentials_flag))
+        .build()
 }
 
 /// Where the name space roots of a command came from.
@@ -511,19 +511,23 @@ struct Roots {
 impl Roots {
     /// `--namespace-root`, else `WSPR_NAMESPACE_ROOT`, else the default.
     fn of(flags: &[String]) -> Result<Roots> {
-        let (raw, from) = if !flags.is_empty() {
-            (flags.to_vec(), RootsFrom::Flag)
-        } else {
-            match std::env::var("WSPR_NAMESPACE_ROOT") {
-                Ok(v) if !v.trim().is_empty() => (
-                    v.split(',').map(|s| s.trim().to_string()).collect(),
-                    RootsFrom::Env,
-                ),
-                _ => (vec![DEFAULT_ROOT.to_string()], RootsFrom::Default),
-            }
-        };
-        let list = raw.iter().map(|r| rooted(r, from)).collect::<Result<_>>()?;
-        Ok(Roots { list, from })
+        if !flags.is_empty() {
+            let list = flags.iter().map(|r| root_name(r)).collect::<Result<_>>()?;
+            return Ok(Roots {
+                list,
+                from: RootsFrom::Flag,
+            });
+        }
+        Ok(match env_roots()? {
+            Some(list) => Roots {
+                list,
+                from: RootsFrom::Env,
+            },
+            None => Roots {
+                list: vec![DEFAULT_ROOT.to_string()],
+                from: RootsFrom::Default,
+            },
+        })
     }
 
     /// `e` with a hint when it is a failure to reach one of the roots.
@@ -551,26 +555,6 @@ impl Roots {
             ),
         };
         Error::new(e.id(), format!("{}; {hint}", e.msg()))
-    }
-}
-
-/// A name space root as a rooted name: `127.0.0.1:8125` is taken as
-/// `/127.0.0.1:8125`; anything that names no mount table is `BadArg`.
-fn rooted(root: &str, from: RootsFrom) -> Result<String> {
-    let r = if root.starts_with('/') {
-        root.to_string()
-    } else {
-        format!("/{root}")
-    };
-    match Name::parse(&r) {
-        Ok(n) if n.endpoint().is_some() => Ok(r),
-        Ok(_) | Err(_) => Err(Error::bad_arg(format!(
-            "namespace root {root:?}{} is not the address of a mount table; give one such as /127.0.0.1:8125",
-            match from {
-                RootsFrom::Env => " (from WSPR_NAMESPACE_ROOT)",
-                _ => "",
-            }
-        ))),
     }
 }
 
@@ -693,7 +677,7 @@ fn serve(c: ServeCmd) -> Result<()> {
     config.namespace_roots = c
         .namespace_root
         .iter()
-        .map(|r| rooted(r, RootsFrom::Flag))
+        .map(|r| root_name(r))
         .collect::<Result<_>>()?;
     // The tools' default root, unless told otherwise (then exactly that).
     config.mounttable_fallback = c.mounttable_listen.is_none();
@@ -1085,15 +1069,9 @@ mod tests {
 
     #[test]
     fn roots_are_rooted() {
-        assert_eq!(
-            rooted("127.0.0.1:8125", RootsFrom::Flag).unwrap(),
-            "/127.0.0.1:8125"
-        );
-        assert_eq!(
-            rooted("/127.0.0.1:8125", RootsFrom::Flag).unwrap(),
-            "/127.0.0.1:8125"
-        );
-        let e = rooted("demo", RootsFrom::Flag).unwrap_err();
+        assert_eq!(root_name("127.0.0.1:8125").unwrap(), "/127.0.0.1:8125");
+        assert_eq!(root_name("/127.0.0.1:8125").unwrap(), "/127.0.0.1:8125");
+        let e = root_name("demo").unwrap_err();
         assert!(e.msg().contains("\"demo\""), "{e}");
     }
 

@@ -78,7 +78,7 @@ fn probe() -> (
     crossbeam_channel::Receiver<String>,
 ) {
     // (No mount table: the probe is called by its endpoint.)
-    let client = wspr::rpc::Client::new(wspr::rpc::Namespace::new(vec![]));
+    let client = wspr::rpc::Client::new(wspr::rpc::Namespace::new(vec![])).unwrap();
     let (tx, rx) = unbounded();
     let server =
         Server::listen("127.0.0.1:0", Arc::new(Probe { seen: tx }), client.clone()).unwrap();

@@ -418,7 +418,7 @@ fn a_server_that_drops_a_client_during_setup_is_aborted_not_no_exist() {
         let (mut s, _) = l.accept().unwrap();
         let _ = s.read(&mut [0u8; 64]);
     });
-    let client = Client::new(Namespace::new(vec![]));
+    let client = Client::new(Namespace::new(vec![])).unwrap();
     let err = client
         .call(
             &format!("/{addr}/x"),

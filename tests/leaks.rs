@@ -26,7 +26,7 @@ fn exercise(in_process: bool) {
     {
         let mut config = ClientConfig::default();
         config.in_process = in_process;
-        let client = Client::with_config(Namespace::new(vec![]), config);
+        let client = Client::with_config(Namespace::new(vec![]), config).unwrap();
         let mt = mount_table_on(&client);
         client.namespace().set_roots(vec![mt.name()]);
         let demo =

@@ -96,7 +96,7 @@ fn listener() -> Listener {
     Listener::bind(
         "127.0.0.1:0",
         ServerConfig::default(),
-        Client::new(Namespace::new(vec![])),
+        Client::new(Namespace::new(vec![])).unwrap(),
     )
     .unwrap()
 }

@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::naming::{Endpoint, Name};
 use crate::pool::lock;
+use crate::rpc::builder::ClientBuilder;
 use crate::rpc::conn::{
     self, Credit, FrameHandler, FrameReader, LocalSink, ReadError, RemoteIdentity, Waiters, Writer,
 };
@@ -513,10 +514,14 @@ impl From<OfferError> for Error {
 /// closes them and joins their threads (calls in flight end with
 /// `Aborted`).
 ///
+/// [`Client::from_env`] is the client the command line makes: the name
+/// space root and the credentials of the user (see [`ClientBuilder`]).
+///
 /// ```no_run
-/// use wspr::rpc::{Client, Namespace};
-/// let client = Client::new(Namespace::new(vec!["/127.0.0.1:8125".into()]));
-/// let sum = client.call("demo/adder", "Add", vec![2.into(), 3.into()], Default::default());
+/// use wspr::rpc::Client;
+/// let client = Client::from_env()?;
+/// let sum = client.call("demo/adder", "Add", vec![2.into(), 3.into()], Default::default())?;
+/// # Ok::<(), wspr::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Client {
@@ -524,18 +529,41 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client set up step by step: its name space, its credentials, its
+    /// settings. What it does not say is as the command line's tools do
+    /// (see [`ClientBuilder`]).
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The client the command line's tools make: the name space roots of
+    /// `WSPR_NAMESPACE_ROOT` (else the mount table of `wsprd serve`,
+    /// [`DEFAULT_ROOT`](crate::rpc::DEFAULT_ROOT)), and the user's
+    /// principal, from `WSPR_CREDENTIALS` (else
+    /// `~/.config/wspr/credentials`; see
+    /// [`Principal::default_dir`]), created there on first use. So it
+    /// reaches what the user's `wsprd serve` serves, the objects of its
+    /// pages included.
+    pub fn from_env() -> Result<Client> {
+        Client::builder().build()
+    }
+
     /// A client resolving names through `namespace`, with default settings
     /// and a new principal of its own (self-blessed `anonymous`, trusted by
-    /// nobody else).
-    pub fn new(namespace: Arc<Namespace>) -> Client {
+    /// nobody else: servers with the default policy refuse it, except its
+    /// own). Fails only if the system has no randomness for its key.
+    pub fn new(namespace: Arc<Namespace>) -> Result<Client> {
         Client::with_config(namespace, ClientConfig::default())
     }
 
     /// Like [`Client::new`], with the given settings.
-    pub fn with_config(namespace: Arc<Namespace>, config: ClientConfig) -> Client {
-        let principal = Principal::new_self_blessed("anonymous")
-            .unwrap_or_else(|e| panic!("cannot make a key: {e}"));
-        Client::with_principal(namespace, Arc::new(principal), config)
+    pub fn with_config(namespace: Arc<Namespace>, config: ClientConfig) -> Result<Client> {
+        let principal = Principal::new_self_blessed("anonymous")?;
+        Ok(Client::with_principal(
+            namespace,
+            Arc::new(principal),
+            config,
+        ))
     }
 
     /// A client that authenticates as `principal`.

@@ -10,6 +10,7 @@
 //! - [`Namespace`]: roots and resolution; mount, unmount and glob are
 //!   methods of [`Client`].
 
+mod builder;
 mod client;
 pub(crate) mod conn;
 mod namespace;
@@ -18,6 +19,7 @@ pub(crate) mod server;
 mod server_auth;
 pub mod wire;
 
+pub use builder::{ClientBuilder, DEFAULT_ROOT, NAMESPACE_ROOT_ENV, env_roots, root_name};
 pub use client::{
     Call, CallEvent, CallHandle, CallOptions, CallSink, Canceller, Client, ClientConfig, ItemToken,
     OfferError,
