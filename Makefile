@@ -118,9 +118,15 @@ FUZZ_TARGETS ?=
 fuzz:
 	CARGO=$(CARGO) FUZZ_SECS=$(FUZZ_SECS) ./fuzz/run.sh $(FUZZ_TARGETS)
 
+# The tests build the library with its `testing` feature (internals made
+# public to them); the library is also checked as users build it, with
+# the daemon and without it (`--no-default-features`: the RPC runtime
+# alone, none of the daemon's dependencies).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --lib --bins -- -D warnings
+	$(CARGO) clippy --lib --no-default-features -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
 fmt:

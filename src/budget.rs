@@ -24,7 +24,8 @@ pub(crate) struct Charge {
 }
 
 impl Budget {
-    /// A budget of `limit` bytes.
+    /// A budget of `limit` bytes (the daemon gives one to each pipe).
+    #[cfg_attr(not(feature = "daemon"), allow(dead_code))]
     pub(crate) fn new(limit: usize) -> Budget {
         Budget(Arc::new(Inner {
             used: AtomicUsize::new(0),

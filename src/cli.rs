@@ -707,10 +707,12 @@ fn serve(c: ServeCmd) -> Result<()> {
     config.serve_demo = c.demo;
     config.mount_ttl = Duration::from_secs(c.mount_ttl_secs);
     config.keepalive = Duration::from_millis(c.keepalive_ms);
-    // Every address is checked before anything is made or started.
-    config.validate()?;
-    config.principal = Some(credentials(&c.credentials)?);
-    let daemon = wspr::wsprd::Daemon::spawn(config)?;
+    // Every address is checked (by spawn) before the credentials are
+    // made or anything is started.
+    let daemon = wspr::wsprd::Daemon::builder()
+        .config(config)
+        .credentials(credentials_dir(&c.credentials))
+        .spawn()?;
     print_line(&format!("wsprd listening on http://{}", daemon.http_addr()))?;
     print_line(&format!(
         "name space root {}",

@@ -9,6 +9,7 @@ use crate::glob::Pattern;
 use crate::naming::{Endpoint, Name};
 use crate::rpc::wire;
 use crate::security::{Blessing, Principal};
+#[cfg(feature = "daemon")]
 use crate::wsprd::protocol;
 
 /// An RPC frame: length prefix, then body.
@@ -42,6 +43,7 @@ pub fn names(data: &[u8]) {
 
 /// A websocket message from JavaScript: the envelope and every typed
 /// `data` the daemon decodes.
+#[cfg(feature = "daemon")]
 pub fn js_message(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let Ok(m) = protocol::parse_envelope(&text) else {
@@ -59,11 +61,13 @@ pub fn js_message(data: &[u8]) {
 }
 
 /// A lookupResponse's data, and the signature in it.
+#[cfg(feature = "daemon")]
 pub fn lookup_reply(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     lookup_reply_value(serde_json::from_str(&text).ok());
 }
 
+#[cfg(feature = "daemon")]
 fn lookup_reply_value(d: protocol::Data) {
     if let Ok(r) = protocol::data::<protocol::LookupResponse>(d, "lookupResponse") {
         let _ = protocol::js_error(&r.err, crate::error::ids::UNKNOWN);
@@ -125,8 +129,11 @@ mod tests {
         for s in samples {
             super::rpc_frame(s);
             super::names(s);
-            super::js_message(s);
-            super::lookup_reply(s);
+            #[cfg(feature = "daemon")]
+            {
+                super::js_message(s);
+                super::lookup_reply(s);
+            }
             super::blessing(s);
             super::handshake(s);
         }

@@ -74,7 +74,7 @@
 //! - [`mounttable`]: the mount table.
 //! - [`demo`]: the demo object.
 //! - [`error`]: errors with the contract's ids.
-//! - [`pool`], [`timer`]: the worker pool and the timer thread.
+//! - `pool`, `timer` (internal): the worker pool and the timer thread.
 
 #![deny(missing_docs)]
 
@@ -82,16 +82,18 @@ mod admission;
 mod budget;
 pub mod demo;
 pub mod error;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod glob;
 pub mod mounttable;
 pub mod naming;
 mod outbox;
-pub mod pool;
+pub(crate) mod pool;
 pub mod rpc;
 pub mod security;
-pub mod timer;
+pub(crate) mod timer;
+#[cfg(feature = "daemon")]
 pub mod wsprd;
 
 pub use error::{Error, ErrorKind, Result};

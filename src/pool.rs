@@ -15,7 +15,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 /// A unit of work.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// Sizes of a [`Pool`].
+/// Sizes of a pool of threads that grows on demand up to a bound and
+/// shrinks when idle (a listener's call threads:
+/// [`ServerConfig::pool`](crate::rpc::ServerConfig::pool)).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct PoolConfig {
@@ -148,6 +150,7 @@ impl Pool {
     }
 
     /// Threads alive now.
+    #[cfg_attr(not(feature = "daemon"), allow(dead_code))]
     pub fn threads(&self) -> usize {
         self.lock().threads
     }

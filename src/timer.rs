@@ -149,6 +149,7 @@ impl Timer {
     }
 
     /// Whether the thread is running now.
+    #[cfg(test)]
     pub fn is_running(&self) -> bool {
         lock(&self.state).wake.is_some()
     }

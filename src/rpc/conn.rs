@@ -552,11 +552,13 @@ impl Credit {
 /// A client session that sends whatever bytes it is given inside the
 /// encrypted stream: for testing how a server takes malformed frames from
 /// a peer that did authenticate.
+#[cfg(feature = "testing")]
 pub struct RawSession {
     stream: TcpStream,
     session: Session,
 }
 
+#[cfg(feature = "testing")]
 impl RawSession {
     /// Connects to the server `routing_id` at `address` as `principal`.
     pub fn connect(address: &str, routing_id: u64, principal: &Principal) -> Result<RawSession> {

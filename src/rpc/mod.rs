@@ -3,10 +3,13 @@
 //! deadlines, cancel and errors with ids; and the name space that finds
 //! servers through mount tables.
 //!
-//! - [`wire`]: the frame format (pure encoding and decoding).
+//! - `wire`: the frame format (pure encoding and decoding; see
+//!   `docs/wire.md`).
 //! - `conn`: connection setup and what client and server connections share.
-//! - [`Client`]: calls by name.
-//! - [`Listener`], [`Server`], [`Dispatcher`], [`Invoker`]: serving.
+//! - [`Client`]: calls by name; [`ClientBuilder`]: a client with the
+//!   user's credentials and name space, as the command line's.
+//! - [`Listener`], [`Server`], [`Dispatcher`], [`Invoker`]: serving;
+//!   [`Service`]: an object served from closures with typed arguments.
 //! - [`Namespace`]: roots and resolution; mount, unmount and glob are
 //!   methods of [`Client`].
 
@@ -17,16 +20,27 @@ mod namespace;
 mod publisher;
 pub(crate) mod server;
 mod server_auth;
+mod service;
+// (The frame format is public to the tests and fuzz targets only.)
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod wire;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod wire;
 
+pub use crate::pool::PoolConfig;
 pub use builder::{ClientBuilder, DEFAULT_ROOT, NAMESPACE_ROOT_ENV, env_roots, root_name};
 pub use client::{
     Call, CallEvent, CallHandle, CallOptions, CallSink, Canceller, Client, ClientConfig, ItemToken,
     OfferError,
 };
-pub use conn::{RawSession, RemoteIdentity};
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub use conn::RawSession;
+pub use conn::RemoteIdentity;
 pub use namespace::{GlobEntry, MAX_DEPTH, MountedServer, Namespace, Resolved};
 pub use server::{
     AllowAll, Authorizer, Dispatcher, Invoker, Listener, Lookup, MethodSignature, Now, Pending,
     Reply, Server, ServerCall, ServerConfig, ServerEvent, Signature,
 };
+pub use service::{CallHandler, Handler, Service, Stream, StreamHandler};

@@ -34,8 +34,10 @@ pub enum SessionKind {
     Noise = 2,
 }
 
-/// The client's first message.
+/// The client's first message. (Its layout, for the reader: the frames
+/// are encoded and decoded by [`encode_hello`] and [`decode_hello`].)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub struct Hello {
     /// The client's protocol version.
     pub version: u16,
@@ -199,6 +201,7 @@ pub enum Frame {
 
 impl Frame {
     /// The flow a frame belongs to.
+    #[cfg(any(test, feature = "testing"))]
     pub fn flow(&self) -> u64 {
         match self {
             Frame::Request(r) => r.flow,
@@ -271,6 +274,7 @@ fn put_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
 }
 
 /// Appends a Request frame.
+#[cfg(any(test, feature = "testing"))]
 pub fn encode_request(out: &mut Vec<u8>, r: &Request) {
     encode_request_parts(
         out,
@@ -321,6 +325,7 @@ pub fn encode_response(out: &mut Vec<u8>, flow: u64, result: &Result<Vec<Value>,
 
 /// Appends an Item frame holding already-encoded JSON; returns the item's
 /// size as credit counts it.
+#[cfg(any(test, feature = "testing"))]
 pub fn encode_item_json(out: &mut Vec<u8>, flow: u64, json: &[u8]) -> u32 {
     let s = begin(out, kind::ITEM, flow);
     put_blob(out, json);

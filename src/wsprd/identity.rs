@@ -74,6 +74,7 @@ impl Identity {
     }
 
     /// The blessings.
+    #[cfg(any(test, feature = "testing"))]
     pub fn blessings(&self) -> &[Blessing] {
         &self.blessings
     }

@@ -9,29 +9,47 @@
 //! - `dispatcher`, `invoker`: the server side whose objects live in
 //!   JavaScript.
 //!
-//! Embedding: [`Daemon::spawn`] starts everything from a [`Config`] and
-//! returns a handle; [`Daemon::shutdown`] closes every pipe (1001) and
-//! joins every thread.
+//! Embedding: [`Daemon::builder`] sets the daemon up ([`DaemonBuilder`];
+//! or [`Daemon::spawn`] with a whole [`Config`]) and starts everything,
+//! returning a handle. [`Daemon::client`] calls by name as the daemon
+//! does, [`Daemon::serve`] serves this program's objects on the daemon's
+//! RPC listener beside JavaScript's, and [`Daemon::shutdown`] (or
+//! dropping it) closes every pipe (1001) and joins every thread.
 //!
 //! ```
-//! let mut config = wspr::wsprd::Config::default();
-//! config.listen = "127.0.0.1:0".into();
-//! let daemon = wspr::wsprd::Daemon::spawn(config)?;
-//! let addr = daemon.http_addr();
+//! use std::sync::Arc;
+//! use serde_json::json;
+//! use wspr::rpc::{CallOptions, Service};
+//! use wspr::wsprd::Daemon;
+//!
+//! let daemon = Daemon::builder().listen("127.0.0.1:0").spawn()?;
 //! assert_eq!(daemon.namespace_roots().len(), 1, "the embedded mount table");
+//! let clock = Service::new().method("Now", || Ok(42));
+//! let _server = daemon.serve("clock", Arc::new(clock))?;
+//! let now = daemon.client().call("clock", "Now", vec![], CallOptions::default())?;
+//! assert_eq!(now, vec![json!(42)]);
 //! daemon.shutdown();
-//! # let _ = addr;
 //! # Ok::<(), wspr::Error>(())
 //! ```
 
+mod builder;
 mod controller;
 mod dispatcher;
 mod http;
+// (Public to the tests and fuzz targets only.)
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod identity;
+#[cfg(not(feature = "testing"))]
+mod identity;
 mod invoker;
 mod metrics;
 mod pipe;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod protocol;
+#[cfg(not(feature = "testing"))]
+mod protocol;
 mod ws;
 
 use std::collections::HashMap;
@@ -48,6 +66,9 @@ use crate::pool::lock;
 use crate::pool::{Pool, PoolConfig};
 use crate::rpc::{AllowAll, Client, Listener, Namespace, Server, ServerConfig};
 use crate::security::{Delegation, Principal};
+use std::net::TcpListener;
+
+pub use builder::DaemonBuilder;
 
 /// Settings of the daemon. Every field has a documented default; see
 /// [`Config::validate`].
@@ -261,10 +282,15 @@ fn socket_addr(setting: &str, addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| Error::bad_arg(format!("{setting} {addr:?} resolves to no address")))
 }
 
-/// The embedded mount table on `config.mounttable_listen`, or on a free
-/// port of the same host if that is in use and `mounttable_fallback` is
-/// set.
-fn embedded_mount_table(config: &Config, client: &Client, server: &ServerConfig) -> Result<Server> {
+/// The embedded mount table on `tcp` if given, else on
+/// `config.mounttable_listen`, or on a free port of the same host if that
+/// is in use and `mounttable_fallback` is set.
+fn embedded_mount_table(
+    config: &Config,
+    client: &Client,
+    server: &ServerConfig,
+    tcp: Option<TcpListener>,
+) -> Result<Server> {
     let listen = |addr: &str, table: MountTable| {
         Server::listen_mount_table(addr, Arc::new(table), client.clone(), server.clone())
     };
@@ -272,6 +298,10 @@ fn embedded_mount_table(config: &Config, client: &Client, server: &ServerConfig)
         Some(dir) => MountTable::with_state(MountTableConfig::default(), dir)?,
         None => MountTable::new(MountTableConfig::default()),
     };
+    if let Some(tcp) = tcp {
+        let listener = Listener::from_tcp(tcp, server.clone(), client.clone())?;
+        return Server::on_own(listener, |l| l.serve_mount_table(Arc::new(table)));
+    }
     match listen(&config.mounttable_listen, table) {
         Err(e) if config.mounttable_fallback && e.is(crate::error::ids::EXISTS) => {
             let mut free = socket_addr("mounttable_listen", &config.mounttable_listen)?;
@@ -409,22 +439,55 @@ fn thread_count() -> usize {
 }
 
 /// A running daemon. Dropping it shuts it down.
+///
+/// [`Daemon::builder`] sets it up and starts it; [`Daemon::client`] calls
+/// by name as the daemon does, and [`Daemon::serve`] serves objects of
+/// this program beside JavaScript's.
 pub struct Daemon {
     shared: Arc<Shared>,
     http: Option<http::Http>,
     mount_table: Option<Server>,
     demo: Option<Server>,
+    /// The daemon's own client (its principal, its name space): mounts
+    /// the names of the servers on its listeners.
+    client: Client,
+}
+
+/// Sockets bound already, handed to the daemon (see [`DaemonBuilder`]).
+#[derive(Default)]
+pub(crate) struct Sockets {
+    pub http: Option<TcpListener>,
+    pub rpc: Option<TcpListener>,
+    pub mount_table: Option<TcpListener>,
 }
 
 impl Daemon {
-    /// Starts the daemon: the embedded mount table (unless roots are
-    /// given), the RPC listener for JavaScript servers, the worker pool and
-    /// the HTTP listener.
+    /// A daemon to set up: see [`DaemonBuilder`].
+    pub fn builder() -> DaemonBuilder {
+        DaemonBuilder::default()
+    }
+
+    /// Starts the daemon with `config` (as
+    /// `Daemon::builder().config(config).spawn()`): the embedded mount
+    /// table (unless roots are given), the RPC listener for JavaScript
+    /// servers, the worker pool and the HTTP listener.
     pub fn spawn(config: Config) -> Result<Daemon> {
+        Daemon::builder().config(config).spawn()
+    }
+
+    pub(crate) fn start(config: Config, sockets: Sockets) -> Result<Daemon> {
         config.validate()?;
         // The HTTP address first: a daemon that cannot have it starts
         // nothing else.
-        let http_listener = http::bind(&config.listen)?;
+        let http_listener = match sockets.http {
+            Some(l) => {
+                l.set_nonblocking(false).map_err(|e| {
+                    Error::internal(format!("the HTTP listener's socket: {e}")).with_source(e)
+                })?;
+                l
+            }
+            None => http::bind(&config.listen)?,
+        };
         let principal = match &config.principal {
             Some(p) => p.clone(),
             None => Arc::new(Principal::new_self_blessed("wsprd")?),
@@ -451,13 +514,20 @@ impl Daemon {
             ..Default::default()
         };
         let mount_table = if config.namespace_roots.is_empty() {
-            let mt = embedded_mount_table(&config, &client, &server_config)?;
+            let mt = embedded_mount_table(&config, &client, &server_config, sockets.mount_table)?;
             namespace.set_roots(vec![mt.name()]);
             Some(mt)
         } else {
             None
         };
-        let listener = Listener::bind(&format!("{}:0", config.rpc_listen), server_config, client)?;
+        let listener = match sockets.rpc {
+            Some(tcp) => Listener::from_tcp(tcp, server_config, client.clone())?,
+            None => Listener::bind(
+                &format!("{}:0", config.rpc_listen),
+                server_config,
+                client.clone(),
+            )?,
+        };
         let demo = if config.serve_demo {
             let s = listener.serve(Arc::new(crate::demo::Demo))?;
             s.add_name("demo/adder")?;
@@ -506,7 +576,43 @@ impl Daemon {
             http: Some(http),
             mount_table,
             demo,
+            client,
         })
+    }
+
+    /// A client that is who the daemon is and resolves names in its name
+    /// space (a clone of the daemon's own: it shares its connections). It
+    /// reaches the servers of the daemon's pages, whose default policy
+    /// admits the daemon's principal, and the objects of
+    /// [`Daemon::serve`].
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Serves `dispatcher` (a [`Service`](crate::rpc::Service), or any
+    /// [`Dispatcher`](crate::rpc::Dispatcher)) on the daemon's RPC
+    /// listener, the one JavaScript's servers share, and mounts it under
+    /// `name` (none if empty) in the daemon's name space. It is who the
+    /// daemon is, and admits callers by the daemon's default policy (the
+    /// [`Delegation`] rule: the daemon's pages and its own principal; with
+    /// `open_access`, anyone) unless its lookup gives an authorizer of its
+    /// own. Dropping the server (or [`Server::stop`]) stops it; the
+    /// daemon's shutdown stops it too.
+    pub fn serve(&self, name: &str, dispatcher: Arc<dyn crate::rpc::Dispatcher>) -> Result<Server> {
+        if self.http.is_none() {
+            return Err(Error::aborted("the daemon has stopped"));
+        }
+        let server = self.shared.listener.serve(dispatcher)?;
+        if !name.is_empty() {
+            server.add_name(name)?;
+        }
+        Ok(server)
+    }
+
+    /// Where the daemon's RPC listener (JavaScript's servers, and
+    /// [`Daemon::serve`]'s) is bound.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.shared.listener.local_addr()
     }
 
     /// Where the HTTP listener is bound.

@@ -276,6 +276,7 @@ pub fn value(data: Data) -> Value {
 }
 
 /// `data` for tests and tools: `v` as JSON text.
+#[cfg(any(test, feature = "testing"))]
 pub fn raw(v: &Value) -> Data {
     serde_json::value::to_raw_value(v).ok()
 }
@@ -309,8 +310,10 @@ pub struct CallRequest {
     /// The arguments.
     #[serde(default)]
     pub in_args: Vec<Value>,
-    /// Results plus the error slot (informational).
+    /// Results plus the error slot (informational: decoded, so that a
+    /// malformed one is refused, and not used).
     #[serde(default)]
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub num_out_args: Option<u32>,
     /// Whether the method streams.
     #[serde(default)]
