@@ -342,3 +342,26 @@ fn a_connection_refused_keeps_its_io_error() {
         .expect("a std::io::Error");
     assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
 }
+
+/// A closure that panics fails its own call, and the server goes on.
+#[test]
+fn a_panicking_method_fails_its_call_only() {
+    let service = calculator().method("Boom", |n: u32| -> wspr::Result<u32> {
+        panic!("on purpose, with {n}")
+    });
+    let client = tcp_client(owner());
+    let server = Server::listen("127.0.0.1:0", Arc::new(service), client.clone()).unwrap();
+    for _ in 0..3 {
+        let e = client
+            .call(&server.name(), "Boom", vec![json!(1)], opts())
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+        assert_eq!(e.msg(), "Boom panicked");
+        assert_eq!(
+            client
+                .call(&server.name(), "Add", vec![json!(1), json!(2)], opts())
+                .unwrap(),
+            vec![json!(3)]
+        );
+    }
+}

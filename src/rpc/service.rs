@@ -75,7 +75,8 @@ struct Object {
 ///   other type is one result (`numOutArgs` 2: a tuple is one JSON array).
 /// - The closures run on the server's call threads, and may block (they
 ///   should honour the call's deadline: [`Stream::call`] and
-///   [`ServerCall::deadline`] tell it).
+///   [`ServerCall::deadline`] tell it). A closure that panics fails its
+///   call with `Internal`.
 /// - The object answers at its server's name itself (an empty suffix);
 ///   names below it are `NoExist`.
 /// - Who may call: the server's default policy
@@ -280,7 +281,10 @@ impl Invoker for Object {
                 args.len()
             )));
         }
-        (m.run)(method, args, call)
+        // A closure that panics fails its call (`Internal`), not the
+        // thread: the caller hears why at once.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (m.run)(method, args, call)))
+            .unwrap_or_else(|_| Err(Error::internal(format!("{method} panicked"))))
     }
 
     fn signature(&self, _call: &ServerCall) -> Result<Signature> {
