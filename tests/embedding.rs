@@ -311,11 +311,35 @@ fn a_wrong_setting_starts_nothing() {
 
     let e = match Daemon::builder()
         .listen("127.0.0.1:0")
-        .namespace_roots(["127.0.0.1:8125"])
+        .namespace_roots(["demo/adder"])
         .spawn()
     {
-        Ok(_) => panic!("a root that is not rooted"),
+        Ok(_) => panic!("a root that names no mount table"),
         Err(e) => e,
     };
     assert_eq!(e.kind(), ErrorKind::BadArg, "{e}");
+}
+
+/// Given the address of a mount table, the daemon runs none of its own
+/// and mounts there; a client of that root finds its objects.
+#[test]
+fn a_daemon_uses_the_mount_table_it_is_given() {
+    let (mt, mt_client) = common::mount_table();
+    let addr = mt.endpoint().address().to_string();
+    let daemon = Daemon::builder()
+        .listen("127.0.0.1:0")
+        .principal(common::test_principal())
+        .namespace_roots([addr.as_str()])
+        .spawn()
+        .unwrap();
+    assert_eq!(daemon.namespace_roots(), vec![format!("/{addr}")]);
+    let _calc = daemon
+        .serve("embedded/calc", Arc::new(calculator()))
+        .unwrap();
+    assert_eq!(
+        mt_client
+            .call("embedded/calc", "Add", vec![json!(1), json!(2)], opts())
+            .unwrap(),
+        vec![json!(3)]
+    );
 }

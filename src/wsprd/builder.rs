@@ -44,6 +44,9 @@ pub struct DaemonBuilder {
     config: Config,
     sockets: Sockets,
     credentials: Option<PathBuf>,
+    /// Roots as given to [`DaemonBuilder::namespace_roots`] (rooted on
+    /// spawn).
+    roots: Option<Vec<String>>,
 }
 
 impl DaemonBuilder {
@@ -52,6 +55,7 @@ impl DaemonBuilder {
     /// directory stay.
     pub fn config(mut self, config: Config) -> DaemonBuilder {
         self.config = config;
+        self.roots = None;
         self
     }
 
@@ -85,13 +89,15 @@ impl DaemonBuilder {
     }
 
     /// Resolves names through these mount tables (rooted names, such as
-    /// `/127.0.0.1:8125`) instead of running one of its own.
+    /// `/127.0.0.1:8125`, or their addresses, `127.0.0.1:8125`; see
+    /// [`root_name`](crate::rpc::root_name)) instead of running one of its
+    /// own.
     pub fn namespace_roots<I, S>(mut self, roots: I) -> DaemonBuilder
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.config.namespace_roots = roots.into_iter().map(Into::into).collect();
+        self.roots = Some(roots.into_iter().map(Into::into).collect());
         self
     }
 
@@ -190,7 +196,14 @@ impl DaemonBuilder {
             mut config,
             sockets,
             credentials,
+            roots,
         } = self;
+        if let Some(roots) = roots {
+            config.namespace_roots = roots
+                .iter()
+                .map(|r| crate::rpc::root_name(r))
+                .collect::<Result<_>>()?;
+        }
         config.validate()?;
         if let Some(dir) = credentials {
             config.principal = Some(Arc::new(Principal::load_or_create(
