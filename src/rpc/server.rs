@@ -827,6 +827,29 @@ impl conn::FrameHandler for LocalServerEnd {
 
 /// Accepts connections on one address for any number of servers. Cloning
 /// shares it.
+///
+/// Servers on one listener share its port and its call threads; each has
+/// an endpoint of its own (the address and a routing id).
+///
+/// ```
+/// use std::sync::Arc;
+/// use serde_json::json;
+/// use wspr::rpc::{CallOptions, Client, Listener, Namespace, ServerConfig, Service};
+///
+/// let client = Client::new(Namespace::new(vec![]))?;
+/// let listener = Listener::bind("127.0.0.1:0", ServerConfig::default(), client.clone())?;
+/// let en = listener.serve(Arc::new(Service::new().method("Hello", || Ok("hello"))))?;
+/// let fr = listener.serve(Arc::new(Service::new().method("Hello", || Ok("bonjour"))))?;
+/// assert_eq!(en.endpoint().address(), fr.endpoint().address());
+/// let hello = |name: &str| client.call(name, "Hello", vec![], CallOptions::default());
+/// assert_eq!(hello(&fr.name())?, vec![json!("bonjour")]);
+/// assert_eq!(hello(&en.name())?, vec![json!("hello")]);
+/// // Stopping one server leaves the other; closing the listener stops all.
+/// fr.stop();
+/// assert_eq!(hello(&en.name())?, vec![json!("hello")]);
+/// listener.close();
+/// # Ok::<(), wspr::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Listener {
     inner: Arc<ListenerInner>,
