@@ -53,7 +53,7 @@ mod protocol;
 mod ws;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,7 +66,6 @@ use crate::pool::lock;
 use crate::pool::{Pool, PoolConfig};
 use crate::rpc::{AllowAll, Client, Listener, Namespace, Server, ServerConfig};
 use crate::security::{Delegation, Principal};
-use std::net::TcpListener;
 
 pub use builder::DaemonBuilder;
 
