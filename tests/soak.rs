@@ -539,7 +539,18 @@ fn soak() {
         // A server that never answers its lookups.
         s.spawn(|| {
             let mut js = Js::connect(addr);
-            js.serve("soak/silent", 1);
+            // (The signature flood, started alongside, may look the name
+            // up before the serve's own answer arrives: its lookups are
+            // passed over here, as they are below.)
+            let id = js.id();
+            js.send(id, 1, json!({"name": "soak/silent", "serverId": 1}));
+            loop {
+                let m = js.recv();
+                if m.id == id {
+                    assert_eq!(m.kind, FINAL, "serve failed: {m:?}");
+                    break;
+                }
+            }
             while Instant::now() < until {
                 let _ = js.try_recv(Duration::from_millis(100));
             }
