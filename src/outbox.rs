@@ -68,6 +68,9 @@ struct State<S> {
     closed: Option<String>,
     /// Shut the sink down after the current flush.
     shutdown_after_flush: bool,
+    /// The sink has bytes of its own to write (a record layer's alerts,
+    /// key updates, tickets): call it even with nothing queued.
+    nudged: bool,
 }
 
 /// See the module documentation.
@@ -155,6 +158,7 @@ impl<S: Sink + 'static> Outbox<S> {
                 sink: Some(sink),
                 closed: None,
                 shutdown_after_flush: false,
+                nudged: false,
             }),
             max_queued,
         })
@@ -207,10 +211,21 @@ impl<S: Sink + 'static> Outbox<S> {
         self.kick_inner()
     }
 
+    /// Has the sink write what it holds of its own (a record layer's
+    /// alerts, key updates, tickets), in order with the bytes queued:
+    /// the sink's [`Sink::write_all`] is called, with nothing if nothing
+    /// is queued, by whoever writes next (now, unless another thread is
+    /// writing or this one batches).
+    #[cfg(feature = "daemon")]
+    pub(crate) fn nudge(self: &Arc<Self>) -> Result<(), PushError> {
+        self.lock().nudged = true;
+        self.kick()
+    }
+
     fn kick_inner(&self) -> Result<(), PushError> {
         let mut st = self.lock();
         // (A closed outbox with nothing left still has its sink to shut.)
-        if st.queue.is_empty() && !st.shutdown_after_flush {
+        if st.queue.is_empty() && !st.shutdown_after_flush && !st.nudged {
             return Ok(());
         }
         match st.sink.take() {
@@ -262,6 +277,7 @@ impl<S: Sink + 'static> Outbox<S> {
             st.closed = Some(why.to_string());
         }
         st.queue.clear();
+        st.nudged = false;
         let tokens = std::mem::take(&mut st.tokens);
         st.shutdown_after_flush = true;
         let sink = st.sink.take();
@@ -279,7 +295,7 @@ impl<S: Sink + 'static> Outbox<S> {
 
     fn flush<'a>(&'a self, mut st: MutexGuard<'a, State<S>>, mut sink: S) -> Result<(), PushError> {
         loop {
-            if st.queue.is_empty() {
+            if st.queue.is_empty() && !st.nudged {
                 if st.shutdown_after_flush {
                     drop(st);
                     sink.shutdown();
@@ -288,6 +304,7 @@ impl<S: Sink + 'static> Outbox<S> {
                 }
                 return Ok(());
             }
+            st.nudged = false;
             let spare = std::mem::take(&mut st.spare);
             let mut batch = std::mem::replace(&mut st.queue, spare);
             let tokens = std::mem::take(&mut st.tokens);
