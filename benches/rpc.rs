@@ -91,7 +91,7 @@ fn main() {
 
     // Connection setup: TCP, hello, Noise handshake and both proofs, then
     // one call; against a call on a warm connection.
-    let principal = client.principal().clone();
+    let principal = client.principal();
     let setups: Vec<std::time::Duration> = (0..iters(400))
         .map(|_| {
             let mut config = wspr::rpc::ClientConfig::default();

@@ -255,7 +255,7 @@ fn bad_bytes_close_one_connection_and_the_server_goes_on() {
 
     // An authenticated peer sends a frame that says it is 2 GiB long.
     let principal = client.principal();
-    let mut s = RawSession::connect(demo.endpoint().address(), rid, principal).unwrap();
+    let mut s = RawSession::connect(demo.endpoint().address(), rid, &principal).unwrap();
     s.send(&0x7fff_ffffu32.to_be_bytes()).unwrap();
     assert!(s.closed_by_peer(Duration::from_secs(10)));
     wait_until(Duration::from_secs(5), "a logged oversized frame", || {
@@ -263,7 +263,7 @@ fn bad_bytes_close_one_connection_and_the_server_goes_on() {
     });
 
     // And a frame of an unknown kind.
-    let mut s = RawSession::connect(demo.endpoint().address(), rid, principal).unwrap();
+    let mut s = RawSession::connect(demo.endpoint().address(), rid, &principal).unwrap();
     s.send(&[0, 0, 0, 9, 200, 0, 0, 0, 0, 0, 0, 0, 1]).unwrap();
     assert!(s.closed_by_peer(Duration::from_secs(10)));
     wait_until(Duration::from_secs(5), "a logged unknown frame", || {

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -206,8 +206,10 @@ pub(crate) struct ClientConn {
     remote: RemoteIdentity,
     /// Whether the server may be sent requests, per expectation.
     verdicts: Verdicts,
-    /// When the first of the server's blessings this client recognizes
-    /// expires, and its name: the connection is good until then.
+    /// When the connection stops being good, and why: the first of the
+    /// server's blessings this client recognizes expires, or the first of
+    /// those this client presented to it (the server would refuse its
+    /// calls then; a new session presents the client's blessings of then).
     server_expiry: Option<(SystemTime, String)>,
     /// The timer that ends the connection then.
     expiry_timer: Mutex<Option<TimerId>>,
@@ -275,10 +277,10 @@ impl ClientConn {
         self.server_expiry.as_ref().is_some_and(|(t, _)| *t <= now)
     }
 
-    /// Ends the connection when the server's blessing expires: calls in
-    /// flight end with `NoAccess` (what they were sent on no longer holds),
-    /// and the next call sets up a new session, where the server proves
-    /// itself again.
+    /// Ends the connection when the server's blessing expires, or the one
+    /// this client presented: calls in flight end with `NoAccess` (what
+    /// they were sent on no longer holds), and the next call sets up a new
+    /// session, where both prove themselves again.
     fn watch_server_expiry(self: &Arc<Self>, client: &Client) {
         let Some((at, _)) = &self.server_expiry else {
             return;
@@ -294,13 +296,10 @@ impl ClientConn {
     }
 
     fn server_blessing_expired(&self) {
-        let Some((_, name)) = &self.server_expiry else {
+        let Some((_, why)) = &self.server_expiry else {
             return;
         };
-        let err = Error::no_access(format!(
-            "the blessing {name} of the server at {} expired during the call",
-            self.address
-        ));
+        let err = Error::no_access(why.clone());
         log::debug!("connection {} to {}: {}", self.id, self.address, err.msg());
         self.fail_all(&err);
         // (On the timer thread: nothing is flushed to a peer that may not
@@ -460,7 +459,8 @@ impl Granter for ClientConn {
 pub(crate) struct ClientInner {
     config: ClientConfig,
     namespace: Arc<Namespace>,
-    principal: Arc<Principal>,
+    /// Who the client is now (new connections present it).
+    principal: RwLock<Arc<Principal>>,
     conns: Mutex<HashMap<(String, u64), Arc<ClientConn>>>,
     timer: OnceLock<Timer>,
 }
@@ -481,6 +481,50 @@ impl ClientInner {
         for c in conns {
             join_reader(&c);
         }
+    }
+}
+
+/// When a connection between `principal` and `server` stops being good,
+/// and why: the first of the server's blessings the client recognizes
+/// expires, or the first of the blessings the client presented to it
+/// (the chains were verified by the session; one already expired proves
+/// nothing and is not waited for).
+fn server_expiry(
+    principal: &Principal,
+    server: &RemoteIdentity,
+    address: &str,
+) -> Option<(SystemTime, String)> {
+    let now = SystemTime::now();
+    let theirs = server
+        .blessings()
+        .iter()
+        .filter(|b| principal.recognizes(b))
+        .filter_map(|b| b.expiry().map(|t| (t, b.name())))
+        .filter(|(t, _)| *t > now)
+        .min()
+        .map(|(t, name)| {
+            (
+                t,
+                format!("the blessing {name} of the server at {address} expired during the call"),
+            )
+        });
+    let shown = principal.blessings_for(&principal.proven_names(server, ""));
+    let mine = shown
+        .iter()
+        .filter_map(|b| b.expiry().map(|t| (t, b.name())))
+        .filter(|(t, _)| *t > now)
+        .min()
+        .map(|(t, name)| {
+            (
+                t,
+                format!(
+                    "this caller's blessing {name}, presented to the server at {address}, expired during the call"
+                ),
+            )
+        });
+    match (theirs, mine) {
+        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -576,7 +620,7 @@ impl Client {
             inner: Arc::new(ClientInner {
                 config,
                 namespace,
-                principal,
+                principal: RwLock::new(principal),
                 conns: Mutex::new(HashMap::new()),
                 timer: OnceLock::new(),
             }),
@@ -589,8 +633,26 @@ impl Client {
     }
 
     /// Who the client authenticates as.
-    pub fn principal(&self) -> &Arc<Principal> {
-        &self.inner.principal
+    pub fn principal(&self) -> Arc<Principal> {
+        self.inner
+            .principal
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Authenticates as `principal` from now on: connections set up from
+    /// now present its blessings (and servers that mount through this
+    /// client prove them). Connections already set up go on with what they
+    /// presented until it expires; then they close, and calls set up new
+    /// ones. For a principal whose blessing is renewed (the same key, a
+    /// later expiry): a pipe whose user's token was refreshed.
+    pub fn set_principal(&self, principal: Arc<Principal>) {
+        *self
+            .inner
+            .principal
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = principal;
     }
 
     /// The client's settings.
@@ -680,7 +742,7 @@ impl Client {
                 // resolves afresh and says why.
                 if conn
                     .verdicts
-                    .check(&self.inner.principal, &conn.remote, &conn.address, expect)
+                    .check(&self.principal(), &conn.remote, &conn.address, expect)
                     .is_err()
                 {
                     continue;
@@ -823,7 +885,7 @@ impl Client {
         // caller just judged it).
         if let Some(expect) = expect {
             conn.verdicts
-                .check(&self.inner.principal, &conn.remote, &conn.address, expect)?;
+                .check(&self.principal(), &conn.remote, &conn.address, expect)?;
         }
         let timeout_ms = match deadline {
             None => 0,
@@ -919,12 +981,13 @@ impl Client {
             let cap = Instant::now() + self.inner.config.connect_timeout;
             deadline.map_or(cap, |d| d.min(cap))
         };
+        let principal = self.principal();
         let (stream, session) = conn::client_session(
             ep.address(),
             ep.routing_id(),
             connect_deadline,
             self.inner.config.write_timeout,
-            &self.inner.principal,
+            &principal,
         )?;
         let id = conn::next_conn_id();
         let c = Arc::new(ClientConn {
@@ -934,7 +997,7 @@ impl Client {
             flows: Mutex::new(HashMap::new()),
             next_flow: AtomicU64::new(1),
             dead: AtomicBool::new(false),
-            server_expiry: self.server_expiry(&session.remote),
+            server_expiry: server_expiry(&principal, &session.remote, ep.address()),
             expiry_timer: Mutex::new(None),
             remote: session.remote,
             verdicts: Verdicts::default(),
@@ -953,20 +1016,6 @@ impl Client {
         *lock(&c.reader) = Some(h);
         log::debug!("connection {id} to {ep} open");
         Ok(self.register(key, c))
-    }
-
-    /// When the first of `server`'s blessings that this client recognizes,
-    /// and that hold now, expires (the chains were verified by the
-    /// session; one already expired proves nothing and is not waited for).
-    fn server_expiry(&self, server: &RemoteIdentity) -> Option<(SystemTime, String)> {
-        let now = SystemTime::now();
-        server
-            .blessings()
-            .iter()
-            .filter(|b| self.inner.principal.recognizes(b))
-            .filter_map(|b| b.expiry().map(|t| (t, b.name())))
-            .filter(|(t, _)| *t > now)
-            .min()
     }
 
     /// Keeps `c` as the connection for `key`, unless another thread
@@ -998,7 +1047,7 @@ impl Client {
         key: (String, u64),
     ) -> Result<Arc<ClientConn>> {
         let slot: Arc<OnceLock<Weak<dyn FrameHandler>>> = Arc::new(OnceLock::new());
-        let p = &self.inner.principal;
+        let p = &self.principal();
         let me = |server: &RemoteIdentity| {
             let shown = p.blessings_for(&p.proven_names(server, ""));
             RemoteIdentity::new(p.public_key(), shown)
@@ -1021,7 +1070,7 @@ impl Client {
             flows: Mutex::new(HashMap::new()),
             next_flow: AtomicU64::new(1),
             dead: AtomicBool::new(false),
-            server_expiry: self.server_expiry(&server),
+            server_expiry: server_expiry(p, &server, ep.address()),
             expiry_timer: Mutex::new(None),
             remote: server,
             verdicts: Verdicts::default(),

@@ -751,6 +751,17 @@ struct ServerEntry {
     mounter: Option<Client>,
 }
 
+impl ServerEntry {
+    /// Who the server is for a new connection: its mounting client's
+    /// principal of now (a pipe's, renewed when its user's token is), or
+    /// the one it was served as.
+    fn principal(&self) -> Arc<Principal> {
+        self.mounter
+            .as_ref()
+            .map_or_else(|| self.principal.clone(), Client::principal)
+    }
+}
+
 struct ListenerInner {
     local: SocketAddr,
     /// The address put in endpoints.
@@ -911,7 +922,7 @@ impl Listener {
             local,
             address,
             pool: Pool::new("wspr-call", config.pool.clone()),
-            principal: client.principal().clone(),
+            principal: client.principal(),
             publisher: Publisher::new(client),
             config,
             servers: RwLock::new(HashMap::new()),
@@ -982,12 +993,7 @@ impl Listener {
         dispatcher: Arc<dyn Dispatcher>,
         client: &Client,
     ) -> Result<Server> {
-        self.serve_entry(
-            dispatcher,
-            false,
-            client.principal().clone(),
-            Some(client.clone()),
-        )
+        self.serve_entry(dispatcher, false, client.principal(), Some(client.clone()))
     }
 
     fn serve_entry(
@@ -1112,10 +1118,8 @@ impl Listener {
                 self.inner.address
             ))
         })?;
-        let server = RemoteIdentity::new(
-            entry.principal.public_key(),
-            entry.principal.blessings().to_vec(),
-        );
+        let principal = entry.principal();
+        let server = RemoteIdentity::new(principal.public_key(), principal.blessings().to_vec());
         let caller = caller(&server);
         let id = conn::next_conn_id();
         let server_conn = Arc::new(ServerConn {
@@ -1131,7 +1135,7 @@ impl Listener {
             ),
             flows: Mutex::new(HashMap::new()),
             remote: caller,
-            principal: entry.principal.clone(),
+            principal,
             config: self.inner.config.clone(),
             sweeps: Mutex::new(Vec::new()),
         });
@@ -1209,7 +1213,7 @@ fn serve_conn(
             // It has said its hello.
             ticket.spoke();
             inner.find_server(rid).map(|s| {
-                let p = s.principal.clone();
+                let p = s.principal();
                 (s, p)
             })
         },
