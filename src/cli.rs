@@ -33,6 +33,8 @@ struct Top {
 
 #[derive(FromArgs)]
 #[argh(subcommand)]
+// (Made once, at the start: serve's many flags cost nothing worth a box.)
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     Serve(ServeCmd),
     Principal(PrincipalCmd),
@@ -127,6 +129,30 @@ struct ServeCmd {
     /// ms of silence before a pipe is pinged (default 30000)
     #[argh(option, default = "30_000")]
     keepalive_ms: u64,
+    /// serve https:// and wss:// with this certificate chain (PEM; read
+    /// again on SIGHUP); needs --tls-key
+    #[argh(option)]
+    tls_cert: Option<String>,
+    /// the private key of --tls-cert (PEM)
+    #[argh(option)]
+    tls_key: Option<String>,
+    /// listen on an address other than loopback without TLS (traffic in
+    /// the clear; logged as a warning)
+    #[argh(switch)]
+    insecure_listen: bool,
+    /// trust tokens (JWTs) whose iss is NAME, signed by the public key in
+    /// KEYFILE (PEM: Ed25519, ECDSA P-256/P-384 or RSA), as NAME=KEYFILE
+    /// (repeatable); a pipe presenting one is its user's,
+    /// DAEMON/ORIGIN/NAME:SUBJECT
+    #[argh(option)]
+    token_issuer: Vec<String>,
+    /// an audience tokens must name (aud), such as this daemon's https URL
+    /// (repeatable; needed with --token-issuer)
+    #[argh(option)]
+    token_audience: Vec<String>,
+    /// close pipes that do not present a token first
+    #[argh(switch)]
+    require_token: bool,
     /// log level: error, warn, info, debug, trace (default info)
     #[argh(option, default = "LevelFilter::Info")]
     log_level: LevelFilter,
@@ -662,6 +688,22 @@ fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
+/// Blocks until SIGINT or SIGTERM, calling `hangup` at each SIGHUP.
+fn wait_for_signal_or_hangup(hangup: impl Fn()) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| Error::internal(format!("cannot handle signals: {e}")))?;
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            hangup();
+            continue;
+        }
+        log::info!("signal {sig}: stopping");
+        break;
+    }
+    Ok(())
+}
+
 fn print_line(s: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{s}")
@@ -707,18 +749,48 @@ fn serve(c: ServeCmd) -> Result<()> {
     config.serve_demo = c.demo;
     config.mount_ttl = Duration::from_secs(c.mount_ttl_secs);
     config.keepalive = Duration::from_millis(c.keepalive_ms);
-    // Every address is checked (by spawn) before the credentials are
-    // made or anything is started.
+    config.tls = match (c.tls_cert, c.tls_key) {
+        (Some(cert), Some(key)) => Some(wspr::wsprd::TlsConfig::new(cert, key)),
+        (None, None) => None,
+        _ => return Err(Error::bad_arg("--tls-cert and --tls-key go together")),
+    };
+    config.insecure_listen = c.insecure_listen;
+    config.token_issuers = c
+        .token_issuer
+        .iter()
+        .map(|i| match i.split_once('=') {
+            Some((name, file)) if !file.is_empty() => Ok(wspr::wsprd::TokenIssuer::new(name, file)),
+            _ => Err(Error::bad_arg(format!(
+                "--token-issuer {i:?}: give NAME=KEYFILE"
+            ))),
+        })
+        .collect::<Result<_>>()?;
+    config.token_audiences = c.token_audience;
+    config.require_token = c.require_token;
+    // Every address and file is checked (by spawn) before the credentials
+    // are made or anything is started.
     let daemon = wspr::wsprd::Daemon::builder()
         .config(config)
         .credentials(credentials_dir(&c.credentials))
         .spawn()?;
-    print_line(&format!("wsprd listening on http://{}", daemon.http_addr()))?;
+    let scheme = if daemon.uses_tls() { "https" } else { "http" };
+    print_line(&format!(
+        "wsprd listening on {scheme}://{}",
+        daemon.http_addr()
+    ))?;
     print_line(&format!(
         "name space root {}",
         daemon.namespace_roots().join(" ")
     ))?;
-    wait_for_signal()?;
+    wait_for_signal_or_hangup(|| {
+        if daemon.uses_tls() {
+            log::info!("SIGHUP: reloading the TLS certificate");
+            // (Logged by the daemon either way.)
+            let _ = daemon.reload_tls();
+        } else {
+            log::info!("SIGHUP: nothing to reload (no TLS)");
+        }
+    })?;
     daemon.shutdown();
     Ok(())
 }

@@ -36,7 +36,8 @@ use ed25519_dalek::{Signer, SigningKey};
 
 pub use authorizer::{AclAuthorizer, Delegation, SameFamily};
 pub use blessing::{
-    Blessing, BlessingPattern, Caveat, CaveatContext, Certificate, check_extension, hex, unhex,
+    Blessing, BlessingPattern, Caveat, CaveatContext, Certificate, MAX_EXTENSION, check_extension,
+    hex, unhex,
 };
 pub use credentials::CREDENTIALS_FILE;
 

@@ -305,7 +305,7 @@ fn bless_identity(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
         .get(req.handle)
         .ok_or_else(|| Error::no_exist(format!("no identity with handle {}", req.handle)))?;
     // Under the pipe's own name (<daemon>/<origin>), never the daemon's.
-    let blessed = identity::bless(&pipe.principal, &id, &req)?;
+    let blessed = identity::bless(&pipe.principal(), &id, &req)?;
     let handle = pipe.identities.add(blessed.clone())?;
     Ok(identity::describe(handle, &blessed))
 }
@@ -412,7 +412,7 @@ fn signature(pipe: &Arc<Pipe>, id: u64, data: protocol::Data) {
             .into_iter()
             .next()
             .ok_or_else(|| Error::no_exist(format!("{} resolves to no server", req.name)))?;
-        let key = (pipe.principal.names().join(","), target);
+        let key = (pipe.principal().names().join(","), target);
         {
             let cache = lock(&pipe.shared.signatures);
             if let Some((sig, until)) = cache.get(&key)

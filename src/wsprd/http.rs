@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use crate::admission::{Admission, Ticket};
 use crate::error::{Error, Result};
 use crate::pool::ThreadSet;
+use crate::wsprd::tls::{Setup, Stream};
 use crate::wsprd::{Shared, pipe};
 
 /// The demo page, served at `/`.
@@ -142,7 +143,7 @@ fn accept_loop(
 
 /// Answers and closes gently (see below); for connection threads.
 fn respond(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     status: u16,
     content_type: &str,
     body: &[u8],
@@ -153,7 +154,7 @@ fn respond(
 /// Answers with `extra` header lines (each ending in CRLF), the body only
 /// if `with_body` (HEAD: without), and closes gently (see below).
 fn respond_with(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     status: u16,
     content_type: &str,
     extra: &str,
@@ -164,21 +165,13 @@ fn respond_with(
     // Close gently: tell the client we are done, and read what it is still
     // sending for a moment, so that the close does not reset the
     // connection and destroy the answer before it is read.
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut sink = [0u8; 4096];
-    let mut drained = 0;
-    while drained < 256 * 1024 {
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
-    }
+    stream.shutdown_write();
+    stream.drain(Duration::from_millis(500));
     Ok(())
 }
 
 fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     status: u16,
     content_type: &str,
     extra: &str,
@@ -230,11 +223,10 @@ enum HeadError {
 }
 
 fn read_head(
-    stream: &mut TcpStream,
-    timeout: Duration,
+    stream: &mut Stream,
+    deadline: Instant,
     ticket: &Ticket,
 ) -> std::result::Result<Head, HeadError> {
-    let deadline = Instant::now() + timeout;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
@@ -243,6 +235,7 @@ fn read_head(
             return Err(HeadError::Io);
         }
         stream
+            .tcp()
             .set_read_timeout(Some(left))
             .map_err(|_| HeadError::Io)?;
         let n = match stream.read(&mut chunk) {
@@ -359,16 +352,32 @@ pub(crate) fn host_allowed(
     })
 }
 
-fn serve_http(
-    shared: Arc<Shared>,
-    id: u64,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    ticket: Ticket,
-) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(shared.config.write_timeout));
-    let head = match read_head(&mut stream, shared.config.setup_timeout, &ticket) {
+fn serve_http(shared: Arc<Shared>, id: u64, tcp: TcpStream, peer: SocketAddr, ticket: Ticket) {
+    let _ = tcp.set_nodelay(true);
+    let _ = tcp.set_write_timeout(Some(shared.config.write_timeout));
+    // The handshake and the request, within the setup time.
+    let deadline = Instant::now() + shared.config.setup_timeout;
+    let mut stream = match &shared.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => match tls.handshake(tcp, deadline, &ticket) {
+            Setup::Done(s) => s,
+            Setup::PlainHttp(mut s) => {
+                log::info!("plain HTTP from {peer} to the TLS port; told to use https");
+                let _ = respond(
+                    &mut s,
+                    400,
+                    "text/plain",
+                    b"this port speaks TLS: use https:// (or wss:// for the websocket)\n",
+                );
+                return;
+            }
+            Setup::Failed(why) => {
+                log::info!("TLS connection from {peer} failed: {why}");
+                return;
+            }
+        },
+    };
+    let head = match read_head(&mut stream, deadline, &ticket) {
         Ok(h) => h,
         Err(HeadError::Io) => return,
         Err(HeadError::TooLarge) => {
@@ -382,15 +391,25 @@ fn serve_http(
         }
     };
     let local = stream
+        .tcp()
         .local_addr()
         .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     let host = head.header("Host");
-    if !host_allowed(
-        host,
-        local,
-        &shared.config.listen,
-        &shared.config.allowed_origins,
-    ) {
+    // With TLS, the name the client asked for in its handshake: a browser
+    // sends a request only once the certificate is valid for that name
+    // (a page of another site whose name was made to resolve here asks
+    // for that name, and gets a certificate not valid for it).
+    let asked = stream.server_name().is_some_and(|sni| {
+        host.is_some_and(|h| host_of(h) == sni.trim_end_matches('.').to_ascii_lowercase())
+    });
+    if !asked
+        && !host_allowed(
+            host,
+            local,
+            &shared.config.listen,
+            &shared.config.allowed_origins,
+        )
+    {
         log::warn!(
             "refused a request from {peer} for {}: Host {:?} is not this daemon's (DNS rebinding?)",
             head.path,
@@ -451,7 +470,7 @@ fn resource(shared: &Shared, path: &str) -> Option<Resource> {
 
 /// Answers a request that is not a websocket upgrade: GET and HEAD of
 /// the resources above.
-fn answer(shared: &Shared, stream: &mut TcpStream, method: &str, path: &str) {
+fn answer(shared: &Shared, stream: &mut Stream, method: &str, path: &str) {
     let resource = resource(shared, path);
     let (get, head) = (method == "GET", method == "HEAD");
     let _ = match resource {
@@ -482,7 +501,7 @@ fn answer(shared: &Shared, stream: &mut TcpStream, method: &str, path: &str) {
 fn upgrade(
     shared: Arc<Shared>,
     id: u64,
-    mut stream: TcpStream,
+    mut stream: Stream,
     peer: SocketAddr,
     head: Head,
     ticket: Ticket,
@@ -535,7 +554,14 @@ fn upgrade(
         return;
     }
     drop(ticket);
-    pipe::run(shared.clone(), id, stream, peer, origin, head.leftover);
+    pipe::run(
+        shared.clone(),
+        id,
+        stream.into_transport(),
+        peer,
+        origin,
+        head.leftover,
+    );
     drop(place);
 }
 

@@ -50,6 +50,8 @@ mod pipe;
 pub mod protocol;
 #[cfg(not(feature = "testing"))]
 mod protocol;
+mod tls;
+mod token;
 mod ws;
 
 use std::collections::HashMap;
@@ -68,6 +70,51 @@ use crate::rpc::{AllowAll, Client, Listener, Namespace, Server, ServerConfig};
 use crate::security::{Delegation, Principal};
 
 pub use builder::DaemonBuilder;
+
+/// TLS for the HTTP listener: a certificate chain and its private key, as
+/// PEM files. They are read when the daemon starts and again on
+/// [`Daemon::reload_tls`] (`wsprd serve`: SIGHUP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// The certificate chain, the daemon's own certificate first.
+    pub cert: std::path::PathBuf,
+    /// Its private key (PKCS#8, or SEC1 or PKCS#1).
+    pub key: std::path::PathBuf,
+}
+
+impl TlsConfig {
+    /// The certificate chain in `cert` and its key in `key`.
+    pub fn new(cert: impl Into<std::path::PathBuf>, key: impl Into<std::path::PathBuf>) -> Self {
+        TlsConfig {
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+}
+
+/// An issuer of tokens (JWTs) whose users pipes may be: its tokens carry
+/// `iss` equal to `name`, and are signed by the key in `key_file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenIssuer {
+    /// Its name: the tokens' `iss`, and the part of its users' blessing
+    /// names before the `:` (1 to 64 ASCII letters, digits, `.`, `_`, `-`).
+    pub name: String,
+    /// Its public key, PEM (`BEGIN PUBLIC KEY`): Ed25519 (EdDSA), ECDSA
+    /// P-256 or P-384 (ES256, ES384), or RSA (RS256 to PS512).
+    pub key_file: std::path::PathBuf,
+}
+
+impl TokenIssuer {
+    /// The issuer `name` with its public key in `key_file`.
+    pub fn new(name: impl Into<String>, key_file: impl Into<std::path::PathBuf>) -> Self {
+        TokenIssuer {
+            name: name.into(),
+            key_file: key_file.into(),
+        }
+    }
+}
 
 /// Settings of the daemon. Every field has a documented default; see
 /// [`Config::validate`].
@@ -158,6 +205,28 @@ pub struct Config {
     /// Who the daemon is. Default: a new principal self-blessed `wsprd`
     /// (the command line loads `--credentials`).
     pub principal: Option<Arc<Principal>>,
+    /// Serve `https://` and `wss://` with this certificate. Default none:
+    /// plain `http://` and `ws://`.
+    pub tls: Option<TlsConfig>,
+    /// Listen on an address other than loopback without TLS (pages and
+    /// their users' tokens then cross the network in the clear; a warning
+    /// is logged). Default false: such a `listen` is refused unless `tls`
+    /// is set.
+    pub insecure_listen: bool,
+    /// Issuers whose tokens make a pipe its user's. Default none.
+    pub token_issuers: Vec<TokenIssuer>,
+    /// What a token's `aud` must hold one of (needed with issuers): the
+    /// audience the issuers name this daemon by, such as its URL. Default
+    /// none.
+    pub token_audiences: Vec<String>,
+    /// Every pipe must present a token first (within `setup_timeout`), or
+    /// it is closed (1008). Default false: a pipe without a token is
+    /// `<daemon>/<origin>`, as with no issuers.
+    pub require_token: bool,
+    /// How far a token's `nbf` may be ahead of this clock (clocks that
+    /// differ). `exp` is kept to the millisecond: the pipe's blessing ends
+    /// there. Default 30 s; at most 5 minutes.
+    pub token_leeway: Duration,
 }
 
 impl Default for Config {
@@ -192,6 +261,12 @@ impl Default for Config {
             mount_ttl: Duration::from_secs(60),
             idle_thread_timeout: Duration::from_secs(10),
             principal: None,
+            tls: None,
+            insecure_listen: false,
+            token_issuers: vec![],
+            token_audiences: vec![],
+            require_token: false,
+            token_leeway: Duration::from_secs(30),
         }
     }
 }
@@ -239,7 +314,38 @@ impl Config {
         if self.mount_ttl < Duration::from_secs(1) {
             return bad("mount_ttl must be at least 1 s");
         }
-        socket_addr("the HTTP address (listen)", &self.listen)?;
+        let listen = socket_addr("the HTTP address (listen)", &self.listen)?;
+        if !listen.ip().is_loopback() && self.tls.is_none() && !self.insecure_listen {
+            return Err(Error::bad_arg(format!(
+                "listening on {} ({}) without TLS would let anyone on the network read and change what pages send, tokens included: give a certificate (--tls-cert, --tls-key), or --insecure-listen if that is meant",
+                self.listen,
+                listen.ip()
+            )));
+        }
+        let names: Vec<&str> = self.token_issuers.iter().map(|i| i.name.as_str()).collect();
+        token::check_issuers(&names)?;
+        if self.require_token && self.token_issuers.is_empty() {
+            return bad("require_token needs at least one token issuer (--token-issuer)");
+        }
+        if !self.token_issuers.is_empty() && self.token_audiences.is_empty() {
+            return bad(
+                "token issuers need the audience their tokens name this daemon by (--token-audience, such as its https URL)",
+            );
+        }
+        if self.token_issuers.is_empty() && !self.token_audiences.is_empty() {
+            return bad("a token audience without a token issuer (--token-issuer)");
+        }
+        if self.token_audiences.iter().any(|a| a.is_empty()) {
+            return bad("a token audience must not be empty");
+        }
+        if self.token_leeway > Duration::from_secs(300) {
+            return bad("token_leeway must be at most 5 minutes");
+        }
+        // The files: readable, and what they should be.
+        if let Some(files) = &self.tls {
+            tls::Tls::new(files)?;
+        }
+        token::Issuers::load(self)?;
         socket_addr(
             "the host of JavaScript's servers (rpc_listen)",
             &format!("{}:0", self.rpc_listen),
@@ -373,6 +479,10 @@ pub(crate) fn limit_reached(counter: &AtomicU64, what: String) -> Error {
 /// What every pipe shares.
 pub(crate) struct Shared {
     pub config: Config,
+    /// TLS of the HTTP listener, if it has it.
+    pub tls: Option<tls::Tls>,
+    /// The token issuers trusted, if any.
+    pub tokens: Option<token::Issuers>,
     pub principal: Arc<Principal>,
     pub namespace: Arc<Namespace>,
     pub workers: Pool,
@@ -476,8 +586,10 @@ impl Daemon {
 
     pub(crate) fn start(config: Config, sockets: Sockets) -> Result<Daemon> {
         config.validate()?;
-        // The HTTP address first: a daemon that cannot have it starts
-        // nothing else.
+        // The files next, and the HTTP address: a daemon that cannot have
+        // them starts nothing else.
+        let tls = config.tls.as_ref().map(tls::Tls::new).transpose()?;
+        let tokens = token::Issuers::load(&config)?;
         let http_listener = match sockets.http {
             Some(l) => {
                 l.set_nonblocking(false).map_err(|e| {
@@ -544,6 +656,8 @@ impl Daemon {
             .chain(mount_table.as_ref().map(|m| m.listener().clone()))
             .collect();
         let shared = Arc::new(Shared {
+            tls,
+            tokens,
             principal,
             workers: Pool::new("wsprd-worker", pool),
             namespace,
@@ -564,12 +678,33 @@ impl Daemon {
             config,
         });
         let http = http::Http::start(shared.clone(), http_listener)?;
+        let scheme = if shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         log::info!(
-            "wsprd listening on http://{} (websocket at /ws), name space root {}, principal {}",
+            "wsprd listening on {scheme}://{} (websocket at /ws), name space root {}, principal {}",
             http.local_addr(),
             shared.namespace.roots().join(", "),
             shared.principal.names().join(", ")
         );
+        let local = http.local_addr();
+        if shared.tls.is_none() && !local.ip().is_loopback() {
+            log::warn!(
+                "listening on {local} without TLS (--insecure-listen): pages on other hosts, and their tokens, cross the network in the clear"
+            );
+        }
+        if shared.tokens.is_some() && !shared.config.require_token {
+            log::warn!(
+                "pipes without a token are {}/<origin>, which the default rule lets reach every user's pages of that origin: give --require-token on a server for pages on the internet",
+                shared
+                    .principal
+                    .names()
+                    .first()
+                    .map_or("<daemon>", |s| s.as_str())
+            );
+        }
         Ok(Daemon {
             shared,
             http: Some(http),
@@ -612,6 +747,36 @@ impl Daemon {
     /// [`Daemon::serve`]'s) is bound.
     pub fn rpc_addr(&self) -> SocketAddr {
         self.shared.listener.local_addr()
+    }
+
+    /// Whether the HTTP listener speaks TLS (`https://`, `wss://`).
+    pub fn uses_tls(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
+    /// Reads the TLS certificate and key again (`wsprd serve`: SIGHUP):
+    /// connections from now on get the new certificate. If they cannot be
+    /// used, the certificate in use stays, and the error says why (it is
+    /// logged too). `BadArg` without TLS.
+    pub fn reload_tls(&self) -> Result<()> {
+        let Some(tls) = &self.shared.tls else {
+            return Err(Error::bad_arg(
+                "the daemon has no TLS certificate to reload",
+            ));
+        };
+        match tls.reload() {
+            Ok(()) => {
+                log::info!("TLS certificate reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                log::error!(
+                    "TLS certificate not reloaded, the one in use stays: {}",
+                    e.msg()
+                );
+                Err(e)
+            }
+        }
     }
 
     /// Where the HTTP listener is bound.

@@ -15,7 +15,7 @@
 //! disconnects, so every waiter ends at once with `Aborted`.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -36,6 +36,8 @@ use crate::wsprd::controller;
 use crate::wsprd::dispatcher::{self, JsServer, Waiting};
 use crate::wsprd::identity::{self, Identities};
 use crate::wsprd::protocol::{self, InType, Incoming, OutType};
+use crate::wsprd::tls::Transport;
+use crate::wsprd::token::{Gate, PipeToken};
 use crate::wsprd::ws::{ReadFail, WsEvent, WsIo, WsOut, WsReader};
 
 /// Items JavaScript may send on one flow before the daemon has somewhere
@@ -145,9 +147,12 @@ pub(crate) struct Pipe {
     /// Numbers JavaScript's calls (`CallFlow::serial`).
     calls: AtomicU64,
     pub servers: Mutex<HashMap<u64, Arc<JsServer>>>,
+    /// Its calls and servers authenticate as this client's principal:
+    /// blessed by the daemon under the pipe's Origin, and under its user's
+    /// name when it presented a token ([`Pipe::principal`]).
     pub client: Client,
-    /// This pipe's principal, blessed by the daemon under its Origin.
-    pub principal: Arc<Principal>,
+    /// Its user's token, if it presented one.
+    pub token: PipeToken,
     pub identities: Identities,
     closed: AtomicBool,
     /// Its requests on the daemon's workers.
@@ -162,6 +167,26 @@ pub(crate) struct Pipe {
 impl Pipe {
     pub(crate) fn flows(&self) -> MutexGuard<'_, HashMap<u64, Flow>> {
         lock(&self.flows)
+    }
+
+    /// Who the pipe is now: `<daemon>/<origin>`, or its user
+    /// `<daemon>/<origin>/<issuer>:<subject>`.
+    pub(crate) fn principal(&self) -> Arc<Principal> {
+        self.client.principal()
+    }
+
+    /// Answers each request and call of JavaScript's in flight with `err`,
+    /// queued for the pipe thread to write (with the close that follows).
+    pub(crate) fn fail_requests(&self, err: &Error) {
+        let ids: Vec<u64> = self
+            .flows()
+            .iter()
+            .filter(|(_, f)| matches!(f, Flow::Call(_) | Flow::Request))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let _ = self.send_later(id, OutType::Error, &err.to_json(), None);
+        }
     }
 
     /// Flows in flight.
@@ -312,6 +337,9 @@ impl Pipe {
             Ok(m) => m,
             Err((id, e)) => return self.send_error(id, &e),
         };
+        if let Gate::Done = PipeToken::gate(self, &m) {
+            return;
+        }
         if m.kind.is_request() {
             return self.on_request(m);
         }
@@ -680,6 +708,7 @@ impl Pipe {
     /// their channels disconnect, servers are stopped.
     fn clean_up(&self) -> usize {
         self.closed.store(true, Ordering::SeqCst);
+        self.token.stop(&self.shared.timer);
         let flows: Vec<(u64, Flow)> = self.flows().drain().collect();
         let n = flows.len();
         for (_, f) in flows {
@@ -721,20 +750,17 @@ fn server_response(data: protocol::Data) -> Result<Result<Vec<Value>, Error>, Er
 pub(crate) fn run(
     shared: Arc<Shared>,
     id: u64,
-    stream: TcpStream,
+    conn: Transport,
     peer: SocketAddr,
     origin: Option<String>,
     leftover: Vec<u8>,
 ) {
     let config = &shared.config;
-    let setup = stream
-        .try_clone()
-        .and_then(|s| WsOut::new(s, config.max_queued_bytes))
-        .and_then(|out| {
-            stream.set_read_timeout(Some(config.keepalive))?;
-            stream.set_write_timeout(Some(config.write_timeout))?;
-            Ok(out)
-        });
+    let setup = WsOut::new(&conn, config.max_queued_bytes).and_then(|out| {
+        conn.tcp.set_read_timeout(Some(config.keepalive))?;
+        conn.tcp.set_write_timeout(Some(config.write_timeout))?;
+        Ok(out)
+    });
     let out = match setup {
         Ok(o) => Arc::new(o),
         Err(e) => {
@@ -767,7 +793,7 @@ pub(crate) fn run(
         calls: AtomicU64::new(0),
         servers: Mutex::new(HashMap::new()),
         client: Client::with_principal(shared.namespace.clone(), principal.clone(), client_config),
-        principal,
+        token: PipeToken::new(principal),
         identities: Identities::default(),
         closed: AtomicBool::new(false),
         work: Mutex::new(Work::default()),
@@ -787,13 +813,10 @@ pub(crate) fn run(
     log::info!(
         "pipe {id} opened from {peer} (origin {}) as {}",
         origin.as_deref().unwrap_or("none"),
-        pipe.principal.names().join(", ")
+        pipe.principal().names().join(", ")
     );
-    let mut reader = WsReader::new(
-        WsIo { tcp: stream, out },
-        leftover,
-        config.max_message_bytes,
-    );
+    PipeToken::start(&pipe);
+    let mut reader = WsReader::new(WsIo::new(conn, out), leftover, config.max_message_bytes);
     let mut idle = 0;
     let batching = crate::outbox::Batching::start();
     let why = loop {

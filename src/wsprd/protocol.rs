@@ -43,6 +43,9 @@ pub enum InType {
     /// 19: stop serving a server under one of its names (an extension of
     /// the contract; docs/protocol.md).
     RemoveName,
+    /// 20: the user's token, first on the pipe, or renewed later (an
+    /// extension of the contract; docs/protocol.md).
+    Token,
 }
 
 impl InType {
@@ -64,6 +67,7 @@ impl InType {
             13 => InType::Namespace,
             17 => InType::Cancel,
             19 => InType::RemoveName,
+            20 => InType::Token,
             _ => return None,
         })
     }

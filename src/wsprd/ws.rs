@@ -3,10 +3,17 @@
 //! [`Outbox`] that any thread pushes whole frames to, formatted here.
 //! Control frames that tungstenite answers while reading (pong, close)
 //! go through the same outbox, so frames never interleave.
+//!
+//! With TLS, one rustls state serves both directions: the reader reads
+//! the socket without a lock and decrypts under the state's lock; a
+//! writer encrypts under it into a buffer and writes that without it. The
+//! outbox lets one writer at a time through, so records leave in the
+//! order they were made; records TLS makes while reading (alerts, key
+//! updates) are written by the next writer, woken for them.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tungstenite::error::ProtocolError;
@@ -15,21 +22,34 @@ use tungstenite::protocol::frame::{CloseFrame, Frame};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error as WsError, Message};
 
+use rustls::ServerConnection;
+
 use crate::outbox::{Outbox, PushError, Sink};
+use crate::pool::lock;
+use crate::wsprd::tls::Transport;
 
 /// How long what is queued (then the close frame) may take to go out once
 /// a pipe is being closed.
 pub(crate) const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
-/// The socket's write half, as the outbox's sink.
+/// Most plaintext encrypted in one go before it is written out.
+const TLS_CHUNK: usize = 64 * 1024;
+
+/// The socket's write half, as the outbox's sink; with TLS, the frames
+/// are encrypted (under the TLS state's lock) into a buffer that is then
+/// written without the lock.
 pub(crate) struct WsSink {
     stream: TcpStream,
+    tls: Option<Arc<Mutex<ServerConnection>>>,
+    /// Records made, waiting to be written.
+    records: Vec<u8>,
     /// Set when the websocket is being closed: writing ends by then.
     close_by: Arc<OnceLock<Instant>>,
 }
 
-impl Sink for WsSink {
-    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+impl WsSink {
+    /// Writes `buf` to the socket, by the close deadline once there is one.
+    fn write_raw(&mut self, mut buf: &[u8]) -> io::Result<()> {
         let Some(by) = self.close_by.get() else {
             return self.stream.write_all(buf);
         };
@@ -51,7 +71,50 @@ impl Sink for WsSink {
         }
         Ok(())
     }
+
+    /// Encrypts `plain` (none: only what the TLS state has of its own to
+    /// send, such as alerts or key updates) and writes the records out.
+    fn write_tls(&mut self, tls: &Mutex<ServerConnection>, plain: &[u8]) -> io::Result<()> {
+        let mut chunks = plain.chunks(TLS_CHUNK);
+        loop {
+            let chunk = chunks.next();
+            {
+                let mut conn = lock(tls);
+                if let Some(c) = chunk {
+                    conn.writer().write_all(c)?;
+                }
+                while conn.wants_write() {
+                    conn.write_tls(&mut self.records)?;
+                }
+            }
+            let records = std::mem::take(&mut self.records);
+            let res = self.write_raw(&records);
+            self.records = records;
+            self.records.clear();
+            if self.records.capacity() > 32 * 1024 {
+                self.records = Vec::new();
+            }
+            res?;
+            if chunk.is_none() || chunks.len() == 0 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Sink for WsSink {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self.tls.clone() {
+            None => self.write_raw(buf),
+            Some(tls) => self.write_tls(&tls, buf),
+        }
+    }
     fn shutdown(&mut self) {
+        if let Some(tls) = self.tls.clone() {
+            // close_notify follows the close frame, by the same deadline.
+            lock(&tls).send_close_notify();
+            let _ = self.write_tls(&tls, &[]);
+        }
         let _ = self.stream.shutdown(Shutdown::Write);
     }
 }
@@ -72,17 +135,25 @@ fn text_frame(payload: Vec<u8>) -> Vec<u8> {
 }
 
 impl WsOut {
-    pub(crate) fn new(stream: TcpStream, max_queued: usize) -> io::Result<WsOut> {
+    pub(crate) fn new(conn: &Transport, max_queued: usize) -> io::Result<WsOut> {
         let close_by = Arc::new(OnceLock::new());
         let sink = WsSink {
-            stream: stream.try_clone()?,
+            stream: conn.tcp.try_clone()?,
+            tls: conn.tls.clone(),
+            records: Vec::new(),
             close_by: close_by.clone(),
         };
         Ok(WsOut {
             outbox: Outbox::new(sink, max_queued),
-            stream,
+            stream: conn.tcp.try_clone()?,
             close_by,
         })
+    }
+
+    /// Has the TLS state's own records (alerts, key updates) written, in
+    /// order with the frames.
+    fn nudge(&self) {
+        let _ = self.outbox.nudge();
     }
 
     /// Sends one text message; `token` is dropped once it is written.
@@ -174,25 +245,143 @@ impl WsOut {
     }
 }
 
-/// The stream tungstenite reads from: the socket for reading, the outbox
-/// for the control frames it writes.
+/// The stream tungstenite reads from: the socket (through TLS when the
+/// pipe has it) for reading, the outbox for the control frames it writes.
 pub(crate) struct WsIo {
-    pub tcp: TcpStream,
-    pub out: Arc<WsOut>,
+    tcp: TcpStream,
+    tls: Option<Arc<Mutex<ServerConnection>>>,
+    /// Bytes read from the socket that TLS has not taken yet.
+    raw: Vec<u8>,
+    raw_at: usize,
+    out: Arc<WsOut>,
 }
 
-impl Read for WsIo {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // About to block: write what the pipe thread has batched.
-        crate::outbox::flush_deferred();
-        // The socket has a read timeout (the keepalive), and the kernel
-        // does not restart such a read after a signal or a stop (SIGSTOP,
-        // a debugger): it fails with EINTR. Read again.
+/// Bytes read from a TLS socket at once.
+const TLS_READ: usize = 16 * 1024 + 512;
+
+impl WsIo {
+    pub(crate) fn new(conn: Transport, out: Arc<WsOut>) -> WsIo {
+        WsIo {
+            tcp: conn.tcp,
+            tls: conn.tls,
+            raw: Vec::new(),
+            raw_at: 0,
+            out,
+        }
+    }
+
+    /// Reads the socket; a signal or a stop (SIGSTOP, a debugger) fails a
+    /// read that has a timeout with EINTR, and it is read again.
+    fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.tcp.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => return r,
             }
+        }
+    }
+
+    /// Plaintext from TLS: what it has decrypted, else what the socket
+    /// brings (read without the lock), fed to it under the lock. What TLS
+    /// has to send meanwhile goes out through the outbox, in order.
+    fn read_tls(&mut self, tls: &Mutex<ServerConnection>, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut conn = lock(tls);
+            match conn.reader().read(buf) {
+                // (0: the peer's close_notify.)
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if self.raw_at < self.raw.len() {
+                let mut pending = &self.raw[self.raw_at..];
+                let before = pending.len();
+                let fed = conn.read_tls(&mut pending);
+                self.raw_at += before - pending.len();
+                if self.raw_at == self.raw.len() {
+                    // All taken: an idle pipe holds no buffer.
+                    self.raw = Vec::new();
+                    self.raw_at = 0;
+                }
+                let processed = fed.and_then(|_| {
+                    conn.process_new_packets()
+                        .map(drop)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+                });
+                let wants_write = conn.wants_write();
+                drop(conn);
+                if wants_write {
+                    self.out.nudge();
+                }
+                processed?;
+                continue;
+            }
+            drop(conn);
+            // About to block: write what is deferred.
+            crate::outbox::flush_deferred();
+            // Wait holding no buffer (an idle pipe holds none), then read
+            // what has come.
+            self.wait_readable()?;
+            let mut raw = std::mem::take(&mut self.raw);
+            raw.resize(TLS_READ, 0);
+            let n = self.read_socket(&mut raw);
+            raw.truncate(*n.as_ref().unwrap_or(&0));
+            self.raw = raw;
+            self.raw_at = 0;
+            match n {
+                Ok(0) => {
+                    // The socket's end: TLS tells a close_notify (0) from
+                    // a cut (UnexpectedEof).
+                    let mut conn = lock(tls);
+                    let _ = conn.read_tls(&mut io::empty());
+                    let _ = conn.process_new_packets();
+                    return conn.reader().read(buf);
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until the socket has something to read (or its end), for at
+    /// most its read timeout (the keepalive): `TimedOut` then.
+    fn wait_readable(&self) -> io::Result<()> {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let deadline = self.tcp.read_timeout()?.map(|t| Instant::now() + t);
+        loop {
+            let timeout = match deadline {
+                None => None,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    Some(Timespec {
+                        tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                        tv_nsec: i64::from(left.subsec_nanos()),
+                    })
+                }
+            };
+            let mut fds = [PollFd::new(&self.tcp, PollFlags::IN)];
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(0) => {}
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Read for WsIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.tls.clone() {
+            None => {
+                // About to block: write what the pipe thread has batched.
+                crate::outbox::flush_deferred();
+                self.read_socket(buf)
+            }
+            Some(tls) => self.read_tls(&tls, buf),
         }
     }
 }
