@@ -327,6 +327,74 @@ fn serve_checks_its_addresses_before_starting_anything() {
 }
 
 #[test]
+fn serve_checks_its_tls_and_token_flags_before_starting_anything() {
+    let base = [
+        "serve",
+        "--log-level",
+        "info",
+        "--mounttable-listen",
+        "127.0.0.1:0",
+    ];
+    let cert = common::tls::make_cert("cli", &["localhost"]);
+    let (cert_file, key_file) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        // Beyond loopback in the clear.
+        (vec!["--listen", "0.0.0.0:0"], "--insecure-listen"),
+        (
+            vec!["--listen", "127.0.0.1:0", "--tls-cert", cert_file],
+            "--tls-key",
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                "/no/such.pem",
+                "--tls-key",
+                key_file,
+            ],
+            "/no/such.pem",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--token-issuer", "acme"],
+            "NAME=KEYFILE",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--token-issuer", &"acme=x.pem"],
+            "--token-audience",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--require-token"],
+            "--token-issuer",
+        ),
+    ];
+    for (flags, says) in cases {
+        let mut args = base.to_vec();
+        args.extend(&flags);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("BadArg") && err.contains(says),
+            "{flags:?}: {err}"
+        );
+        assert!(
+            out.stdout.is_empty() && !err.contains("listening for RPCs"),
+            "nothing started: {err}"
+        );
+    }
+    // Asked for: it starts, and says so in a warning.
+    let mut c = wsprd();
+    c.args(base)
+        .args(["--listen", "0.0.0.0:0", "--insecure-listen"]);
+    let p = Proc::spawn(c);
+    assert!(p.line().starts_with("wsprd listening on http://0.0.0.0:"));
+    wait_until(Duration::from_secs(10), "the warning", || {
+        p.stderr.lock().unwrap().contains("without TLS")
+    });
+}
+
+#[test]
 fn the_embedded_mount_table_falls_back_to_a_free_port() {
     capture_logs();
     let held = TcpListener::bind("127.0.0.1:0").unwrap();

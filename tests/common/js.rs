@@ -1,7 +1,9 @@
 //! A websocket client that plays JavaScript against a daemon.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -24,8 +26,51 @@ pub struct Msg {
     pub message: Value,
 }
 
+/// A connection to the daemon: plain, or TLS (`wss://`).
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => &s.sock,
+        }
+    }
+
+    pub fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        self.tcp().set_read_timeout(d)
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
 pub struct Js {
-    pub ws: WebSocket<TcpStream>,
+    pub ws: WebSocket<Conn>,
     next: u64,
 }
 
@@ -48,13 +93,35 @@ impl Js {
     pub fn connect_with(addr: SocketAddr, origin: Option<&str>) -> Result<Js, tungstenite::Error> {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
-        let mut req =
-            tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}/ws"))
-                .unwrap();
+        Self::handshake(Conn::Plain(stream), &format!("ws://{addr}/ws"), origin)
+    }
+
+    /// A pipe over TLS to `addr`, asking for the name `host` (SNI, and the
+    /// URL's host), trusting what `config` trusts.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        host: &str,
+        config: &Arc<rustls::ClientConfig>,
+        origin: Option<&str>,
+    ) -> Result<Js, tungstenite::Error> {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+        let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        let tls = rustls::StreamOwned::new(conn, stream);
+        Self::handshake(
+            Conn::Tls(Box::new(tls)),
+            &format!("wss://{host}:{}/ws", addr.port()),
+            origin,
+        )
+    }
+
+    fn handshake(conn: Conn, url: &str, origin: Option<&str>) -> Result<Js, tungstenite::Error> {
+        let mut req = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
         if let Some(o) = origin {
             req.headers_mut().insert("Origin", o.parse().unwrap());
         }
-        let (ws, _) = tungstenite::client(req, stream).map_err(|e| match e {
+        let (ws, _) = tungstenite::client(req, conn).map_err(|e| match e {
             tungstenite::HandshakeError::Failure(e) => e,
             tungstenite::HandshakeError::Interrupted(_) => unreachable!(),
         })?;

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod js;
+pub mod tls;
+pub mod tokens;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
