@@ -70,7 +70,7 @@ test-node: js-deps
 # The demo page in headless Chromium (/usr/bin/chromium, Debian's package),
 # driven by playwright-core; leaves screenshots in target/artifacts/.
 test-browser: js-deps browser-deps
-	$(CARGO) build --bin wsprd
+	$(CARGO) build --bin wsprd --example test_cert
 	cd js && CHROMIUM=$(CHROMIUM) $(NODE_TEST) test/browser/*.test.js
 
 bench:

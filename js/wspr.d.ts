@@ -292,6 +292,22 @@ export interface ConnectOptions {
   maxMessageBytes?: number;
   /** Sees every message on the pipe. */
   trace?: (direction: 'send' | 'recv', message: { id: number; type: number; data?: Json; message?: Json }) => void;
+  /**
+   * The user's token (a JWT of an issuer the daemon trusts), or a function
+   * that gives one: sent first on every pipe, so that the pipe is its
+   * user's (`<daemon>/<origin>/<issuer>:<subject>`). A function's token is
+   * renewed before it expires (failures: the `tokenerror` event); a
+   * string's with `refreshToken`. A refused token rejects connect.
+   */
+  token?: string | (() => string | Promise<string>);
+}
+
+/** The pipe's user, from its token. */
+export interface TokenIdentity {
+  /** Its blessing names: `<daemon>/<origin>/<issuer>:<subject>`. */
+  readonly names: readonly string[];
+  /** When the token expires, ms since the epoch. */
+  readonly expiresAt: number;
 }
 
 /** Where a runtime's pipe stands. */
@@ -316,9 +332,17 @@ export declare class ServeErrorEvent extends Event {
   readonly error: Error;
 }
 
+/** A runtime's `tokenerror` event: a token function failed, or the daemon refused its renewal. */
+export declare class TokenErrorEvent extends Event {
+  private constructor();
+  readonly type: 'tokenerror';
+  readonly error: Error;
+}
+
 export interface RuntimeEventMap {
   state: StateEvent;
   serveerror: ServeErrorEvent;
+  tokenerror: TokenErrorEvent;
 }
 
 /** A pipe to wsprd. */
@@ -332,6 +356,14 @@ export declare class Runtime extends EventTarget {
   readonly isClosed: boolean;
   /** 'open'; 'reconnecting' (waiting to try again) and 'connecting' (trying) while the pipe is lost; 'closed'. */
   readonly state: RuntimeState;
+  /** The pipe's user, from its token; null without one. */
+  readonly identity: TokenIdentity | null;
+  /**
+   * Renews the pipe's token (the same user) before it expires; the token
+   * is kept for reconnects. Rejects with NoAccessError if refused (the
+   * pipe keeps its token until it expires; then the daemon closes it).
+   */
+  refreshToken(token: string): Promise<TokenIdentity>;
   /** Closes the pipe for good: everything pending fails with ConnectionError. Idempotent. */
   close(): void;
 

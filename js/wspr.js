@@ -130,8 +130,9 @@ const IN = Object.freeze({
   authResponse: 12,
   namespace: 13,
   cancel: 17,
-  // An extension of wspr's: docs/protocol.md.
+  // Extensions of wspr's: docs/protocol.md.
   removeName: 19,
+  token: 20,
 });
 // Types the daemon sends.
 const OUT = Object.freeze({
@@ -759,6 +760,31 @@ export class ServeErrorEvent extends Event {
   }
 }
 
+/** What a runtime's `tokenerror` event says: a token function failed, or its token was refused on renewal. */
+export class TokenErrorEvent extends Event {
+  /** @internal */
+  constructor(error) {
+    super('tokenerror');
+    this.error = error;
+  }
+}
+
+/** The longest token taken (the daemon's limit too). */
+const MAX_TOKEN_BYTES = 16 * 1024;
+
+function checkToken(what, t) {
+  if (typeof t !== 'string' || t === '' || t.length > MAX_TOKEN_BYTES) {
+    throw new BadArgError(`${what}: a token must be a non-empty string of at most ${MAX_TOKEN_BYTES} characters, not ${describe(t)}`);
+  }
+  return t;
+}
+
+/** Renewal of a token from a function: at 3/4 of what is left of it, at least 1 s before it expires. */
+function renewDelay(expiresAt, now = Date.now()) {
+  const left = expiresAt - now;
+  return Math.max(0, Math.min(left * 0.75, left - 1000));
+}
+
 const DEFAULT_RECONNECT = Object.freeze({ initialDelay: 250, maxDelay: 10_000 });
 
 function checkReconnect(r) {
@@ -823,10 +849,16 @@ export class Runtime extends EventTarget {
   #retryTimer;
   /** Requests and calls waiting for the pipe to come back: {run, fail}. */
   #waiting = new Set();
+  /** The token: a string, or a function that gives one (null: none). */
+  #token = null;
+  #renewTimer;
+  /** The pipe's user: {names, expiresAt}, or null. */
+  #identity = null;
 
   /** @internal Use connect(). */
   constructor(ws, url, options, openSocket) {
     super();
+    this.#token = options.token ?? null;
     this.#trace = options.trace;
     this.#maxBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.#reconnect = options.reconnect;
@@ -838,6 +870,72 @@ export class Runtime extends EventTarget {
       this.#resolveClosed = resolve;
     });
     this.#attach(ws);
+  }
+
+  /**
+   * The pipe's user, from its token: `{names, expiresAt}` (the blessing
+   * names `<daemon>/<origin>/<issuer>:<subject>` and when the token
+   * expires, in ms since the epoch), or null without a token.
+   */
+  get identity() {
+    return this.#identity;
+  }
+
+  /** @internal Presents the token (a fresh one from a token function) on a new pipe, first. */
+  async _presentToken() {
+    if (this.#token === null) return;
+    let token = this.#token;
+    if (typeof token === 'function') token = await token();
+    checkToken('connect: the token', token);
+    await this.#sendToken(token, 'token', true);
+  }
+
+  async #sendToken(token, what, now) {
+    const got = await this._request(IN.token, { token }, { what, now });
+    this.#identity = Object.freeze({ names: Object.freeze([...(got?.names ?? [])]), expiresAt: got?.expiresAt ?? 0 });
+    this.#scheduleRenewal();
+    return this.#identity;
+  }
+
+  /** With a token function: renews before the token expires. */
+  #scheduleRenewal() {
+    clearTimeout(this.#renewTimer);
+    this.#renewTimer = undefined;
+    if (typeof this.#token !== 'function' || !this.#identity || this.#closedWith) return;
+    const generation = this.#generation;
+    this.#renewTimer = setTimeout(async () => {
+      if (generation !== this.#generation || this.#closedWith) return;
+      try {
+        const token = checkToken('the token function', await this.#token());
+        if (generation !== this.#generation || this.#closedWith) return;
+        await this.#sendToken(token, 'renew the token', false);
+      } catch (e) {
+        try {
+          this.dispatchEvent(new TokenErrorEvent(e));
+        } catch {
+          // A listener that throws is the listener's problem.
+        }
+      }
+    }, renewDelay(this.#identity.expiresAt));
+  }
+
+  /**
+   * Renews the pipe's token before it expires, with a token of the same
+   * user (issuer and subject). Resolves with the pipe's identity
+   * `{names, expiresAt}`; rejects (NoAccessError) if the daemon refuses
+   * it, and the pipe keeps its token until it expires. The token is kept
+   * for reconnects. Past a token's expiry, the daemon refuses the pipe's
+   * requests and closes it.
+   */
+  async refreshToken(token) {
+    checkToken('refreshToken', token);
+    this.#checkOpen('refreshToken');
+    if (this.#token === null) {
+      throw new BadArgError('refreshToken: this runtime was connected without a token (connect(url, {token}))');
+    }
+    const identity = await this.#sendToken(token, 'refreshToken', false);
+    if (typeof this.#token !== 'function') this.#token = token;
+    return identity;
   }
 
   /** Whether the runtime has closed for good (close(), or a lost pipe without reconnect). */
@@ -954,6 +1052,22 @@ export class Runtime extends EventTarget {
     }
     this.#attach(ws);
     const generation = this.#generation;
+    try {
+      await this._presentToken();
+    } catch (e) {
+      // Refused (the daemon closes the pipe): try again later.
+      if (generation === this.#generation && !this.#closedWith) {
+        this.#detach();
+        try {
+          ws.close(1000, 'the token was refused');
+        } catch {
+          // Already closing.
+        }
+        this.#setState('reconnecting', e);
+        this.#scheduleAttempt();
+      }
+      return;
+    }
     await this.#serveAgain(generation);
     if (generation !== this.#generation || this.#closedWith) return;
     this.#attempts = 0;
@@ -1709,6 +1823,7 @@ export class Runtime extends EventTarget {
     if (this.#closedWith) return;
     this.#closedWith = err;
     clearTimeout(this.#retryTimer);
+    clearTimeout(this.#renewTimer);
     this.#detach();
     this.#failInFlight(err);
     for (const s of [...this.#servers.values()]) this._dropServer(s, err);
@@ -1726,7 +1841,7 @@ const CLOSE_CODES = {
   1000: 'closed normally',
   1001: 'the daemon is going away',
   1006: 'lost without a close frame: the daemon died or the network failed',
-  1008: 'closed by the daemon\'s policy (not reading fast enough?)',
+  1008: 'closed by the daemon\'s policy (a token refused, missing or expired)',
   1009: 'a message was larger than the daemon takes',
   1011: 'the daemon hit an internal error',
 };
@@ -1769,11 +1884,15 @@ function normalizeUrl(url) {
  * `reconnect` (true, or `{initialDelay, maxDelay}` in ms: when the pipe is
  * lost, open a new one with exponential back-off and serve every server
  * again; default: on for `connect()` with no URL, in a page, off
- * otherwise). The first connection is not retried: if it fails, connect
- * rejects.
+ * otherwise), `token` (the user's token, a JWT of an issuer the daemon
+ * trusts, or a function that returns one, or a Promise of one: it is sent
+ * first on every pipe, and a function's is renewed before it expires; see
+ * `refreshToken`). The first connection is not retried: if it fails, or
+ * its token is refused, connect rejects.
  */
 export async function connect(url, options) {
-  const o = checkOptions('connect', options, ['WebSocket', 'timeout', 'maxMessageBytes', 'trace', 'reconnect']);
+  const o = checkOptions('connect', options, ['WebSocket', 'timeout', 'maxMessageBytes', 'trace', 'reconnect', 'token']);
+  if (o.token !== undefined && typeof o.token !== 'function') checkToken('connect', o.token);
   const href = normalizeUrl(url);
   const WS = o.WebSocket ?? globalThis.WebSocket;
   if (typeof WS !== 'function') {
@@ -1791,7 +1910,14 @@ export async function connect(url, options) {
   const reconnect = checkReconnect(o.reconnect ?? url === undefined);
   const open = () => openSocket(WS, href, timeout);
   const ws = await open();
-  return new Runtime(ws, href, { trace: o.trace, maxMessageBytes: o.maxMessageBytes, reconnect }, open);
+  const rt = new Runtime(ws, href, { trace: o.trace, maxMessageBytes: o.maxMessageBytes, reconnect, token: o.token }, open);
+  try {
+    await rt._presentToken();
+  } catch (e) {
+    rt.close();
+    throw e;
+  }
+  return rt;
 }
 
 /** Opens a websocket to `href`; resolves once it is open. */

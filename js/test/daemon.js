@@ -51,14 +51,15 @@ export async function startDaemon(extra = [], { listen = '127.0.0.1:0' } = {}) {
   try {
     const first = await Promise.race([it.next(), timeout, died]);
     const second = await Promise.race([it.next(), timeout, died]);
-    const http = /^wsprd listening on (http:\/\/\S+)$/.exec(first.value ?? '');
+    const http = /^wsprd listening on (https?:\/\/\S+)$/.exec(first.value ?? '');
     const root = /^name space root (\S+)/.exec(second.value ?? '');
     if (!http || !root) throw new Error(`unexpected wsprd output: ${first.value} / ${second.value}`);
     const httpUrl = http[1];
     return {
       /** host:port of the HTTP listener. */
-      address: httpUrl.replace(/^http:\/\//, ''),
+      address: httpUrl.replace(/^https?:\/\//, ''),
       child,
+      /** http://host:port, or https:// with --tls-cert. */
       http: httpUrl,
       url: `${httpUrl.replace(/^http/, 'ws')}/ws`,
       root: root[1],
