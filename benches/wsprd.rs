@@ -9,6 +9,11 @@
 //! each sequential and with 64 in flight; then the daemon's RSS idle and
 //! with 1,000 idle pipes, and its CPU time per call. "JavaScript" is a
 //! small Rust websocket client that answers lookups and requests at once.
+//!
+//! Then TLS: JavaScript calling a native object over `wss://` (a second
+//! daemon, with a certificate made here) interleaved with the same call
+//! over `ws://`, and the memory of 1,000 idle TLS pipes against as many
+//! plain ones.
 
 mod util;
 
@@ -23,13 +28,78 @@ use tungstenite::{Message, WebSocket};
 use util::*;
 use wspr::rpc::{CallOptions, Client, Namespace};
 
-type Ws = WebSocket<TcpStream>;
+/// A connection to a daemon, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+type Ws = WebSocket<Stream>;
 
 fn ws_connect(addr: SocketAddr, path: &str) -> Ws {
     let s = TcpStream::connect(addr).unwrap();
     s.set_nodelay(true).unwrap();
-    let (ws, _) = tungstenite::client(format!("ws://{addr}{path}"), s).unwrap();
+    let (ws, _) = tungstenite::client(format!("ws://{addr}{path}"), Stream::Plain(s)).unwrap();
     ws
+}
+
+/// A pipe over TLS to the daemon at `addr` (its certificate is for
+/// localhost), or a plain one when there is no `tls`.
+fn connect_to(addr: SocketAddr, tls: Option<&std::sync::Arc<rustls::ClientConfig>>) -> Ws {
+    let Some(config) = tls else {
+        return ws_connect(addr, "/ws");
+    };
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let conn =
+        rustls::ClientConnection::new(config.clone(), "localhost".try_into().unwrap()).unwrap();
+    let stream = Stream::Tls(Box::new(rustls::StreamOwned::new(conn, s)));
+    let (ws, _) =
+        tungstenite::client(format!("wss://localhost:{}/ws", addr.port()), stream).unwrap();
+    ws
+}
+
+/// A certificate for localhost, written to `dir`, and a client that
+/// trusts it.
+fn bench_cert(dir: &std::path::Path) -> std::sync::Arc<rustls::ClientConfig> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 fn read_json(ws: &mut Ws) -> Value {
@@ -100,6 +170,10 @@ fn credentials() -> std::path::PathBuf {
 
 impl Daemon {
     fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wsprd"))
             .env("WSPR_CREDENTIALS", credentials())
             .args([
@@ -112,13 +186,14 @@ impl Daemon {
                 "--log-level",
                 "warn",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().unwrap().unwrap();
-        let addr = first.rsplit("http://").next().unwrap().parse().unwrap();
+        let addr = first.rsplit("://").next().unwrap().parse().unwrap();
         let root = lines
             .next()
             .unwrap()
@@ -185,6 +260,12 @@ impl JsCaller {
     fn new(addr: SocketAddr) -> JsCaller {
         JsCaller {
             ws: ws_connect(addr, "/ws"),
+            next: 1,
+        }
+    }
+    fn over_tls(addr: SocketAddr, tls: &std::sync::Arc<rustls::ClientConfig>) -> JsCaller {
+        JsCaller {
+            ws: connect_to(addr, Some(tls)),
             next: 1,
         }
     }
@@ -312,29 +393,7 @@ fn main() {
     );
 
     // Memory: idle, then with 1,000 idle pipes.
-    let pipes = || -> u64 {
-        let mut s = TcpStream::connect(d.addr).unwrap();
-        use std::io::{Read, Write};
-        write!(s, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let body = out.split("\r\n\r\n").nth(1).expect("a /health body");
-        let h: Value = serde_json::from_str(body).expect("/health is JSON");
-        h["pipes"].as_u64().expect("/health counts pipes")
-    };
-    let before = pipes();
-    let mut idle = Vec::with_capacity(1000);
-    for _ in 0..1000 {
-        idle.push(ws_connect(d.addr, "/ws"));
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pipes() < before + 1000 {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon never counted 1,000 more pipes"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let idle = idle_pipes(&d, None, 1000);
     let rss_1000 = rss_kib(d.pid());
     let floor = rows[0].p50_us;
     let find = |name: &str| rows.iter().find(|r| r.name == name).unwrap();
@@ -361,4 +420,107 @@ fn main() {
     drop(idle);
     let _ = echo_child.kill();
     let _ = echo_child.wait();
+
+    // TLS: two fresh daemons, one with a certificate; the same call over
+    // wss:// and over ws://, interleaved, then idle pipes of each.
+    drop(d);
+    let dp = Daemon::start();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/tls");
+    let tls = bench_cert(&dir);
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let dt = Daemon::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let mut plain = JsCaller::new(dp.addr);
+    let mut secure = JsCaller::over_tls(dt.addr, &tls);
+    let mut seq_plain = || plain.one("demo/adder");
+    let mut seq_secure = || secure.one("demo/adder");
+    let tls_rows = interleaved(
+        10,
+        n,
+        &mut [
+            ("JS -> native over ws://, sequential", &mut seq_plain),
+            ("JS -> native over wss://, sequential", &mut seq_secure),
+        ],
+    );
+    print_table(
+        "wss:// against ws:// (two daemons, each in a process of its own)",
+        &tls_rows,
+        "JS -> native over ws://, sequential",
+    );
+    let plain_before = rss_kib(dp.pid());
+    let plain_idle = idle_pipes(&dp, None, 1000);
+    let plain_per_pipe = (rss_kib(dp.pid()).saturating_sub(plain_before)) as f64 / 1000.0;
+    let tls_before = rss_kib(dt.pid());
+    let tls_idle = idle_pipes(&dt, Some(&tls), 1000);
+    let tls_per_pipe = (rss_kib(dt.pid()).saturating_sub(tls_before)) as f64 / 1000.0;
+    let ratio = tls_rows[1].p50_us / tls_rows[0].p50_us;
+    println!("JS -> native p50 over wss:// / over ws:// = {ratio:.2} (target <= 1.15)");
+    println!(
+        "idle pipe: {tls_per_pipe:.1} KiB with TLS, {plain_per_pipe:.1} KiB without: {:.2} (target <= 1.5)",
+        tls_per_pipe / plain_per_pipe
+    );
+    write_json(
+        "wsprd_tls.json",
+        &tls_rows,
+        &[
+            ("wss_over_ws_p50", format!("{ratio:.3}")),
+            ("idle_pipe_kib_tls", format!("{tls_per_pipe:.1}")),
+            ("idle_pipe_kib_plain", format!("{plain_per_pipe:.1}")),
+        ],
+    );
+    drop(tls_idle);
+    drop(plain_idle);
+}
+
+/// `count` idle pipes to `d` (over TLS with `tls`), once the daemon counts
+/// them.
+fn idle_pipes(
+    d: &Daemon,
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+    count: u64,
+) -> Vec<Ws> {
+    let pipes = || -> u64 {
+        let mut s = TcpStream::connect(d.addr).unwrap();
+        use std::io::{Read, Write};
+        let body = match tls {
+            None => {
+                write!(s, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                out
+            }
+            Some(config) => {
+                let conn =
+                    rustls::ClientConnection::new(config.clone(), "localhost".try_into().unwrap())
+                        .unwrap();
+                let mut t = rustls::StreamOwned::new(conn, s);
+                write!(t, "GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+                let mut out = Vec::new();
+                let _ = t.read_to_end(&mut out);
+                String::from_utf8_lossy(&out).into_owned()
+            }
+        };
+        let body = body.split("\r\n\r\n").nth(1).expect("a /health body");
+        let h: Value = serde_json::from_str(body).expect("/health is JSON");
+        h["pipes"].as_u64().expect("/health counts pipes")
+    };
+    let before = pipes();
+    let mut idle = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        idle.push(connect_to(d.addr, tls));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pipes() < before + count {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never counted {count} more pipes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    idle
 }
