@@ -355,40 +355,50 @@ pub(crate) fn host_allowed(
 fn serve_http(shared: Arc<Shared>, id: u64, tcp: TcpStream, peer: SocketAddr, ticket: Ticket) {
     let _ = tcp.set_nodelay(true);
     let _ = tcp.set_write_timeout(Some(shared.config.write_timeout));
-    // The handshake and the request, within the setup time.
+    // The handshake and the request, within the setup time; with TLS, on
+    // a thread of its own (see `tls::apart`).
     let deadline = Instant::now() + shared.config.setup_timeout;
-    let mut stream = match &shared.tls {
-        None => Stream::Plain(tcp),
-        Some(tls) => match tls.handshake(tcp, deadline, &ticket) {
-            Setup::Done(s) => s,
-            Setup::PlainHttp(mut s) => {
-                log::info!("plain HTTP from {peer} to the TLS port; told to use https");
-                let _ = respond(
-                    &mut s,
-                    400,
-                    "text/plain",
-                    b"this port speaks TLS: use https:// (or wss:// for the websocket)\n",
-                );
-                return;
+    let setup = |tcp: TcpStream| -> Option<(Stream, Head)> {
+        let mut stream = match &shared.tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => match tls.handshake(tcp, deadline, &ticket) {
+                Setup::Done(s) => s,
+                Setup::PlainHttp(mut s) => {
+                    log::info!("plain HTTP from {peer} to the TLS port; told to use https");
+                    let _ = respond(
+                        &mut s,
+                        400,
+                        "text/plain",
+                        b"this port speaks TLS: use https:// (or wss:// for the websocket)\n",
+                    );
+                    return None;
+                }
+                Setup::Failed(why) => {
+                    log::info!("TLS connection from {peer} failed: {why}");
+                    return None;
+                }
+            },
+        };
+        match read_head(&mut stream, deadline, &ticket) {
+            Ok(h) => Some((stream, h)),
+            Err(HeadError::Io) => None,
+            Err(HeadError::TooLarge) => {
+                let _ = respond(&mut stream, 431, "text/plain", b"request head too large\n");
+                None
             }
-            Setup::Failed(why) => {
-                log::info!("TLS connection from {peer} failed: {why}");
-                return;
+            Err(HeadError::Malformed(e)) => {
+                log::info!("bad HTTP request from {peer}: {e}");
+                let _ = respond(&mut stream, 400, "text/plain", b"malformed request\n");
+                None
             }
-        },
+        }
     };
-    let head = match read_head(&mut stream, deadline, &ticket) {
-        Ok(h) => h,
-        Err(HeadError::Io) => return,
-        Err(HeadError::TooLarge) => {
-            let _ = respond(&mut stream, 431, "text/plain", b"request head too large\n");
-            return;
-        }
-        Err(HeadError::Malformed(e)) => {
-            log::info!("bad HTTP request from {peer}: {e}");
-            let _ = respond(&mut stream, 400, "text/plain", b"malformed request\n");
-            return;
-        }
+    let set_up = match shared.tls {
+        None => setup(tcp),
+        Some(_) => crate::wsprd::tls::apart(format!("wsprd-tls-{id}"), tcp, setup).flatten(),
+    };
+    let Some((mut stream, head)) = set_up else {
+        return;
     };
     let local = stream
         .tcp()

@@ -171,6 +171,40 @@ impl Tls {
     }
 }
 
+/// Runs `f(tcp)` on a thread of its own named `name`, joined: the deep
+/// calls of a TLS handshake touch that thread's stack, which goes with it,
+/// not the stack of the connection's thread, which then lives as long as
+/// its pipe (it would keep those pages, a few KiB a pipe). On the calling
+/// thread if no thread can be had. None if `f` panicked.
+pub(crate) fn apart<T, F>(name: String, tcp: TcpStream, f: F) -> Option<T>
+where
+    T: Send,
+    F: FnOnce(TcpStream) -> T + Send,
+{
+    std::thread::scope(|scope| {
+        // (The socket and `f` go to the thread once it runs; if it cannot
+        // be started, they are still here.)
+        let (tx, rx) = std::sync::mpsc::channel::<(TcpStream, F)>();
+        let spawned = std::thread::Builder::new()
+            .name(name)
+            .stack_size(256 * 1024)
+            .spawn_scoped(scope, move || rx.recv().ok().map(|(tcp, f)| f(tcp)));
+        match spawned {
+            Ok(h) => match tx.send((tcp, f)) {
+                Ok(()) => h.join().ok().flatten(),
+                Err(back) => {
+                    let (tcp, f) = back.0;
+                    Some(f(tcp))
+                }
+            },
+            Err(e) => {
+                log::warn!("no thread to set a connection up ({e}); done on its own");
+                Some(f(tcp))
+            }
+        }
+    })
+}
+
 /// A connection before its upgrade: its request is read and answered
 /// through this, with TLS or without.
 pub(crate) enum Stream {
