@@ -426,3 +426,43 @@ fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
     assert_adds(&mut js2);
     assert_adds(&mut js);
 }
+
+#[test]
+fn a_silent_tls_pipe_is_pinged_then_closed_and_a_busy_one_is_not() {
+    let cert = make_cert("keepalive", &["localhost"]);
+    let d = daemon(|c| {
+        c.serve_demo = true;
+        c.tls = Some(tls_config(&cert));
+        // Past the reader's hold of its buffer (1 s): it waits without one.
+        c.keepalive = Duration::from_millis(1500);
+    });
+    let config = client_config(&[&cert]);
+    let mut silent = Js::connect_tls(d.http_addr(), "localhost", &config, None).unwrap();
+    let mut busy = Js::connect_tls(d.http_addr(), "localhost", &config, None).unwrap();
+    // The busy pipe calls now and then (across its reader's holds) until
+    // the silent one is closed; it is never closed itself.
+    wait_until(Duration::from_secs(15), "the silent pipe closed", || {
+        assert_adds(&mut busy);
+        std::thread::sleep(Duration::from_millis(400));
+        d.health()["pipes"] == 1
+    });
+    silent
+        .ws
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut pinged, mut code) = (false, None);
+    while let Ok(m) = silent.ws.read() {
+        match m {
+            tungstenite::Message::Ping(_) => pinged = true,
+            tungstenite::Message::Close(f) => {
+                code = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(pinged, "no ping before the close");
+    assert_eq!(code, Some(1001));
+    assert_adds(&mut busy);
+}

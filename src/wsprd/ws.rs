@@ -250,31 +250,50 @@ impl WsOut {
 pub(crate) struct WsIo {
     tcp: TcpStream,
     tls: Option<Arc<Mutex<ServerConnection>>>,
-    /// Bytes read from the socket that TLS has not taken yet.
-    raw: Vec<u8>,
-    raw_at: usize,
     out: Arc<WsOut>,
+    /// With TLS: what the socket brings is read into this, held while the
+    /// pipe is busy (so that reading is one blocking read, as without
+    /// TLS) and given back once it has been silent for [`HOLD`] (an idle
+    /// pipe holds none, and waits in `poll`).
+    raw: Vec<u8>,
+    /// `raw[start..end]`: read from the socket, not yet taken by TLS.
+    start: usize,
+    end: usize,
+    /// Whether `raw` is held (the socket's read timeout is then the hold).
+    busy: bool,
+    /// The pipe's keepalive (the socket's read timeout as the pipe set it).
+    keepalive: Option<Duration>,
+    /// The socket's read timeout has been changed to the hold.
+    hold_set: bool,
 }
 
 /// Bytes read from a TLS socket at once.
 const TLS_READ: usize = 16 * 1024 + 512;
 
+/// How long a TLS pipe's reader keeps its buffer with nothing to read.
+const HOLD: Duration = Duration::from_secs(1);
+
 impl WsIo {
     pub(crate) fn new(conn: Transport, out: Arc<WsOut>) -> WsIo {
+        let keepalive = conn.tcp.read_timeout().ok().flatten();
         WsIo {
             tcp: conn.tcp,
             tls: conn.tls,
-            raw: Vec::new(),
-            raw_at: 0,
             out,
+            raw: Vec::new(),
+            start: 0,
+            end: 0,
+            busy: false,
+            keepalive,
+            hold_set: false,
         }
     }
 
     /// Reads the socket; a signal or a stop (SIGSTOP, a debugger) fails a
     /// read that has a timeout with EINTR, and it is read again.
-    fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read_socket(tcp: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match self.tcp.read(buf) {
+            match tcp.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => return r,
             }
@@ -293,16 +312,11 @@ impl WsIo {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            if self.raw_at < self.raw.len() {
-                let mut pending = &self.raw[self.raw_at..];
+            if self.start < self.end {
+                let mut pending = &self.raw[self.start..self.end];
                 let before = pending.len();
                 let fed = conn.read_tls(&mut pending);
-                self.raw_at += before - pending.len();
-                if self.raw_at == self.raw.len() {
-                    // All taken: an idle pipe holds no buffer.
-                    self.raw = Vec::new();
-                    self.raw_at = 0;
-                }
+                self.start += before - pending.len();
                 let processed = fed.and_then(|_| {
                     conn.process_new_packets()
                         .map(drop)
@@ -319,35 +333,65 @@ impl WsIo {
             drop(conn);
             // About to block: write what is deferred.
             crate::outbox::flush_deferred();
-            // Wait holding no buffer (an idle pipe holds none), then read
-            // what has come.
-            self.wait_readable()?;
-            let mut raw = std::mem::take(&mut self.raw);
-            raw.resize(TLS_READ, 0);
-            let n = self.read_socket(&mut raw);
-            raw.truncate(*n.as_ref().unwrap_or(&0));
-            self.raw = raw;
-            self.raw_at = 0;
-            match n {
-                Ok(0) => {
-                    // The socket's end: TLS tells a close_notify (0) from
-                    // a cut (UnexpectedEof).
-                    let mut conn = lock(tls);
-                    let _ = conn.read_tls(&mut io::empty());
-                    let _ = conn.process_new_packets();
-                    return conn.reader().read(buf);
+            let n = self.read_raw()?;
+            if n == 0 {
+                // The socket's end: TLS tells a close_notify (0) from a
+                // cut (UnexpectedEof).
+                let mut conn = lock(tls);
+                let _ = conn.read_tls(&mut io::empty());
+                let _ = conn.process_new_packets();
+                return conn.reader().read(buf);
+            }
+        }
+    }
+
+    /// Reads what the socket brings into `raw` (0: its end): one blocking
+    /// read while busy; once silent for [`HOLD`], the buffer goes and
+    /// `poll` waits. `TimedOut` after the keepalive of silence.
+    fn read_raw(&mut self) -> io::Result<usize> {
+        let silent_since = Instant::now();
+        loop {
+            if !self.busy {
+                self.wait_readable(silent_since)?;
+                if !self.hold_set {
+                    let hold = self.keepalive.map_or(HOLD, |k| k.min(HOLD));
+                    self.tcp.set_read_timeout(Some(hold))?;
+                    self.hold_set = true;
                 }
-                Ok(_) => {}
+                self.busy = true;
+            }
+            if self.raw.len() < TLS_READ {
+                self.raw = vec![0; TLS_READ];
+            }
+            match Self::read_socket(&mut self.tcp, &mut self.raw) {
+                Ok(n) => {
+                    (self.start, self.end) = (0, n);
+                    return Ok(n);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    // Silent for the hold: an idle pipe holds no buffer.
+                    self.raw = Vec::new();
+                    (self.start, self.end) = (0, 0);
+                    self.busy = false;
+                    if self.keepalive.is_some_and(|k| silent_since.elapsed() >= k) {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
     }
 
     /// Waits until the socket has something to read (or its end), for at
-    /// most its read timeout (the keepalive): `TimedOut` then.
-    fn wait_readable(&self) -> io::Result<()> {
+    /// most the keepalive since `since`: `TimedOut` then.
+    fn wait_readable(&self, since: Instant) -> io::Result<()> {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        let deadline = self.tcp.read_timeout()?.map(|t| Instant::now() + t);
+        let deadline = self.keepalive.map(|k| since + k);
         loop {
             let timeout = match deadline {
                 None => None,
@@ -379,7 +423,7 @@ impl Read for WsIo {
             None => {
                 // About to block: write what the pipe thread has batched.
                 crate::outbox::flush_deferred();
-                self.read_socket(buf)
+                Self::read_socket(&mut self.tcp, buf)
             }
             Some(tls) => self.read_tls(&tls, buf),
         }
