@@ -392,10 +392,18 @@ fn a_token_renewed_before_it_expires_keeps_the_pipe_and_one_that_expires_ends_it
 #[test]
 fn with_require_token_a_pipe_without_one_is_closed() {
     let acme = TestIssuer::ed25519("acme");
-    let d = token_daemon(&[&acme], |c| {
-        c.require_token = true;
-        c.setup_timeout = Duration::from_millis(500);
-    });
+    let mut config = wspr::wsprd::Config::default();
+    config.setup_timeout = Duration::from_millis(500);
+    let d = wspr::wsprd::Daemon::builder()
+        .config(config)
+        .listen("127.0.0.1:0")
+        .principal(test_principal())
+        .demo()
+        .token_issuer("acme", &acme.key_file)
+        .token_audience(AUDIENCE)
+        .require_token()
+        .spawn()
+        .unwrap();
     let (mut alice, _) = user_pipe(&d, &acme.token("alice", 600));
     // A call first: NoAccess, and the pipe closes.
     let mut anon = Js::connect(d.http_addr());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::security::Principal;
-use crate::wsprd::{Config, Daemon, Sockets};
+use crate::wsprd::{Config, Daemon, Sockets, TlsConfig, TokenIssuer};
 
 /// Sets up a [`Daemon`] (from [`Daemon::builder`]) and starts it with
 /// [`spawn`](DaemonBuilder::spawn). What it is not told is as
@@ -183,6 +183,41 @@ impl DaemonBuilder {
     /// TTL of the names servers mount. Default 60 s.
     pub fn mount_ttl(mut self, ttl: Duration) -> DaemonBuilder {
         self.config.mount_ttl = ttl;
+        self
+    }
+
+    /// Serves `https://` and `wss://` with the certificate chain in `cert`
+    /// and its key in `key` (PEM; [`Daemon::reload_tls`] reads them
+    /// again). Default: plain `http://` and `ws://`.
+    pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> DaemonBuilder {
+        self.config.tls = Some(TlsConfig::new(cert, key));
+        self
+    }
+
+    /// Trusts the tokens of issuer `name` (their `iss`), signed by the
+    /// public key in `key_file` (PEM): a page presenting one is its user,
+    /// `<daemon>/<origin>/<name>:<subject>`. Needs
+    /// [`token_audience`](DaemonBuilder::token_audience).
+    pub fn token_issuer(
+        mut self,
+        name: impl Into<String>,
+        key_file: impl Into<PathBuf>,
+    ) -> DaemonBuilder {
+        self.config
+            .token_issuers
+            .push(TokenIssuer::new(name, key_file));
+        self
+    }
+
+    /// An audience a token must name (`aud`), such as the daemon's URL.
+    pub fn token_audience(mut self, audience: impl Into<String>) -> DaemonBuilder {
+        self.config.token_audiences.push(audience.into());
+        self
+    }
+
+    /// Closes every pipe that does not present a token first.
+    pub fn require_token(mut self) -> DaemonBuilder {
+        self.config.require_token = true;
         self
     }
 
