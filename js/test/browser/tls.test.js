@@ -43,6 +43,8 @@ before(async () => {
   assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: make test-browser installs it (apt-get install chromium)`);
   assert.ok(fs.existsSync(TEST_CERT), `${TEST_CERT} is missing: cargo build --example test_cert (make test-browser does)`);
   dir = fs.mkdtempSync(path.join(repo, 'target', 'tmp-tls-'));
+  // (Also if the run is cut short.)
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
   execFileSync(TEST_CERT, [dir, 'localhost', '127.0.0.1']);
   issuer = crypto.generateKeyPairSync('ed25519');
   fs.writeFileSync(path.join(dir, 'acme.pem'), issuer.publicKey.export({ type: 'spki', format: 'pem' }));
