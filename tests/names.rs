@@ -348,6 +348,71 @@ fn tcp_client(roots: Vec<String>, p: Arc<Principal>) -> Client {
     Client::with_principal(Namespace::new(roots), p, config)
 }
 
+/// A name made below another party's mounted name, at any depth, would
+/// take calls meant for that server (resolution picks the longest mounted
+/// prefix): refused, also while the server is away (restarting), and the
+/// owner's name goes on resolving to the owner's server.
+#[test]
+fn no_one_makes_a_name_below_another_partys_mounted_name_even_while_it_is_away() {
+    let (_mt, table) = mount_table();
+    let roots = table.namespace().roots();
+    // Two parties the table knows, neither of them its Admin.
+    let party = |ext: &str| {
+        tcp_client(
+            roots.clone(),
+            Arc::new(Principal::new_blessed_by(&test_principal(), ext, vec![]).unwrap()),
+        )
+    };
+    let (alice, mallory) = (party("alice"), party("mallory"));
+    let ttl = Duration::from_secs(60);
+    let shop = Server::listen("127.0.0.1:0", Arc::new(wspr::demo::Demo), alice.clone()).unwrap();
+    // Alice's shop, with a till mounted deeper ("shop/till" is hers and
+    // has nothing mounted itself).
+    alice.mount("shop/till/c", &shop.name(), ttl).unwrap();
+    alice.mount("shop", &shop.name(), ttl).unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let trap = Server::listen(
+        "127.0.0.1:0",
+        Arc::new(Counting(seen.clone())),
+        mallory.clone(),
+    )
+    .unwrap();
+    let resolves_to_alice = || {
+        assert_eq!(
+            alice.resolve("shop/till/x").unwrap(),
+            vec![format!("{}/till/x", shop.name())]
+        );
+        assert_eq!(
+            alice
+                .call(
+                    "shop",
+                    "Add",
+                    vec![json!(2), json!(3)],
+                    CallOptions::default()
+                )
+                .unwrap(),
+            vec![json!(5)]
+        );
+    };
+    resolves_to_alice();
+    for name in ["shop/till/x", "shop/x"] {
+        let err = mallory.mount(name, &trap.name(), ttl).unwrap_err();
+        assert_eq!(err.id(), ids::NO_ACCESS, "{name}: {err}");
+        resolves_to_alice();
+    }
+    // Her server away (restarting): its name is still hers, and so is
+    // what is below it.
+    alice.unmount("shop", "").unwrap();
+    let err = mallory.mount("shop/x", &trap.name(), ttl).unwrap_err();
+    assert_eq!(err.id(), ids::NO_ACCESS, "{err}");
+    alice.mount("shop", &shop.name(), ttl).unwrap();
+    resolves_to_alice();
+    // Names of its own, and below them, are Mallory's to make.
+    mallory.mount("mallory/own", &trap.name(), ttl).unwrap();
+    mallory.mount("mallory/own/x", &trap.name(), ttl).unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "no call reached the trap");
+}
+
 #[test]
 fn a_server_that_is_not_who_the_name_space_recorded_gets_nothing() {
     let (_mt, owner) = mount_table();

@@ -14,7 +14,9 @@
 //! | `Delete` | deleteSubtree (bool) | none | Admin of every name deleted |
 //!
 //! A name made by a caller is the caller's: the names it proved get Admin
-//! and Mount there; its other tags are its parent's. The root lets
+//! and Mount there; its other tags are its parent's. Making a name below
+//! a mounted one (at any depth; mounted once, while the name is kept)
+//! also needs Mount on the nearest mounted name above it. The root lets
 //! everyone resolve, read and make names, and the table's own principal
 //! is its Admin, which is Admin of every name (see `docs/security.md`).
 //!

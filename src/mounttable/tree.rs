@@ -11,8 +11,10 @@
 //!
 //! The tag sets each operation needs follow Vanadium's mount table: every
 //! node passed on the way needs one of Read, Resolve, Create or Admin; a
-//! new node needs Create (or Admin) on its parent; and so on per method
-//! (see the constants below).
+//! new node needs Create (or Admin) on its parent, and Mount on the
+//! nearest mount point above it (a node with a server, or that had one
+//! while it has been kept: resolution picks the longest mounted prefix);
+//! and so on per method (see the constants below).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -67,7 +69,9 @@ struct Mounted {
 /// Permissions set on a node, with their version and the node's creator
 /// (whose node quota it counts against; empty: nobody's). `explicit`:
 /// set with SetPermissions (kept until deleted); else made by a mount
-/// (kept while in use, and for the hold after).
+/// (kept while in use, and for the hold after). `mounted`: a server has
+/// been mounted at the node (while the node is kept, names below it need
+/// Mount there, its server there or not).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Owned {
     pub permissions: Permissions,
@@ -76,6 +80,8 @@ pub(super) struct Owned {
     pub creator: String,
     #[serde(default)]
     pub explicit: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mounted: bool,
 }
 
 #[derive(Default)]
@@ -103,6 +109,14 @@ impl Node {
 
     fn has_live(&self, now: Instant) -> bool {
         self.servers.iter().any(|m| m.expires > now)
+    }
+
+    /// Whether a server is mounted here, or was while the node has been
+    /// kept: a name below it would take calls meant for that server
+    /// (resolution picks the longest mounted prefix), now or once it is
+    /// back.
+    fn is_mount_point(&self, now: Instant) -> bool {
+        self.owned.as_ref().is_some_and(|o| o.mounted) || self.has_live(now)
     }
 
     /// Whether a live server is mounted here or below.
@@ -379,23 +393,26 @@ impl Table {
             return Ok(None);
         }
         // New nodes below walked[have].
-        let (parent, eff) = walked[have];
-        let parent_name = path[..have].join("/");
+        let (_, eff) = walked[have];
         if !superuser {
             if !eff.allows(CREATE, caller.names) {
                 return Err(denied(
                     &format!("{what} (making a name below)"),
-                    &parent_name,
+                    &path[..have].join("/"),
                     caller,
                     CREATE,
                 ));
             }
-            // A name below a mounted one would take calls meant for that
-            // server (resolution picks the longest mounted prefix).
-            if parent.has_live(now) && !eff.allows(MOUNT, caller.names) {
+            // A name below a mounted one, at any depth, would take calls
+            // meant for the server of the nearest (resolution picks the
+            // longest mounted prefix), now or when it is back.
+            let mounted = (1..=have).rev().find(|i| walked[*i].0.is_mount_point(now));
+            if let Some(i) = mounted
+                && !walked[i].1.allows(MOUNT, caller.names)
+            {
                 return Err(denied(
                     &format!("{what} (making a name below the mounted name)"),
-                    &parent_name,
+                    &path[..i].join("/"),
                     caller,
                     MOUNT,
                 ));
@@ -448,6 +465,7 @@ impl Table {
                     version: 0,
                     creator: creator.clone(),
                     explicit: false,
+                    mounted: false,
                 }));
                 node.used = Some(now);
             }
@@ -610,11 +628,22 @@ impl Table {
             Ok(())
         };
         let added = usize::from(outcome.is_ok() && node.servers.len() > before - expired);
+        // A mount point from now on (kept, and saved, with the node).
+        let marked = match (&outcome, node.owned.as_deref_mut()) {
+            (Ok(()), Some(o)) if !o.mounted => {
+                o.mounted = true;
+                true
+            }
+            _ => false,
+        };
         self.entries = self.entries - expired + added;
+        if marked {
+            self.generation += 1;
+        }
         if outcome.is_ok() {
             self.touch(&path, now);
         }
-        outcome.map(|_| Changed(missing.is_some()))
+        outcome.map(|_| Changed(missing.is_some() || marked))
     }
 
     /// Unmounts `server` (all when empty) from `name`.
@@ -782,6 +811,7 @@ impl Table {
             perms.get_mut(Tag::Admin).add(BlessingPattern::new(&n)?)?;
         }
         let creator = node.owned.as_ref().map(|o| o.creator.clone());
+        let mounted = node.owned.as_ref().is_some_and(|o| o.mounted);
         let counted = creator.is_some();
         let node = self
             .node_mut(&path)
@@ -791,6 +821,7 @@ impl Table {
             version: current.wrapping_add(1),
             creator: creator.unwrap_or_default(),
             explicit: true,
+            mounted,
         }));
         if !counted {
             // (An unowned node given permissions: counted as nobody's.)
@@ -1114,6 +1145,47 @@ mod tests {
         mt.unmount(&table, "shop/till", "").unwrap();
         let _ = mt.delete(&table, "shop", true).unwrap();
         let _ = mt.mount(&bob, "shop/till", "/h:4", MIN, vec![]).unwrap();
+    }
+
+    /// Resolution picks the longest mounted prefix, so a name made below
+    /// a mounted one takes calls meant for its server: that needs Mount on
+    /// the nearest mounted name above, at any depth, and also while its
+    /// server is away (its page reloading, the table restarting).
+    #[test]
+    fn no_name_below_another_partys_mounted_name_at_any_depth_nor_while_it_is_away() {
+        let mut mt = table();
+        let (a, b) = (names(&["alice"]), names(&["bob"]));
+        let (alice, bob) = (Caller { names: &a }, Caller { names: &b });
+        let _ = mt.mount(&alice, "a/b/c", "/h:1", MIN, vec![]).unwrap();
+        let _ = mt.mount(&alice, "a", "/h:2", MIN, vec![]).unwrap();
+        // "a/b/z" is Alice's server at "a" (suffix "b/z"), though "a/b"
+        // has nothing mounted.
+        let e = no_access(mt.mount(&bob, "a/b/z", "/evil:1", MIN, vec![]));
+        assert!(e.msg().contains("\"a\""), "names the mounted name: {e}");
+        no_access(mt.set_permissions(&bob, "a/b/z", Permissions::new(), ""));
+        let (s, rest) = mt.resolve_step(&bob, "a/b/z").unwrap();
+        assert_eq!((s[0].server.as_str(), rest.as_str()), ("/h:2", "b/z"));
+        // Her server away (unmounted, or the table restarted): still hers.
+        mt.unmount(&alice, "a", "").unwrap();
+        no_access(mt.mount(&bob, "a/x", "/evil:1", MIN, vec![]));
+        let stored = serde_json::to_string(&mt.snapshot()).unwrap();
+        let mut again = table();
+        again
+            .restore(serde_json::from_str(&stored).unwrap())
+            .unwrap();
+        no_access(again.mount(&bob, "a/x", "/evil:1", MIN, vec![]));
+        no_access(again.mount(&bob, "a/b/z", "/evil:1", MIN, vec![]));
+        // Alice makes names below her own; Bob, next to hers and below
+        // his own.
+        let _ = mt.mount(&alice, "a/x", "/h:3", MIN, vec![]).unwrap();
+        let _ = mt.mount(&bob, "b", "/h:4", MIN, vec![]).unwrap();
+        let _ = mt.mount(&bob, "b/y", "/h:5", MIN, vec![]).unwrap();
+        let _ = again.mount(&bob, "c/y", "/h:5", MIN, vec![]).unwrap();
+        // The table's own principal may anywhere.
+        let t = names(&["table"]);
+        let _ = mt
+            .mount(&Caller { names: &t }, "a/b/t", "/h:6", MIN, vec![])
+            .unwrap();
     }
 
     #[test]
