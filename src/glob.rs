@@ -176,12 +176,23 @@ impl Pattern {
 
     /// The positions after matching one more element.
     pub fn step(&self, states: &States, elem: &str) -> States {
+        self.step_counting(states, elem, &mut 0)
+    }
+
+    /// [`step`](Self::step), adding the work it took to `work`: one per
+    /// position, and one per character comparison of an element's match
+    /// (at least the element's length; up to its length times the
+    /// pattern element's, for `*` followed by many `?`). A matcher that
+    /// serves others (a mount table, under its lock) bounds what one
+    /// pattern may cost it.
+    pub fn step_counting(&self, states: &States, elem: &str, work: &mut u64) -> States {
         let elem: Vec<char> = elem.chars().collect();
         let mut next = Vec::new();
         for &s in &states.0 {
+            *work += 1;
             match self.elems.get(s) {
                 Some(Elem::Rest) => next.push(s),
-                Some(Elem::Lit(_, p)) if wildcard(p, &elem) => next.push(s + 1),
+                Some(Elem::Lit(_, p)) if wildcard(p, &elem, work) => next.push(s + 1),
                 _ => {}
             }
         }
@@ -238,11 +249,12 @@ impl Pattern {
     }
 }
 
-/// Matches one element against its tokens.
-fn wildcard(p: &[Tok], t: &[char]) -> bool {
+/// Matches one element against its tokens, counting its steps in `work`.
+fn wildcard(p: &[Tok], t: &[char], work: &mut u64) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
+        *work += 1;
         if pi < p.len() && p[pi].matches(t[ti]) {
             pi += 1;
             ti += 1;
@@ -268,7 +280,11 @@ mod tests {
     use super::*;
 
     fn w(p: &str, s: &str) -> bool {
-        wildcard(&tokens(p, p).unwrap(), &s.chars().collect::<Vec<_>>())
+        wildcard(
+            &tokens(p, p).unwrap(),
+            &s.chars().collect::<Vec<_>>(),
+            &mut 0,
+        )
     }
 
     #[test]

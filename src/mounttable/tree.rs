@@ -44,6 +44,13 @@ const GET: &[Tag] = &[Tag::Read, Tag::Admin];
 const ADMIN: &[Tag] = &[Tag::Admin];
 /// Any access at all: a node with none is invisible in a glob.
 const ANY: &[Tag] = &Tag::ALL;
+/// Most work one glob may take to match its pattern against the names
+/// (see [`Pattern::step_counting`]), under the table's lock: about what
+/// an ordinary pattern costs over a full table (100,000 names), some
+/// milliseconds. A pattern whose elements cost their length times the
+/// names' (`*` then thousands of `?`) is refused past it rather than
+/// holding every mount and resolution up.
+const MAX_GLOB_WORK: u64 = 1 << 24;
 
 /// Limits of the tree (from `MountTableConfig`).
 #[derive(Clone, Debug)]
@@ -711,13 +718,19 @@ impl Table {
             Self::check_traverse(&walked, path.len(), "glob", &path, caller)?;
         }
         let (node, eff) = walked[path.len()];
-        let g = Glob {
+        let mut g = Glob {
             caller,
             superuser,
             pattern,
             now: Instant::now(),
+            work: 0,
         };
-        g.children(node, eff, "", &pattern.start(), out);
+        if g.children(node, eff, "", &pattern.start(), out).is_none() {
+            out.clear();
+            return Err(Error::bad_arg(format!(
+                "glob: matching the pattern against this mount table's names takes more than {MAX_GLOB_WORK} steps; use a simpler pattern (fewer `*`, `?` and sets in one element, or a shorter one)"
+            )));
+        }
         Ok(())
     }
 
@@ -947,6 +960,9 @@ struct Glob<'a> {
     superuser: bool,
     pattern: &'a Pattern,
     now: Instant,
+    /// Work matching the pattern took so far (bounded by
+    /// [`MAX_GLOB_WORK`]).
+    work: u64,
 }
 
 impl Glob<'_> {
@@ -956,20 +972,24 @@ impl Glob<'_> {
 
     /// Lists the children of `node` that match and that the caller may
     /// see. Names reserved by their owners with nothing mounted at or
-    /// below them are not listed.
+    /// below them are not listed. `None`: the matching took more than
+    /// [`MAX_GLOB_WORK`].
     fn children(
-        &self,
+        &mut self,
         node: &Node,
         eff: Eff,
         name: &str,
         states: &States,
         out: &mut Vec<GlobEntry>,
-    ) {
+    ) -> Option<()> {
         if !self.allows(&eff, GLOB) {
-            return;
+            return Some(());
         }
         for (elem, child) in &node.children {
-            let st = self.pattern.step(states, elem);
+            let st = self.pattern.step_counting(states, elem, &mut self.work);
+            if self.work > MAX_GLOB_WORK {
+                return None;
+            }
             if Pattern::is_dead(&st) {
                 continue;
             }
@@ -991,9 +1011,10 @@ impl Glob<'_> {
                 });
             }
             if below {
-                self.children(child, ceff, &child_name, &st, out);
+                self.children(child, ceff, &child_name, &st, out)?;
             }
         }
+        Some(())
     }
 }
 
@@ -1324,6 +1345,33 @@ mod tests {
         );
         assert_eq!(glob_names(&mt, &b, "..."), vec!["pub", "pub/x"]);
         no_access(mt.resolve_step(&bob, "priv/y"));
+    }
+
+    /// A glob runs under the table's lock: a pattern whose elements cost
+    /// the product of their length and the name's to match (`*` then many
+    /// `?`), against long names made for it, would hold every mount and
+    /// resolution up for seconds. Past a bound of work it is refused
+    /// instead; ordinary patterns over the same names still list them.
+    #[test]
+    fn a_glob_too_costly_to_match_is_refused_and_ordinary_ones_answer() {
+        let mut mt = table();
+        let a = names(&["alice"]);
+        let alice = Caller { names: &a };
+        let long = "a".repeat(4000);
+        for i in 0..10 {
+            let _ = mt
+                .mount(&alice, &format!("{i}{long}"), "/h:1", MIN, vec![])
+                .unwrap();
+        }
+        let costly = Pattern::parse(&format!("*{}b", "?".repeat(3000))).unwrap();
+        let mut out = Vec::new();
+        let e = mt.glob(&alice, "", &costly, &mut out).unwrap_err();
+        assert_eq!(e.id(), crate::error::ids::BAD_ARG, "{e}");
+        assert!(e.msg().contains("simpler pattern"), "{e}");
+        assert!(out.is_empty(), "nothing half-listed");
+        assert_eq!(glob_names(&mt, &a, "*").len(), 10);
+        assert_eq!(glob_names(&mt, &a, "3*a").len(), 1);
+        assert_eq!(glob_names(&mt, &a, "...").len(), 10);
     }
 
     #[test]
