@@ -59,14 +59,18 @@ struct Conn {
 
 impl Conn {
     /// Whether the peer has sent anything: its thread has read some, or
-    /// bytes wait to be read (a look that takes nothing and does not wait).
-    fn has_spoken(&self) -> bool {
+    /// bytes wait to be read (a look that takes nothing and does not wait:
+    /// one non-blocking system call, made under the admission lock, and
+    /// only until it first sees bytes, which it remembers).
+    fn has_spoken(&mut self) -> bool {
         use rustix::net::{RecvFlags, recv};
-        self.spoke
-            || matches!(
+        if !self.spoke {
+            self.spoke = matches!(
                 recv(&self.stream, &mut [0u8; 1], RecvFlags::PEEK | RecvFlags::DONTWAIT),
                 Ok((n, _)) if n > 0
-            )
+            );
+        }
+        self.spoke
     }
 }
 
@@ -91,18 +95,26 @@ impl State {
     }
 
     /// The oldest connection (of `addr`, if given) that has not spoken
-    /// and has been admitted before `before`.
-    fn oldest_silent(&self, addr: Option<IpAddr>, before: Instant) -> Option<u64> {
+    /// and has been admitted before `before`. Each connection looked at
+    /// costs at most one non-blocking peek, and none once it has spoken:
+    /// the look stops at the first silent one, and a flood of silent
+    /// connections is met first.
+    fn oldest_silent(&mut self, addr: Option<IpAddr>, before: Instant) -> Option<u64> {
         self.conns
-            .iter()
+            .iter_mut()
             .filter(|(_, c)| addr.is_none_or(|a| c.addr == a) && c.since <= before)
-            .find(|(_, c)| !c.has_spoken())
-            .map(|(id, _)| *id)
+            .find_map(|(id, c)| (!c.has_spoken()).then_some(*id))
     }
 
     /// The connection to close for a new one from `peer` (see the module
     /// documentation), if one must be.
-    fn victim(&self, peer: IpAddr, max: usize, per_address: usize, grace: Duration) -> Option<u64> {
+    fn victim(
+        &mut self,
+        peer: IpAddr,
+        max: usize,
+        per_address: usize,
+        grace: Duration,
+    ) -> Option<u64> {
         let now = Instant::now();
         let mine = self.by_address.get(&peer).copied().unwrap_or(0);
         if mine >= per_address
