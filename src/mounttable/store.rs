@@ -35,11 +35,38 @@ struct File {
     nodes: Vec<StoredNode>,
 }
 
+/// Refuses the state directory or file `path` (`md`, its metadata) when
+/// it is another user's, or its group or others may write it: whoever
+/// can write the state gives itself any name at the next start.
+fn check_private(md: &std::fs::Metadata, path: &Path, what: &str, fix: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    if md.uid() != me {
+        return Err(Error::no_access(format!(
+            "mount table {what} {} belongs to user {}, not to this user ({me}): use one of your own",
+            path.display(),
+            md.uid()
+        )));
+    }
+    let mode = md.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(Error::no_access(format!(
+            "mount table {what} {} is writable by others (mode {mode:04o}): whoever can write it can take any name at the next start; run `{fix} {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Reads the permissions in `dir` (created, mode 0700, if missing); none
 /// if there is no file yet. A file that cannot be read is an error: a
-/// table that forgot who owns its names would hand them to anyone.
+/// table that forgot who owns its names would hand them to anyone; so is
+/// a directory or a file that another user owns or others may write (or
+/// a link in the file's place).
 pub(super) fn load(dir: &Path) -> Result<Vec<StoredNode>> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::io::Read;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let io = |e: std::io::Error| {
         Error::internal(format!("state directory {}: {e}", dir.display())).with_source(e)
     };
@@ -48,12 +75,38 @@ pub(super) fn load(dir: &Path) -> Result<Vec<StoredNode>> {
         .mode(0o700)
         .create(dir)
         .map_err(io)?;
+    check_private(
+        &std::fs::metadata(dir).map_err(io)?,
+        dir,
+        "state directory",
+        "chmod 700",
+    )?;
     let path = dir.join(PERMISSIONS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&path);
+    let mut f = match opened {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(Error::no_access(format!(
+                "{} is a symbolic link: the mount table does not follow links there",
+                path.display()
+            )));
+        }
         Err(e) => return Err(io(e)),
     };
+    let md = f.metadata().map_err(io)?;
+    if !md.is_file() {
+        return Err(Error::internal(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    check_private(&md, &path, "state", "chmod 600")?;
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(io)?;
     let file: File = serde_json::from_str(&text).map_err(|e| {
         Error::internal(format!(
             "{}: {e}; the mount table will not start without knowing who owns its names (restore the file, or remove it to start empty)",
@@ -208,6 +261,53 @@ fn run<S: Source>(dir: PathBuf, source: Weak<S>, rx: Receiver<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whoever can write the state could give itself any name at the
+    /// next start: a directory or a file others can write, or another
+    /// user's, is refused, naming it and the fix; a private one is used.
+    #[test]
+    fn a_state_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let dir = std::env::temp_dir().join(format!("wspr-mt-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(load(&dir).unwrap().is_empty());
+        save(&dir, vec![]).unwrap();
+        for m in [0o777, 0o770, 0o703] {
+            chmod(&dir, m);
+            let e = load(&dir).unwrap_err();
+            assert_eq!(e.id(), crate::error::ids::NO_ACCESS, "{e}");
+            assert!(
+                e.msg().contains(&format!("chmod 700 {}", dir.display())),
+                "{e}"
+            );
+        }
+        chmod(&dir, 0o755);
+        assert!(load(&dir).unwrap().is_empty(), "readable by others: fine");
+        let file = dir.join(PERMISSIONS_FILE);
+        for m in [0o666, 0o620] {
+            chmod(&file, m);
+            let e = load(&dir).unwrap_err();
+            assert_eq!(e.id(), crate::error::ids::NO_ACCESS, "{e}");
+            assert!(
+                e.msg().contains(&format!("chmod 600 {}", file.display())),
+                "{e}"
+            );
+        }
+        chmod(&file, 0o644);
+        assert!(load(&dir).unwrap().is_empty());
+        // A link in the file's place is not followed.
+        let elsewhere = dir.with_extension("elsewhere");
+        std::fs::write(&elsewhere, "{}").unwrap();
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+        let e = load(&dir).unwrap_err();
+        assert_eq!(e.id(), crate::error::ids::NO_ACCESS, "{e}");
+        let _ = std::fs::remove_file(&elsewhere);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn save_load_and_refuse_a_corrupt_file() {
