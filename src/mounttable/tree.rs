@@ -253,8 +253,6 @@ pub(super) struct Table {
     own_known: bool,
     limits: Limits,
     mounts: u64,
-    /// Bumped on every change of permissions.
-    pub generation: u64,
 }
 
 /// One node's permissions as stored.
@@ -294,7 +292,6 @@ impl Table {
             own_known: false,
             limits,
             mounts: 0,
-            generation: 0,
         }
     }
 
@@ -480,7 +477,6 @@ impl Table {
         let new = path.len().saturating_sub(have);
         *self.creators.entry(creator).or_default() += new;
         self.nodes += new;
-        self.generation += 1;
         Ok(())
     }
 
@@ -500,9 +496,6 @@ impl Table {
 
     /// Takes names dropped off their creators' counts.
     fn forget(&mut self, gone: Vec<String>) {
-        if !gone.is_empty() {
-            self.generation += 1;
-        }
         for c in gone {
             self.nodes = self.nodes.saturating_sub(1);
             if let Some(have) = self.creators.get_mut(&c) {
@@ -644,9 +637,6 @@ impl Table {
             _ => false,
         };
         self.entries = self.entries - expired + added;
-        if marked {
-            self.generation += 1;
-        }
         if outcome.is_ok() {
             self.touch(&path, now);
         }
@@ -841,7 +831,6 @@ impl Table {
             *self.creators.entry(String::new()).or_default() += 1;
             self.nodes += 1;
         }
-        self.generation += 1;
         Ok(Changed(true))
     }
 
@@ -891,7 +880,6 @@ impl Table {
             }
         }
         self.sweep_path(parent_path, Instant::now());
-        self.generation += 1;
         Ok(Changed(true))
     }
 
