@@ -120,7 +120,7 @@ impl Service {
     pub fn method<Args, H: Handler<Args>>(self, name: &str, f: H) -> Service {
         let arity = H::ARITY;
         let returns = f.returns();
-        self.add(name, arity, returns, false, move |method, args, _call| {
+        self.typed(name, arity, returns, false, move |method, args, _call| {
             f.run(method, args)
         })
     }
@@ -139,7 +139,7 @@ impl Service {
     pub fn method_with_call<Args, H: CallHandler<Args>>(self, name: &str, f: H) -> Service {
         let arity = H::ARITY;
         let returns = f.returns();
-        self.add(name, arity, returns, false, move |method, args, call| {
+        self.typed(name, arity, returns, false, move |method, args, call| {
             f.run(method, args, call)
         })
     }
@@ -166,7 +166,7 @@ impl Service {
     ) -> Service {
         let arity = H::ARITY;
         let returns = f.returns();
-        self.add(name, arity, returns, true, move |method, args, call| {
+        self.typed(name, arity, returns, true, move |method, args, call| {
             f.run(method, args, call)
         })
     }
@@ -182,18 +182,8 @@ impl Service {
         signature: MethodSignature,
         f: impl Fn(Vec<Value>, &mut ServerCall) -> Result<Vec<Value>> + Send + Sync + 'static,
     ) -> Service {
-        let name = crate::naming::upper_first(name);
-        let mut s = self;
-        let object = Arc::make_mut(&mut s.object);
-        object.methods.insert(
-            name.clone(),
-            Arc::new(Method {
-                arity: signature.in_args.len(),
-                run: Box::new(move |_, args, call| f(args, call)),
-            }),
-        );
-        object.signature.insert(name, signature);
-        s
+        let arity = signature.in_args.len();
+        self.add(name, arity, signature, move |_, args, call| f(args, call))
     }
 
     /// Decides who may call this object with `authorizer` instead of the
@@ -211,12 +201,29 @@ impl Service {
         &self.object.signature
     }
 
-    fn add(
-        mut self,
+    /// Adds a method of typed arguments: its signature derived.
+    fn typed(
+        self,
         name: &str,
         arity: usize,
         returns: bool,
         is_streaming: bool,
+        run: impl Fn(&str, Vec<Value>, &mut ServerCall) -> Result<Vec<Value>> + Send + Sync + 'static,
+    ) -> Service {
+        let signature = MethodSignature {
+            in_args: (1..=arity).map(|i| format!("arg{i}")).collect(),
+            num_out_args: if returns { 2 } else { 1 },
+            is_streaming,
+        };
+        self.add(name, arity, signature, run)
+    }
+
+    /// Adds the method `name` (UpperCamelCase), `arity` arguments.
+    fn add(
+        mut self,
+        name: &str,
+        arity: usize,
+        signature: MethodSignature,
         run: impl Fn(&str, Vec<Value>, &mut ServerCall) -> Result<Vec<Value>> + Send + Sync + 'static,
     ) -> Service {
         let name = crate::naming::upper_first(name);
@@ -228,14 +235,7 @@ impl Service {
                 run: Box::new(run),
             }),
         );
-        object.signature.insert(
-            name,
-            MethodSignature {
-                in_args: (1..=arity).map(|i| format!("arg{i}")).collect(),
-                num_out_args: if returns { 2 } else { 1 },
-                is_streaming,
-            },
-        );
+        object.signature.insert(name, signature);
         self
     }
 }
