@@ -396,7 +396,16 @@ impl Table {
             }
             return Ok(None);
         }
-        // New nodes below walked[have].
+        // New nodes below walked[have]: of characters a reader can see for
+        // what they are, so that no name passes for another in a listing.
+        for e in &path[have..] {
+            if let Some((c, kind)) = crate::security::first_unseen(e) {
+                return Err(Error::bad_arg(format!(
+                    "{what} {name:?}: the element {e:?} holds U+{:04X}, {kind}; a name is made of characters one can see for what they are (no spaces, invisible, direction-changing or unassigned ones)",
+                    c as u32
+                )));
+            }
+        }
         let (_, eff) = walked[have];
         if !superuser {
             if !eff.allows(CREATE, caller.names) {
@@ -1195,6 +1204,38 @@ mod tests {
         let _ = mt
             .mount(&Caller { names: &t }, "a/b/t", "/h:6", MIN, vec![])
             .unwrap();
+    }
+
+    /// A name that looks like another (a zero-width space inside, a
+    /// direction override, a trailing space) would pass for it in a
+    /// listing: names are made only of characters one can see for what
+    /// they are.
+    #[test]
+    fn a_name_that_passes_for_another_is_not_made() {
+        let mut mt = table();
+        let a = names(&["alice"]);
+        let alice = Caller { names: &a };
+        let _ = mt.mount(&alice, "demo/adder", "/h:1", MIN, vec![]).unwrap();
+        for bad in [
+            "demo/add\u{200b}er",
+            "demo/\u{202e}rredda",
+            "demo/adder ",
+            "demo/adder\u{feff}",
+            "demo\u{00a0}/adder",
+            "demo/\u{e000}",
+        ] {
+            let e = mt.mount(&alice, bad, "/h:2", MIN, vec![]).unwrap_err();
+            assert_eq!(e.id(), crate::error::ids::BAD_ARG, "{bad:?}: {e}");
+            assert!(e.msg().contains("U+"), "names the character: {e}");
+            let e = mt
+                .set_permissions(&alice, bad, Permissions::new(), "")
+                .unwrap_err();
+            assert_eq!(e.id(), crate::error::ids::BAD_ARG, "{bad:?}: {e}");
+        }
+        assert_eq!(glob_names(&mt, &a, "..."), vec!["demo", "demo/adder"]);
+        for good in ["Élodie/日本", "demo/add-er_2.x", "o'neil"] {
+            let _ = mt.mount(&alice, good, "/h:3", MIN, vec![]).unwrap();
+        }
     }
 
     #[test]

@@ -267,13 +267,19 @@ pub fn check_extension(e: &str) -> Result<()> {
             "{e:?} is not a valid blessing name component (\"...\", \"$\" and \"/\" are pattern syntax)"
         )));
     }
-    if let Some((c, what)) = e.chars().find_map(|c| unseen(c).map(|w| (c, w))) {
+    if let Some((c, what)) = first_unseen(e) {
         return Err(Error::bad_arg(format!(
             "{e:?} is not a valid blessing name component: it holds U+{:04X}, {what}",
             c as u32
         )));
     }
     Ok(())
+}
+
+/// The first character of `s` a reader could not see for what it is (see
+/// [`check_extension`]), and what it is.
+pub(crate) fn first_unseen(s: &str) -> Option<(char, &'static str)> {
+    s.chars().find_map(|c| unseen(c).map(|w| (c, w)))
 }
 
 /// Why `c` may not be in a name, if it may not.

@@ -35,6 +35,7 @@ use std::time::SystemTime;
 use ed25519_dalek::{Signer, SigningKey};
 
 pub use authorizer::{AclAuthorizer, Delegation, SameFamily};
+pub(crate) use blessing::first_unseen;
 pub use blessing::{
     Blessing, BlessingPattern, Caveat, CaveatContext, Certificate, MAX_EXTENSION, check_extension,
     hex, unhex,
