@@ -174,10 +174,10 @@ impl MountTable {
         if let Some(e) = started {
             return Err(e);
         }
+        let owned = lock(&inner.table).owned();
         log::info!(
-            "mount table state in {} ({} names with owners)",
-            dir.display(),
-            lock(&inner.table).snapshot().len()
+            "mount table state in {} ({owned} names with owners)",
+            dir.display()
         );
         Ok(MountTable { inner })
     }
@@ -375,12 +375,14 @@ impl MountTableInvoker {
                     Duration::from_secs(ttl),
                     blessings,
                 )?;
+                drop(t);
                 log::debug!("mounted {server} under {suffix} for {ttl} s");
                 done(changed)
             }
             "Unmount" => {
                 let server = arg_str(&args, 0, "server")?;
                 t.unmount(&caller, &suffix, server)?;
+                drop(t);
                 log::debug!("unmounted {server:?} from {suffix}");
                 Ok((vec![], false))
             }
@@ -407,6 +409,7 @@ impl MountTableInvoker {
                     .map_err(|e| Error::bad_arg(format!("argument 0 (permissions): {e}")))?;
                 let version = arg_str(&args, 1, "version")?;
                 let changed = t.set_permissions(&caller, &suffix, perms, version)?;
+                drop(t);
                 log::info!("permissions of {suffix:?} set by {:?}", caller.names);
                 done(changed)
             }
@@ -415,6 +418,7 @@ impl MountTableInvoker {
                     Error::bad_arg("argument 0 (deleteSubtree) must be a boolean")
                 })?;
                 let changed = t.delete(&caller, &suffix, subtree)?;
+                drop(t);
                 log::info!("{suffix:?} deleted by {:?}", caller.names);
                 done(changed)
             }

@@ -898,6 +898,11 @@ impl Table {
         self.entries
     }
 
+    /// Nodes with permissions (names with owners).
+    pub(super) fn owned(&self) -> usize {
+        self.nodes
+    }
+
     /// Every node's permissions, for the store.
     pub(super) fn snapshot(&self) -> Vec<StoredNode> {
         let mut owned = Vec::new();
