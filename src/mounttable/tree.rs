@@ -26,7 +26,7 @@ use crate::glob::{Pattern, States};
 use crate::naming;
 use crate::rpc::{GlobEntry, MountedServer};
 use crate::security::BlessingPattern;
-use crate::security::access::{AccessList, Permissions, Tag};
+use crate::security::access::{AccessList, MAX_PATTERNS, Permissions, Tag};
 
 /// Passing through a node on the way to another.
 const TRAVERSE: &[Tag] = &[Tag::Read, Tag::Resolve, Tag::Create, Tag::Admin];
@@ -51,6 +51,12 @@ const ANY: &[Tag] = &Tag::ALL;
 /// names' (`*` then thousands of `?`) is refused past it rather than
 /// holding every mount and resolution up.
 const MAX_GLOB_WORK: u64 = 1 << 24;
+
+/// Most bytes of the blessing names recorded for one mounted server, all
+/// of them together: as many as its name may take. (With the count,
+/// [`MAX_PATTERNS`], what an entry holds is bounded, as the number of
+/// entries is.)
+const MAX_RECORDED_BYTES: usize = naming::MAX_NAME_LEN;
 
 /// Limits of the tree (from `MountTableConfig`).
 #[derive(Clone, Debug)]
@@ -579,6 +585,13 @@ impl Table {
             )));
         }
         naming::Name::parse(server)?;
+        let bytes: usize = blessings.iter().map(String::len).sum();
+        if blessings.len() > MAX_PATTERNS || bytes > MAX_RECORDED_BYTES {
+            return Err(Error::bad_arg(format!(
+                "{} server blessings of {bytes} bytes in all (limits {MAX_PATTERNS} and {MAX_RECORDED_BYTES} bytes): give the names the server proves (serverBlessings, --server-blessing)",
+                blessings.len()
+            )));
+        }
         let now = Instant::now();
         self.mounts += 1;
         if self.mounts.is_multiple_of(256) {
@@ -1241,6 +1254,30 @@ mod tests {
         for good in ["Élodie/日本", "demo/add-er_2.x", "o'neil"] {
             let _ = mt.mount(&alice, good, "/h:3", MIN, vec![]).unwrap();
         }
+    }
+
+    /// The blessings recorded for a server are held as long as its entry:
+    /// a mounter may not make each of its (up to 32 x 1,000) entries hold
+    /// a megabyte of them; a server's ordinary names are recorded.
+    #[test]
+    fn what_a_mount_records_for_its_server_is_bounded() {
+        let mut mt = table();
+        let a = names(&["alice"]);
+        let alice = Caller { names: &a };
+        let long = vec!["x".repeat(255); 12].join("/");
+        for blessings in [
+            vec![format!("{long}/..."); 2],
+            (0..=MAX_PATTERNS).map(|i| format!("p{i}")).collect(),
+        ] {
+            let e = mt.mount(&alice, "n", "/h:1", MIN, blessings).unwrap_err();
+            assert_eq!(e.id(), crate::error::ids::BAD_ARG, "{e}");
+            assert!(e.msg().contains("server blessings"), "{e}");
+        }
+        assert!(mt.get_permissions(&alice, "n").is_err(), "no name made");
+        let ok = vec!["d/http:localhost:3000/...".to_string(), "d".to_string()];
+        let _ = mt.mount(&alice, "n", "/h:1", MIN, ok.clone()).unwrap();
+        let (s, _) = mt.resolve_step(&alice, "n").unwrap();
+        assert_eq!(s[0].blessings, ok);
     }
 
     #[test]
