@@ -58,6 +58,11 @@ const MAX_GLOB_WORK: u64 = 1 << 24;
 /// entries is.)
 const MAX_RECORDED_BYTES: usize = naming::MAX_NAME_LEN;
 
+/// Most bytes of the patterns of one name's permissions, all tags
+/// together (ordinary ones take a few hundred): they are held as long as
+/// the name, and written to disk with every change.
+const MAX_PERMISSIONS_BYTES: usize = 4 * naming::MAX_NAME_LEN;
+
 /// Limits of the tree (from `MountTableConfig`).
 #[derive(Clone, Debug)]
 pub(super) struct Limits {
@@ -790,6 +795,16 @@ impl Table {
         version: &str,
     ) -> Result<Changed> {
         let path = split(name);
+        let bytes: usize = perms
+            .iter()
+            .flat_map(|(_, l)| l.patterns())
+            .map(|p| p.as_str().len())
+            .sum();
+        if bytes > MAX_PERMISSIONS_BYTES {
+            return Err(Error::bad_arg(format!(
+                "permissions of {bytes} bytes of patterns (limit {MAX_PERMISSIONS_BYTES})"
+            )));
+        }
         let now = Instant::now();
         self.sweep_for(caller, now);
         if path.is_empty() {
@@ -1278,6 +1293,31 @@ mod tests {
         let _ = mt.mount(&alice, "n", "/h:1", MIN, ok.clone()).unwrap();
         let (s, _) = mt.resolve_step(&alice, "n").unwrap();
         assert_eq!(s[0].blessings, ok);
+    }
+
+    /// A name's permissions are held, and written to disk with every
+    /// change, as long as the name: their size is bounded.
+    #[test]
+    fn permissions_past_their_size_are_refused() {
+        let mut mt = table();
+        let a = names(&["alice"]);
+        let alice = Caller { names: &a };
+        let big: Vec<String> = (0..MAX_PATTERNS)
+            .map(|i| format!("{i}{}", "x".repeat(250)))
+            .collect();
+        let big: Vec<&str> = big.iter().map(String::as_str).collect();
+        let mut perms = Permissions::new();
+        for t in [Tag::Resolve, Tag::Read, Tag::Mount, Tag::Create] {
+            perms = perms.with(t, &big).unwrap();
+        }
+        let e = mt.set_permissions(&alice, "n", perms, "").unwrap_err();
+        assert_eq!(e.id(), crate::error::ids::BAD_ARG, "{e}");
+        assert!(e.msg().contains("bytes"), "{e}");
+        assert!(mt.get_permissions(&alice, "n").is_err(), "no name made");
+        let ok = Permissions::new()
+            .with(Tag::Mount, &["alice", "bob/..."])
+            .unwrap();
+        let _ = mt.set_permissions(&alice, "n", ok, "").unwrap();
     }
 
     #[test]
