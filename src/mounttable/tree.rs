@@ -807,18 +807,33 @@ impl Table {
         }
         let now = Instant::now();
         self.sweep_for(caller, now);
-        if path.is_empty() {
+        let missing = if path.is_empty() {
             if !self.is_superuser(caller) {
                 return Err(denied("set the permissions of", name, caller, ADMIN));
             }
-        } else if let Some(have) =
+            None
+        } else {
             self.check("set the permissions of", &path, ADMIN, caller, now)?
-        {
-            self.make(&path, have, caller)?;
-        }
+        };
+        // Everything is decided before a missing name is made, so that a
+        // refusal changes nothing. A name to be made is the caller's: its
+        // names are Admin there, and on the names made with it.
+        let made = AccessList::names(caller.names)?;
         let walked = self.walk(&path);
-        let (node, eff) = walked[path.len()];
-        let current = node.owned.as_ref().map_or(0, |o| o.version);
+        const ADMIN_AT: usize = Tag::Admin as usize;
+        let (current, was_admin, parent_admin) = match missing {
+            None => {
+                let (node, eff) = walked[path.len()];
+                let parent = match path.len() {
+                    0 => &self.defaults[ADMIN_AT],
+                    n => walked[n - 1].1.0[ADMIN_AT],
+                };
+                let current = node.owned.as_ref().map_or(0, |o| o.version);
+                (current, eff.0[ADMIN_AT], parent)
+            }
+            Some(have) if have + 1 == path.len() => (0, &made, walked[have].1.0[ADMIN_AT]),
+            Some(_) => (0, &made, &made),
+        };
         if !version.is_empty() && version != current.to_string() {
             return Err(Error::bad_arg(format!(
                 "the permissions of {name:?} are at version {current}, not {version}: read them again"
@@ -826,12 +841,6 @@ impl Table {
         }
         // Keep the caller's Admin: names of its that were Admin here and
         // would not be.
-        let was_admin = eff.0[Tag::Admin as usize];
-        let parent_admin = if path.is_empty() {
-            &self.defaults[Tag::Admin as usize]
-        } else {
-            walked[path.len() - 1].1.0[Tag::Admin as usize]
-        };
         let keep: Vec<String> = caller
             .names
             .iter()
@@ -850,12 +859,16 @@ impl Table {
         for n in keep {
             perms.get_mut(Tag::Admin).add(BlessingPattern::new(&n)?)?;
         }
-        let creator = node.owned.as_ref().map(|o| o.creator.clone());
-        let mounted = node.owned.as_ref().is_some_and(|o| o.mounted);
-        let counted = creator.is_some();
+        drop(walked);
+        if let Some(have) = missing {
+            self.make(&path, have, caller)?;
+        }
         let node = self
             .node_mut(&path)
             .ok_or_else(|| Error::internal("a node just made is gone"))?;
+        let creator = node.owned.as_ref().map(|o| o.creator.clone());
+        let mounted = node.owned.as_ref().is_some_and(|o| o.mounted);
+        let counted = creator.is_some();
         node.owned = Some(Box::new(Owned {
             permissions: perms,
             version: current.wrapping_add(1),
@@ -1318,6 +1331,38 @@ mod tests {
             .with(Tag::Mount, &["alice", "bob/..."])
             .unwrap();
         let _ = mt.set_permissions(&alice, "n", ok, "").unwrap();
+    }
+
+    /// A refused SetPermissions changes nothing: it makes no name (which
+    /// would have been the caller's, and closed to everyone else).
+    #[test]
+    fn a_refused_set_permissions_makes_no_name() {
+        let mut mt = table();
+        let (a, b) = (names(&["alice"]), names(&["bob"]));
+        let (alice, bob) = (Caller { names: &a }, Caller { names: &b });
+        let e = mt
+            .set_permissions(&alice, "x/y", Permissions::new(), "5")
+            .unwrap_err();
+        assert_eq!(e.id(), crate::error::ids::BAD_ARG, "{e}");
+        // An Admin list full already, that the caller would be kept in.
+        let full: Vec<String> = (0..MAX_PATTERNS).map(|i| format!("p{i}")).collect();
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        let perms = Permissions::new().with(Tag::Admin, &full).unwrap();
+        let e = mt.set_permissions(&alice, "x/z", perms, "").unwrap_err();
+        assert_eq!(e.id(), crate::error::ids::BAD_ARG, "{e}");
+        for n in ["x", "x/y", "x/z"] {
+            let e = mt.get_permissions(&alice, n).unwrap_err();
+            assert_eq!(e.id(), crate::error::ids::NO_EXIST, "{n}: {e}");
+        }
+        let _ = mt.mount(&bob, "x/y", "/h:1", MIN, vec![]).unwrap();
+        // On a name of its own, too: nothing changes.
+        let perms = Permissions::new().with(Tag::Admin, &full).unwrap();
+        assert!(mt.set_permissions(&bob, "x/y", perms, "").is_err());
+        assert_eq!(mt.get_permissions(&bob, "x/y").unwrap().1, 0);
+        // And a version of the new name that is right: "0".
+        let _ = mt
+            .set_permissions(&alice, "w", Permissions::new(), "0")
+            .unwrap();
     }
 
     #[test]
