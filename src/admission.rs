@@ -6,7 +6,9 @@
 //! A new connection is never refused for want of room, and who is closed
 //! to make room depends on what each has done:
 //! - an address past its share loses its oldest connection that has been
-//!   silent (not a byte sent) for [`GRACE`]; if it has none, the new one
+//!   silent for [`GRACE`] (silent: nothing waiting to be read, and its
+//!   thread has not yet had its HTTP request's first bytes, or an RPC
+//!   connection's whole hello); if it has none, the new one
 //!   is let in anyway (a burst of clients that speak at once is not cut);
 //! - past the cap, the oldest silent connection goes (the fullest
 //!   address's first), and only when none is silent, the oldest.
