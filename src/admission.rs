@@ -1,7 +1,8 @@
 //! Connections that are still setting up: accepted, but not yet through
 //! their hello and session handshake (RPC) or their upgrade request
 //! (HTTP), so nobody knows who they are. They get a small cap of their
-//! own, apart from established connections, and a share per peer address.
+//! own, apart from established connections, and a share per peer address
+//! (an IPv6 peer's /64).
 //!
 //! A new connection is never refused for want of room, and who is closed
 //! to make room depends on what each has done:
@@ -34,6 +35,22 @@ pub(crate) const GRACE: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_MAX: usize = 256;
 /// Default share of one peer address.
 pub(crate) const DEFAULT_PER_ADDRESS: usize = 64;
+
+/// The address whose share a peer at `ip` counts against: an IPv6
+/// address's /64 (what one host or network holds; its 2^64 addresses
+/// would otherwise each have a share), an IPv4 address as itself (also
+/// when seen through an IPv6 socket, as `::ffff:a.b.c.d`).
+fn share_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
 
 /// See the module documentation. Cloning shares it.
 #[derive(Clone)]
@@ -192,6 +209,8 @@ impl Admission {
     /// Admits `stream` from `peer`, closing an older connection still
     /// setting up if there is no room (see the module documentation).
     pub(crate) fn admit(&self, stream: &TcpStream, peer: IpAddr) -> Ticket {
+        let shown = peer;
+        let peer = share_of(peer);
         let copy = stream.try_clone();
         let mut st = lock(&self.inner.state);
         let victim = st.victim(
@@ -218,7 +237,7 @@ impl Admission {
                 *st.by_address.entry(peer).or_default() += 1;
             }
             // (Not closable from here; its own deadline still ends it.)
-            Err(e) => log::warn!("{} connection from {peer}: {e}", self.inner.what),
+            Err(e) => log::warn!("{} connection from {shown}: {e}", self.inner.what),
         }
         drop(st);
         if let Some(victim) = evicted {
@@ -332,6 +351,37 @@ mod tests {
         let _t5 = adm.admit(&s5, a);
         assert_eq!(adm.evicted(), 2);
         assert!(closed(&mut c1), "then the oldest");
+    }
+
+    /// One IPv6 host holds a /64 of addresses: its connections share one
+    /// address's share, as an IPv4 host's do (and an IPv4 peer seen
+    /// through an IPv6 socket is that IPv4 address).
+    #[test]
+    fn an_ipv6_64_is_one_address() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let adm = Admission::with_grace("test", 8, 2, Duration::ZERO);
+        let (mut c1, s1) = pair(&l);
+        let _t1 = adm.admit(&s1, "2001:db8:1:2::1".parse().unwrap());
+        let (_c2, s2) = pair(&l);
+        let _t2 = adm.admit(&s2, "2001:db8:1:2:ffff::7".parse().unwrap());
+        // A third from the same /64: past its share, its oldest goes.
+        let (_c3, s3) = pair(&l);
+        let _t3 = adm.admit(&s3, "2001:db8:1:2:abcd::9".parse().unwrap());
+        assert!(closed(&mut c1));
+        assert_eq!(adm.evicted(), 1);
+        // Another /64 has a share of its own.
+        let (_c4, s4) = pair(&l);
+        let _t4 = adm.admit(&s4, "2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(adm.evicted(), 1);
+        // An IPv4 peer, mapped or not, is one address.
+        let (mut c5, s5) = pair(&l);
+        let _t5 = adm.admit(&s5, "::ffff:10.0.0.1".parse().unwrap());
+        let (_c6, s6) = pair(&l);
+        let _t6 = adm.admit(&s6, "10.0.0.1".parse().unwrap());
+        let (_c7, s7) = pair(&l);
+        let _t7 = adm.admit(&s7, "10.0.0.1".parse().unwrap());
+        assert!(closed(&mut c5));
+        assert_eq!(adm.evicted(), 2);
     }
 
     #[test]
