@@ -113,18 +113,6 @@ impl State {
         Some(c.stream)
     }
 
-    /// The oldest connection (of `addr`, if given) that has not spoken
-    /// and has been admitted before `before`. Each connection looked at
-    /// costs at most one non-blocking peek, and none once it has spoken:
-    /// the look stops at the first silent one, and a flood of silent
-    /// connections is met first.
-    fn oldest_silent(&mut self, addr: Option<IpAddr>, before: Instant) -> Option<u64> {
-        self.conns
-            .iter_mut()
-            .filter(|(_, c)| addr.is_none_or(|a| c.addr == a) && c.since <= before)
-            .find_map(|(id, c)| (!c.has_spoken()).then_some(*id))
-    }
-
     /// The connection to close for a new one from `peer` (see the module
     /// documentation), if one must be.
     fn victim(
@@ -134,28 +122,45 @@ impl State {
         per_address: usize,
         grace: Duration,
     ) -> Option<u64> {
+        let State {
+            conns, by_address, ..
+        } = self;
         let now = Instant::now();
-        let mine = self.by_address.get(&peer).copied().unwrap_or(0);
+        let mine = by_address.get(&peer).copied().unwrap_or(0);
         if mine >= per_address
             && let Some(v) = now
                 .checked_sub(grace)
-                .and_then(|before| self.oldest_silent(Some(peer), before))
+                .and_then(|before| oldest_silent(conns, |a| *a == peer, before))
         {
             return Some(v);
         }
-        if self.conns.len() < max {
+        if conns.len() < max {
             return None;
         }
-        let fullest = self
-            .by_address
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(a, _)| *a);
-        fullest
-            .and_then(|a| self.oldest_silent(Some(a), now))
-            .or_else(|| self.oldest_silent(None, now))
-            .or_else(|| self.conns.keys().next().copied())
+        // The fullest address's (of several as full, the oldest of theirs:
+        // not whichever a map gives first, which may be a well-behaved
+        // client's that has not spoken yet), then any, then the oldest.
+        let most = by_address.values().copied().max().unwrap_or(0);
+        oldest_silent(conns, |a| by_address.get(a) == Some(&most), now)
+            .or_else(|| oldest_silent(conns, |_| true, now))
+            .or_else(|| conns.keys().next().copied())
     }
+}
+
+/// The oldest connection of `conns` from an address `of` takes, admitted
+/// by `before`, that has not spoken. Each connection looked at costs at
+/// most one non-blocking peek, and none once it has spoken: the look stops
+/// at the first silent one, and a flood of silent connections is met
+/// first.
+fn oldest_silent(
+    conns: &mut BTreeMap<u64, Conn>,
+    of: impl Fn(&IpAddr) -> bool,
+    before: Instant,
+) -> Option<u64> {
+    conns
+        .iter_mut()
+        .filter(|(_, c)| of(&c.addr) && c.since <= before)
+        .find_map(|(id, c)| (!c.has_spoken()).then_some(*id))
 }
 
 /// A connection's place among those setting up; dropping it (setup done
@@ -382,6 +387,31 @@ mod tests {
         let _t7 = adm.admit(&s7, "10.0.0.1".parse().unwrap());
         assert!(closed(&mut c5));
         assert_eq!(adm.evicted(), 2);
+    }
+
+    /// Past the cap with every address as full as the others (one
+    /// connection each, a spread-out flood), the oldest silent goes: never
+    /// the newest, a well-behaved client's that has not spoken yet.
+    #[test]
+    fn of_addresses_as_full_the_oldest_silent_goes() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        for _ in 0..20 {
+            let adm = Admission::with_grace("test", 3, 3, Duration::ZERO);
+            let (mut c1, s1) = pair(&l);
+            let _t1 = adm.admit(&s1, "10.0.0.1".parse().unwrap());
+            let (_c2, s2) = pair(&l);
+            let _t2 = adm.admit(&s2, "10.0.0.2".parse().unwrap());
+            let (mut client, s3) = pair(&l);
+            let _t3 = adm.admit(&s3, "10.0.0.3".parse().unwrap());
+            let (_c4, s4) = pair(&l);
+            let _t4 = adm.admit(&s4, "10.0.0.4".parse().unwrap());
+            assert!(closed(&mut c1), "the oldest silent went");
+            // The client speaks: its connection is still being read.
+            std::io::Write::write_all(&mut client, b"x").unwrap();
+            s3.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            assert_eq!(s3.peek(&mut [0u8; 1]).unwrap(), 1, "the newest stays");
+        }
     }
 
     #[test]
