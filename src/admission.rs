@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::pool::lock;
+use crate::sync::lock;
 
 /// How long a connection may stay silent before it counts against its
 /// address's share.

@@ -236,6 +236,8 @@ mod outbox;
 pub(crate) mod pool;
 pub mod rpc;
 pub mod security;
+pub(crate) mod signature;
+mod sync;
 pub(crate) mod timer;
 #[cfg(feature = "daemon")]
 pub mod wsprd;

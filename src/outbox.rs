@@ -23,7 +23,7 @@
 //! messages in costs one write out per peer instead of one per message,
 //! and a lone message is written at once.
 
-use crate::pool::lock;
+use crate::sync::lock;
 use std::cell::RefCell;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};

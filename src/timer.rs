@@ -12,7 +12,7 @@
 //! before the instant it sleeps until, and cancelling never does. Dropping
 //! the timer drops what is not yet due and joins the thread.
 
-use crate::pool::lock;
+use crate::sync::lock;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,11 +99,7 @@ impl Timer {
                 retired = st.handle.take();
                 let (tx, rx) = crossbeam_channel::bounded(1);
                 let state = self.state.clone();
-                match std::thread::Builder::new()
-                    .name(self.name.clone())
-                    .stack_size(128 * 1024)
-                    .spawn(move || run(rx, state))
-                {
+                match crate::sync::spawn(self.name.clone(), 128 * 1024, move || run(rx, state)) {
                     Ok(h) => {
                         st.wake = Some(tx);
                         st.sleeps_until = None;
@@ -114,7 +110,7 @@ impl Timer {
             }
         }
         drop(st);
-        crate::pool::join(retired);
+        crate::sync::join(retired);
         TimerId(id)
     }
 
@@ -145,7 +141,7 @@ impl Timer {
             (st.handle.take(), std::mem::take(&mut st.due))
         };
         drop(dropped);
-        crate::pool::join(handle);
+        crate::sync::join(handle);
     }
 
     /// Whether the thread is running now.

@@ -40,13 +40,13 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::glob::Pattern;
-use crate::pool::lock;
 use crate::rpc::{
     AllowAll, Dispatcher, GlobEntry, Invoker, Lookup, MethodSignature, Now, Reply, ServerCall,
     Signature,
 };
 use crate::security::BlessingPattern;
 use crate::security::access::Permissions;
+use crate::sync::lock;
 
 pub use store::PERMISSIONS_FILE;
 use tree::{Caller, Changed, Table};

@@ -19,8 +19,8 @@ use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::pool::lock;
 use crate::rpc::Reply;
+use crate::sync::lock;
 
 use super::tree::StoredNode;
 
@@ -190,11 +190,10 @@ impl Store {
     pub(super) fn start<S: Source>(dir: PathBuf, source: Weak<S>) -> Result<Store> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let d = dir.clone();
-        let h = std::thread::Builder::new()
-            .name("wspr-mt-store".into())
-            .stack_size(256 * 1024)
-            .spawn(move || run(d, source, rx))
-            .map_err(Error::thread_failed)?;
+        let h = crate::sync::spawn("wspr-mt-store".into(), 256 * 1024, move || {
+            run(d, source, rx)
+        })
+        .map_err(Error::thread_failed)?;
         Ok(Store {
             dir,
             tx: Mutex::new(Some(tx)),

@@ -18,15 +18,15 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::naming::{Endpoint, Name};
-use crate::pool::lock;
 use crate::rpc::builder::ClientBuilder;
 use crate::rpc::conn::{
-    self, Credit, FrameHandler, FrameReader, LocalSink, ReadError, RemoteIdentity, Waiters, Writer,
+    self, Credit, FrameHandler, FrameReader, LocalSink, ReadError, Waiters, Writer,
 };
 use crate::rpc::namespace::Namespace;
 use crate::rpc::server_auth::{Expect, Verdicts};
 use crate::rpc::wire::{self, Frame};
-use crate::security::{BlessingPattern, Principal};
+use crate::security::{BlessingPattern, Principal, RemoteIdentity};
+use crate::sync::lock;
 use crate::timer::{Timer, TimerId};
 
 /// Settings of a [`Client`].
@@ -530,7 +530,7 @@ fn server_expiry(
 
 fn join_reader(c: &ClientConn) {
     let h = lock(&c.reader).take();
-    crate::pool::join(h);
+    crate::sync::join(h);
 }
 
 /// Why [`CallHandle::offer`] did not take an item.
@@ -1008,11 +1008,10 @@ impl Client {
         });
         let reader = FrameReader::new(session.reader, self.inner.config.max_frame);
         let rc = c.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("wspr-client-{id}"))
-            .stack_size(256 * 1024)
-            .spawn(move || rc.read_loop(reader))
-            .map_err(Error::thread_failed)?;
+        let h = crate::sync::spawn(format!("wspr-client-{id}"), 256 * 1024, move || {
+            rc.read_loop(reader)
+        })
+        .map_err(Error::thread_failed)?;
         *lock(&c.reader) = Some(h);
         log::debug!("connection {id} to {ep} open");
         Ok(self.register(key, c))

@@ -29,6 +29,8 @@ pub mod wire;
 pub(crate) mod wire;
 
 pub use crate::pool::PoolConfig;
+pub use crate::security::{AllowAll, Authorizer, RemoteIdentity};
+pub use crate::signature::{MethodSignature, Signature};
 pub use builder::{ClientBuilder, DEFAULT_ROOT, NAMESPACE_ROOT_ENV, env_roots, root_name};
 pub use client::{
     Call, CallEvent, CallHandle, CallOptions, CallSink, Canceller, Client, ClientConfig, ItemToken,
@@ -37,10 +39,9 @@ pub use client::{
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub use conn::RawSession;
-pub use conn::RemoteIdentity;
 pub use namespace::{GlobEntry, MAX_DEPTH, MountedServer, Namespace, Resolved};
 pub use server::{
-    AllowAll, Authorizer, Dispatcher, Invoker, Listener, Lookup, MethodSignature, Now, Pending,
-    Reply, Server, ServerCall, ServerConfig, ServerEvent, Signature,
+    Dispatcher, Invoker, Listener, Lookup, Now, Pending, Reply, Server, ServerCall, ServerConfig,
+    ServerEvent,
 };
 pub use service::{CallHandler, Handler, Service, Stream, StreamHandler};

@@ -17,10 +17,10 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::glob::Pattern;
 use crate::naming::{self, Name};
-use crate::pool::lock;
 use crate::rpc::client::Client;
 use crate::rpc::server_auth::Expect;
 use crate::security::access::Permissions;
+use crate::sync::lock;
 
 /// Most mount tables a resolution walks through.
 pub const MAX_DEPTH: usize = 32;

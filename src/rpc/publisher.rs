@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::Result;
-use crate::pool::lock;
 use crate::rpc::client::Client;
+use crate::sync::lock;
 
 #[derive(Clone)]
 struct Entry {
@@ -123,11 +123,9 @@ impl Publisher {
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
         let weak = Arc::downgrade(&self.inner);
-        match std::thread::Builder::new()
-            .name("wspr-publisher".into())
-            .stack_size(256 * 1024)
-            .spawn(move || refresh_loop(weak, rx))
-        {
+        match crate::sync::spawn("wspr-publisher".into(), 256 * 1024, move || {
+            refresh_loop(weak, rx)
+        }) {
             Ok(h) => {
                 *wake = Some(tx);
                 *lock(&self.inner.thread) = Some(h);
@@ -140,7 +138,7 @@ impl Publisher {
     pub(crate) fn shutdown(&self) {
         lock(&self.inner.wake).take();
         let h = lock(&self.inner.thread).take();
-        crate::pool::join(h);
+        crate::sync::join(h);
     }
 }
 

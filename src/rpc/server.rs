@@ -9,7 +9,7 @@
 //! in flight end (for up to the drain time), aborts the rest with
 //! `Aborted`, closes its connections and joins their threads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
@@ -17,36 +17,20 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::naming::Endpoint;
-use crate::pool::lock;
-use crate::pool::{Pool, PoolConfig, ThreadSet};
+use crate::pool::{Pool, PoolConfig};
 use crate::rpc::client::{Client, Granter, ItemToken};
-use crate::rpc::conn::{self, Credit, FrameReader, ReadError, RemoteIdentity, Waiters, Writer};
+use crate::rpc::conn::{self, Credit, FrameReader, ReadError, Waiters, Writer};
 use crate::rpc::publisher::Publisher;
 use crate::rpc::wire::{self, Frame};
-use crate::security::Principal;
+use crate::security::{Authorizer, CallInfo, Principal, RemoteIdentity};
+use crate::signature::Signature;
+use crate::sync::{ThreadSet, lock};
 use crate::timer::{Timer, TimerId};
-
-/// One method's signature. `num_out_args` counts the results plus the
-/// trailing error slot (a method returning one value has 2).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MethodSignature {
-    /// Names of the arguments.
-    pub in_args: Vec<String>,
-    /// Results plus the error slot.
-    pub num_out_args: u32,
-    /// Whether the method streams (either way).
-    #[serde(default)]
-    pub is_streaming: bool,
-}
-
-/// A service signature: method name to signature.
-pub type Signature = BTreeMap<String, MethodSignature>;
 
 /// What a dispatcher found for a call.
 #[derive(Clone)]
@@ -155,10 +139,9 @@ impl Drop for Reply {
     }
 }
 
-/// A call waiting for its lookup or its authorization to be answered from
-/// elsewhere (see [`Dispatcher::lookup_later`] and
-/// [`Authorizer::authorize_later`]), with no thread waiting for it. Its
-/// holder goes on with [`Pending::found`] or [`Pending::authorized`], on
+/// A call waiting for its lookup to be answered from elsewhere (see
+/// [`Dispatcher::lookup_later`]), with no thread waiting for it. Its
+/// holder goes on with [`Pending::found`], on
 /// whichever thread has the answer (work that may block then goes to the
 /// call pool), or ends it with [`Pending::fail`]; dropping it answers the
 /// caller `Aborted`. The caller's deadline is kept by the server: when it
@@ -169,9 +152,6 @@ pub struct Pending {
     call: ServerCall,
     args: Vec<Value>,
     reply: Reply,
-    /// What the lookup found, once it is done (then the authorization is
-    /// what waits).
-    lookup: Option<Lookup>,
 }
 
 impl Pending {
@@ -195,56 +175,13 @@ impl Pending {
             call,
             args,
             reply,
-            ..
         } = self;
         run_found(&listener, found, call, args, reply, false);
-    }
-
-    /// Goes on with the authorization's answer: the invocation, or the
-    /// caller gets the refusal.
-    pub fn authorized(self, answer: Result<()>) {
-        let Pending {
-            listener,
-            call,
-            args,
-            reply,
-            lookup,
-        } = self;
-        match (answer, lookup) {
-            (Ok(()), Some(lookup)) => run_authorized(&listener, lookup, call, args, reply, false),
-            (Err(e), _) => reply.send(Err(e)),
-            (Ok(()), None) => reply.send(Err(Error::no_access(
-                "an authorization answered before any lookup",
-            ))),
-        }
     }
 
     /// Ends the call with `err`.
     pub fn fail(self, err: Error) {
         self.reply.send(Err(err));
-    }
-}
-
-/// Decides whether a call may go ahead.
-pub trait Authorizer: Send + Sync + 'static {
-    /// `Ok` to allow; an error (usually `NoAccess`) to refuse.
-    fn authorize(&self, call: &ServerCall) -> Result<()>;
-
-    /// Starts an authorization whose answer comes later from elsewhere,
-    /// holding no thread meanwhile: keep `pending` and go on with
-    /// [`Pending::authorized`]. Must not block. `Some` gives the call
-    /// back, to be decided by [`Authorizer::authorize`] (the default).
-    fn authorize_later(&self, pending: Pending) -> Option<Pending> {
-        Some(pending)
-    }
-}
-
-/// Allows every call.
-pub struct AllowAll;
-
-impl Authorizer for AllowAll {
-    fn authorize(&self, _: &ServerCall) -> Result<()> {
-        Ok(())
     }
 }
 
@@ -283,7 +220,7 @@ pub struct ServerConfig {
     /// caller is admitted when one of the names it proved and one of the
     /// server's blessing names are equal or one extends the other (so a
     /// program reaches the servers of its own principal, and of the
-    /// principals it blessed or that blessed it). [`AllowAll`] admits
+    /// principals it blessed or that blessed it). [`AllowAll`](crate::security::AllowAll) admits
     /// anyone; an object may carry its own policy in its [`Lookup`].
     pub default_authorizer: Arc<dyn Authorizer>,
 }
@@ -538,6 +475,24 @@ impl ServerCall {
         self.conn
             .writer
             .send_with(|b| wire::encode_close_send(b, self.flow))
+    }
+}
+
+impl CallInfo for ServerCall {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn suffix(&self) -> &str {
+        &self.suffix
+    }
+    fn remote(&self) -> &RemoteIdentity {
+        &self.conn.remote
+    }
+    fn remote_names(&self) -> &[String] {
+        ServerCall::remote_names(self)
+    }
+    fn local(&self) -> &Principal {
+        &self.conn.principal
     }
 }
 
@@ -935,11 +890,12 @@ impl Listener {
             timer: Timer::new("wspr-server-timer"),
         });
         let weak = Arc::downgrade(&inner);
-        let h = std::thread::Builder::new()
-            .name(format!("wspr-accept-{}", local.port()))
-            .stack_size(128 * 1024)
-            .spawn(move || accept_loop(tcp, weak))
-            .map_err(Error::thread_failed)?;
+        let h = crate::sync::spawn(
+            format!("wspr-accept-{}", local.port()),
+            128 * 1024,
+            move || accept_loop(tcp, weak),
+        )
+        .map_err(Error::thread_failed)?;
         *lock(&inner.accept) = Some(h);
         local_listeners()
             .lock()
@@ -1378,7 +1334,6 @@ fn on_frame(
                     call,
                     args: r.args,
                     reply,
-                    lookup: None,
                 };
                 match dispatcher.lookup_later(pending) {
                     // Answered later: no thread waits, the server keeps
@@ -1468,8 +1423,8 @@ fn run_blocking(listener: &Listener, reply: Reply, job: impl FnOnce(Reply) + Sen
     }
 }
 
-/// Goes on with a call whose lookup is done: authorize (later, if the
-/// authorizer answers later), then answer `Signature` or invoke (see
+/// Goes on with a call whose lookup is done: authorize, then answer
+/// `Signature` or invoke (see
 /// [`run_authorized`]; `on_pool` says whether this is a pool thread).
 fn run_found(
     listener: &Listener,
@@ -1485,30 +1440,8 @@ fn run_found(
     };
     let authorizer = lookup
         .authorizer
-        .clone()
-        .unwrap_or_else(|| listener.inner.config.default_authorizer.clone());
-    let (conn, flow, deadline) = (call.conn.clone(), call.flow, call.deadline);
-    let pending = Pending {
-        listener: listener.clone(),
-        call,
-        args,
-        reply,
-        lookup: Some(lookup),
-    };
-    let Some(p) = authorizer.authorize_later(pending) else {
-        // Answered later: no thread waits, the server keeps the deadline.
-        return arm_deadline(listener, &conn, flow, deadline);
-    };
-    let Pending {
-        call,
-        args,
-        reply,
-        lookup,
-        ..
-    } = p;
-    let Some(lookup) = lookup else {
-        return reply.send(Err(Error::internal("the lookup was lost")));
-    };
+        .as_ref()
+        .unwrap_or(&listener.inner.config.default_authorizer);
     if let Err(e) = authorizer.authorize(&call) {
         return reply.send(Err(e));
     }

@@ -24,9 +24,9 @@
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::pool::lock;
-use crate::rpc::conn::RemoteIdentity;
+use crate::security::RemoteIdentity;
 use crate::security::{BlessingPattern, Principal};
+use crate::sync::lock;
 
 /// Verdicts kept per connection (then forgotten all at once).
 const MAX_VERDICTS: usize = 32;

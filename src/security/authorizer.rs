@@ -1,9 +1,48 @@
-//! Authorizers that decide on the names a caller proved.
+//! Authorization: whether a call may go ahead, decided on what the
+//! caller proved ([`CallInfo`]); the [`Authorizer`] trait and the
+//! policies that come with it.
+//!
+//! An authorizer is a decision on data, made where the call is (a
+//! connection's reader thread, or a call thread): it never waits for
+//! anyone. A decision that has to wait for someone (JavaScript's
+//! authorizer, say) is part of the dispatcher's lookup, which may answer
+//! later.
 
 use crate::error::{Error, Result};
-use crate::rpc::{Authorizer, ServerCall};
-use crate::security::Blessing;
-use crate::security::BlessingPattern;
+use crate::security::{Blessing, BlessingPattern, Principal, RemoteIdentity};
+
+/// A call as an authorizer sees it: what is asked, by whom, of whom.
+/// (The RPC server's calls are one.)
+pub trait CallInfo {
+    /// The method, UpperCamelCase.
+    fn method(&self) -> &str;
+    /// The object: what is left of the name after the server.
+    fn suffix(&self) -> &str;
+    /// Who is calling: the key and the blessings its session proved.
+    fn remote(&self) -> &RemoteIdentity;
+    /// The caller's blessing names that count for this call: chains that
+    /// verify, under a root this server trusts, with every caveat met
+    /// (see [`Principal::proven_names`]).
+    fn remote_names(&self) -> &[String];
+    /// Who serves the call.
+    fn local(&self) -> &Principal;
+}
+
+/// Decides whether a call may go ahead.
+pub trait Authorizer: Send + Sync + 'static {
+    /// `Ok` to allow; an error (usually `NoAccess`) to refuse. Must not
+    /// block (see the module documentation).
+    fn authorize(&self, call: &dyn CallInfo) -> Result<()>;
+}
+
+/// Allows every call.
+pub struct AllowAll;
+
+impl Authorizer for AllowAll {
+    fn authorize(&self, _: &dyn CallInfo) -> Result<()> {
+        Ok(())
+    }
+}
 
 /// Allows a call when one of the caller's proven names matches a pattern
 /// whose methods include the call's (`*`: every method).
@@ -30,7 +69,7 @@ impl AclAuthorizer {
 }
 
 impl Authorizer for AclAuthorizer {
-    fn authorize(&self, call: &ServerCall) -> Result<()> {
+    fn authorize(&self, call: &dyn CallInfo) -> Result<()> {
         let names = call.remote_names();
         let method = crate::naming::upper_first(call.method());
         // (`...` is everyone, as in the mount table's access lists.)
@@ -54,7 +93,7 @@ impl Authorizer for AclAuthorizer {
 pub struct SameFamily;
 
 impl Authorizer for SameFamily {
-    fn authorize(&self, call: &ServerCall) -> Result<()> {
+    fn authorize(&self, call: &dyn CallInfo) -> Result<()> {
         if call.remote_names().is_empty() {
             return Err(Error::no_access(format!(
                 "{}: the caller proved no blessing of this daemon's principal family (its blessings: {:?}); run the daemon with --open-access to admit anyone",
@@ -77,7 +116,7 @@ impl Authorizer for SameFamily {
 pub struct Delegation;
 
 impl Authorizer for Delegation {
-    fn authorize(&self, call: &ServerCall) -> Result<()> {
+    fn authorize(&self, call: &dyn CallInfo) -> Result<()> {
         let caller = call.remote_names();
         let server = call.local().blessings();
         // (Per call: compared element by element, nothing allocated.)

@@ -28,19 +28,21 @@ pub mod access;
 mod authorizer;
 mod blessing;
 mod credentials;
+mod remote;
 pub(crate) mod session;
 
 use std::time::SystemTime;
 
 use ed25519_dalek::{Signer, SigningKey};
 
-pub use authorizer::{AclAuthorizer, Delegation, SameFamily};
+pub use authorizer::{AclAuthorizer, AllowAll, Authorizer, CallInfo, Delegation, SameFamily};
 pub(crate) use blessing::first_unseen;
 pub use blessing::{
     Blessing, BlessingPattern, Caveat, CaveatContext, Certificate, MAX_EXTENSION, check_extension,
     hex, unhex,
 };
 pub use credentials::CREDENTIALS_FILE;
+pub use remote::RemoteIdentity;
 
 use crate::error::{Error, Result};
 
@@ -246,7 +248,7 @@ impl Principal {
     /// The names of `remote`'s blessings that hold for a call of `method`:
     /// root trusted for the name, valid chain for the key the peer proved,
     /// every caveat met with this principal as the peer.
-    pub fn proven_names(&self, remote: &crate::rpc::RemoteIdentity, method: &str) -> Vec<String> {
+    pub fn proven_names(&self, remote: &RemoteIdentity, method: &str) -> Vec<String> {
         let blessings = remote.blessings();
         self.proven(remote, method)
             .into_iter()
@@ -257,7 +259,7 @@ impl Principal {
     /// Which of `remote`'s blessings hold for a call of `method` (see
     /// [`proven_names`](Self::proven_names)): their indices in
     /// `remote.blessings()`.
-    pub fn proven(&self, remote: &crate::rpc::RemoteIdentity, method: &str) -> Vec<usize> {
+    pub fn proven(&self, remote: &RemoteIdentity, method: &str) -> Vec<usize> {
         let local = self.names();
         let ctx = CaveatContext {
             method,

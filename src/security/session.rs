@@ -39,8 +39,7 @@ use snow::StatelessTransportState;
 
 use crate::error::{Error, Result};
 use crate::outbox::Sink;
-use crate::rpc::RemoteIdentity;
-use crate::security::{Blessing, Principal};
+use crate::security::{Blessing, Principal, RemoteIdentity};
 
 /// The Noise protocol name.
 pub const NOISE: &str = "Noise_NN_25519_ChaChaPoly_BLAKE2s";

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::naming;
-use crate::pool::lock;
 use crate::rpc::{CallEvent, CallHandle, CallOptions, CallSink, OfferError};
+use crate::sync::lock;
 use crate::wsprd::dispatcher::JsServer;
 use crate::wsprd::identity;
 use crate::wsprd::metrics;
@@ -321,7 +321,7 @@ fn serve(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
         match servers.get(&req.server_id) {
             Some(s) => (s.clone(), false),
             None if servers.len() >= shared.config.max_servers_per_pipe => {
-                return Err(crate::wsprd::limit_reached(
+                return Err(crate::wsprd::shared::limit_reached(
                     &shared.stats.limits.servers,
                     format!(
                         "this pipe serves {} servers (--max-servers-per-pipe)",
@@ -343,7 +343,7 @@ fn serve(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
     };
     let names = server.rpc.names().len();
     if names >= shared.config.max_names_per_server {
-        return Err(crate::wsprd::limit_reached(
+        return Err(crate::wsprd::shared::limit_reached(
             &shared.stats.limits.names,
             format!(
                 "server {} has {names} names (--max-names-per-server)",

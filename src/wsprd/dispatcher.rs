@@ -10,8 +10,10 @@
 //! signature JavaScript gave. Otherwise the call ends when the lookup
 //! timeout passes (the daemon's timer; `Timeout`), at the caller's
 //! deadline (kept by the RPC server; `Timeout`), when the caller cancels,
-//! or when the server stops or its pipe closes (`Aborted`). An authorizer
-//! of JavaScript's is asked the same way (AuthRequest, [`auth_answered`]).
+//! or when the server stops or its pipe closes (`Aborted`). When the
+//! object has an authorizer of JavaScript's, the lookup goes on to ask it
+//! the same way (AuthRequest, [`auth_answered`]): the call reaches the
+//! server's invocation only once JavaScript has allowed it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,11 +26,9 @@ use serde_json::json;
 
 use crate::error::{Error, Result, ids};
 use crate::naming;
-use crate::pool::lock;
-use crate::rpc::{
-    Authorizer, Dispatcher, Listener, Lookup, Pending, Server, ServerCall, Signature,
-};
-use crate::security::Blessing;
+use crate::rpc::{Dispatcher, Listener, Lookup, Pending, Server, ServerCall, Signature};
+use crate::security::{AllowAll, Authorizer, Blessing};
+use crate::sync::lock;
 use crate::timer::TimerId;
 use crate::wsprd::identity::Identity;
 use crate::wsprd::invoker::JsInvoker;
@@ -78,6 +78,8 @@ pub(crate) struct Waiting {
     /// An authorization's identity handle for the caller, freed with the
     /// flow.
     identity: Option<u64>,
+    /// What the lookup found, for an authorization.
+    found: Option<Arc<Found>>,
 }
 
 impl Waiting {
@@ -184,14 +186,14 @@ impl ServerState {
         lock(&self.stop_tx).take();
     }
 
-    /// The lookup of a call to an object JavaScript found.
+    /// The lookup of a call to an object JavaScript found, whose
+    /// authorizer (if it has one) has allowed the call.
     fn lookup_for(self: &Arc<Self>, found: Arc<Found>) -> Lookup {
-        let authorizer: Option<Arc<dyn Authorizer>> = found.has_authorizer.then(|| {
-            Arc::new(JsAuthorizer {
-                state: self.clone(),
-                handle: found.handle,
-            }) as Arc<dyn Authorizer>
-        });
+        // JavaScript has decided: nothing more to ask.
+        static DECIDED: std::sync::OnceLock<Arc<dyn Authorizer>> = std::sync::OnceLock::new();
+        let authorizer = found
+            .has_authorizer
+            .then(|| DECIDED.get_or_init(|| Arc::new(AllowAll)).clone());
         Lookup {
             invoker: Arc::new(JsInvoker {
                 state: self.clone(),
@@ -199,6 +201,51 @@ impl ServerState {
             }),
             authorizer,
         }
+    }
+
+    /// Goes on with a call to an object JavaScript found: to its
+    /// authorizer first, if it has one (see [`ServerState::authorize`]).
+    fn go_on(self: &Arc<Self>, pending: Pending, found: Arc<Found>) {
+        if found.has_authorizer {
+            self.authorize(pending, found);
+        } else {
+            pending.found(Ok(self.lookup_for(found)));
+        }
+    }
+
+    /// Asks JavaScript's authorizer whether the call may go ahead, with
+    /// the call parked in the pipe's flow table (AuthRequest; see the
+    /// module documentation).
+    fn authorize(self: &Arc<Self>, pending: Pending, found: Arc<Found>) {
+        let pipe = match self.live_pipe() {
+            Ok(p) => p,
+            Err(e) => return pending.fail(e),
+        };
+        let call = pending.call();
+        let method = naming::lower_first(call.method());
+        let (message, identity) = match context(&pipe, call, &method) {
+            Ok((ctx, identity)) => (
+                json!({"serverId": self.id, "handle": found.handle, "context": ctx}),
+                identity,
+            ),
+            Err(e) => return pending.fail(e),
+        };
+        let waiting = Waiting {
+            pending,
+            state: self.clone(),
+            timer: None,
+            key: Default::default(),
+            identity: Some(identity),
+            found: Some(found),
+        };
+        self.park(
+            &pipe,
+            waiting,
+            Flow::Auth,
+            OutType::AuthRequest,
+            &message,
+            "authorization request",
+        );
     }
 
     /// The pipe, unless it has closed or the server has stopped.
@@ -255,7 +302,7 @@ pub(crate) fn lookup_answered(pipe: &Pipe, mut w: Box<Waiting>, reply: LookupRep
                 }
                 cache.insert(key, found.clone());
             }
-            pending.found(Ok(state.lookup_for(found)));
+            state.go_on(pending, found);
         }
     }
 }
@@ -269,7 +316,19 @@ pub(crate) fn auth_answered(pipe: &Pipe, mut w: Box<Waiting>, reply: AuthReply) 
         Some(e) => Err(e),
         None => Ok(()),
     });
-    w.pending.authorized(answer);
+    let Waiting {
+        pending,
+        state,
+        found,
+        ..
+    } = *w;
+    match (answer, found) {
+        (Ok(()), Some(found)) => pending.found(Ok(state.lookup_for(found))),
+        (Err(e), _) => pending.fail(e),
+        (Ok(()), None) => pending.fail(Error::no_access(
+            "an authorization answered for a call whose lookup is lost",
+        )),
+    }
 }
 
 /// The dispatcher of a JavaScript server.
@@ -315,7 +374,7 @@ impl Dispatcher for JsDispatcher {
         );
         let cached = lock(&state.cache).get(&key).cloned();
         if let Some(found) = cached {
-            pending.found(Ok(state.lookup_for(found)));
+            state.go_on(pending, found);
             return None;
         }
         let message = json!({"serverId": state.id, "suffix": key.0, "method": key.1});
@@ -325,6 +384,7 @@ impl Dispatcher for JsDispatcher {
             timer: None,
             key,
             identity: None,
+            found: None,
         };
         state.park(
             &pipe,
@@ -392,61 +452,6 @@ pub(crate) fn context<'a>(
             .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64),
     };
     Ok((ctx, handle))
-}
-
-/// Asks JavaScript whether a call may go ahead (AuthRequest).
-struct JsAuthorizer {
-    state: Arc<ServerState>,
-    handle: i64,
-}
-
-impl Authorizer for JsAuthorizer {
-    /// Never used: JavaScript is asked with the call parked (see
-    /// [`JsAuthorizer::authorize_later`]). Refuses, should it ever be
-    /// asked.
-    fn authorize(&self, _call: &ServerCall) -> Result<()> {
-        Err(Error::no_access(
-            "JavaScript's authorizer answers later, never on a waiting thread",
-        ))
-    }
-
-    fn authorize_later(&self, pending: Pending) -> Option<Pending> {
-        let pipe = match self.state.live_pipe() {
-            Ok(p) => p,
-            Err(e) => {
-                pending.fail(e);
-                return None;
-            }
-        };
-        let call = pending.call();
-        let method = naming::lower_first(call.method());
-        let (message, identity) = match context(&pipe, call, &method) {
-            Ok((ctx, identity)) => (
-                json!({"serverId": self.state.id, "handle": self.handle, "context": ctx}),
-                identity,
-            ),
-            Err(e) => {
-                pending.fail(e);
-                return None;
-            }
-        };
-        let waiting = Waiting {
-            pending,
-            state: self.state.clone(),
-            timer: None,
-            key: Default::default(),
-            identity: Some(identity),
-        };
-        self.state.park(
-            &pipe,
-            waiting,
-            Flow::Auth,
-            OutType::AuthRequest,
-            &message,
-            "authorization request",
-        );
-        None
-    }
 }
 
 /// A server whose objects live in a pipe's JavaScript.

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use crate::admission::{Admission, Ticket};
 use crate::error::{Error, Result};
-use crate::pool::ThreadSet;
+use crate::sync::ThreadSet;
+use crate::wsprd::pipe;
+use crate::wsprd::shared::Shared;
 use crate::wsprd::tls::{Setup, Stream};
-use crate::wsprd::{Shared, pipe};
 
 /// The demo page, served at `/`.
 const DEMO_PAGE: &str = include_str!("../../js/demo.html");
@@ -69,11 +70,10 @@ impl Http {
         let conns = ThreadSet::default();
         let setup = shared.http_setup.clone();
         let (c, k) = (closing.clone(), conns.clone());
-        let accept = std::thread::Builder::new()
-            .name("wsprd-http".into())
-            .stack_size(128 * 1024)
-            .spawn(move || accept_loop(tcp, shared, c, k, setup))
-            .map_err(Error::thread_failed)?;
+        let accept = crate::sync::spawn("wsprd-http".into(), 128 * 1024, move || {
+            accept_loop(tcp, shared, c, k, setup)
+        })
+        .map_err(Error::thread_failed)?;
         Ok(Http {
             local,
             closing,

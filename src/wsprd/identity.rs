@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::pool::lock;
 use crate::security::{Blessing, BlessingPattern, Caveat, Principal, check_extension};
+use crate::sync::lock;
 
 /// Most identity handles one pipe may hold.
 pub const MAX_IDENTITIES: usize = 4096;

@@ -18,7 +18,6 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use serde::Serialize;
@@ -28,14 +27,15 @@ use serde_json::value::RawValue;
 use crate::budget::{Budget, Charge};
 use crate::error::{Error, ids};
 use crate::outbox::PushError;
-use crate::pool::{Job, lock};
+use crate::pool::Job;
 use crate::rpc::{CallHandle, Client, ClientConfig, OfferError, Reply};
 use crate::security::Principal;
-use crate::wsprd::Shared;
+use crate::sync::lock;
 use crate::wsprd::controller;
 use crate::wsprd::dispatcher::{self, JsServer, Waiting};
 use crate::wsprd::identity::{self, Identities};
 use crate::wsprd::protocol::{self, InType, Incoming, OutType};
+use crate::wsprd::shared::{OpenPipe, Shared, limit_reached};
 use crate::wsprd::tls::Transport;
 use crate::wsprd::token::{Gate, PipeToken};
 use crate::wsprd::ws::{ReadFail, WsEvent, WsIo, WsOut, WsReader};
@@ -189,11 +189,6 @@ impl Pipe {
         }
     }
 
-    /// Flows in flight.
-    pub(crate) fn flow_count(&self) -> usize {
-        self.flows().len()
-    }
-
     /// Opens a flow of the daemon's (an even id), unless the pipe holds
     /// its limit of flows.
     pub(crate) fn open_flow(&self, flow: Flow) -> Result<u64, Error> {
@@ -221,7 +216,7 @@ impl Pipe {
     }
 
     fn flow_limit(&self) -> Error {
-        crate::wsprd::limit_reached(
+        limit_reached(
             &self.shared.stats.limits.flows,
             format!(
                 "{} flows in flight on pipe {} (--max-flows-per-pipe)",
@@ -429,7 +424,7 @@ impl Pipe {
                 if work.waiting.len() >= MAX_WAITING_JOBS {
                     let waiting = work.waiting.len();
                     drop(work);
-                    return Err(crate::wsprd::limit_reached(
+                    return Err(limit_reached(
                         &self.shared.stats.limits.workers,
                         format!(
                             "the daemon is overloaded for pipe {}: {share} of its requests are running and {waiting} waiting (--max-workers-per-pipe)",
@@ -486,7 +481,7 @@ impl Pipe {
                 (n < max).then_some(n + 1)
             }) {
             Ok(_) => Ok(StreamSlot(self.clone())),
-            Err(_) => Err(crate::wsprd::limit_reached(
+            Err(_) => Err(limit_reached(
                 &self.shared.stats.limits.streams,
                 format!(
                     "the servers of pipe {} have {max} streaming requests in flight, each holding a thread (--max-streams-per-pipe)",
@@ -498,7 +493,7 @@ impl Pipe {
 
     /// The error for JavaScript's items over the pipe's budget.
     fn over_budget(&self) -> Error {
-        crate::wsprd::limit_reached(
+        limit_reached(
             &self.shared.stats.limits.pipe_buffer,
             format!(
                 "JavaScript streamed more than {} bytes ahead of their readers over the flows of pipe {} (--max-pipe-buffer-bytes)",
@@ -512,7 +507,7 @@ impl Pipe {
     pub(crate) fn offer_error(&self, e: OfferError) -> Error {
         match e {
             // Only a full queue is the stream-buffer limit.
-            OfferError::Full(e) => crate::wsprd::limit_reached(
+            OfferError::Full(e) => limit_reached(
                 &self.shared.stats.limits.stream_buffer,
                 format!("{} (--max-stream-buffer-bytes)", e.msg()),
             ),
@@ -534,7 +529,7 @@ impl Pipe {
     fn on_item(&self, id: u64, item: Box<RawValue>, size: usize) {
         let limit = self.shared.config.max_stream_buffer_bytes;
         let over = |what: &str| {
-            crate::wsprd::limit_reached(
+            limit_reached(
                 &self.shared.stats.limits.stream_buffer,
                 format!(
                     "JavaScript streamed more than {limit} bytes ahead of {what} (--max-stream-buffer-bytes)"
@@ -736,6 +731,20 @@ impl Pipe {
     }
 }
 
+impl OpenPipe for Pipe {
+    fn close(&self, code: u16, reason: &str) {
+        Pipe::close(self, code, reason);
+    }
+
+    fn flows(&self) -> usize {
+        Pipe::flows(self).len()
+    }
+
+    fn servers(&self) -> usize {
+        lock(&self.servers).len()
+    }
+}
+
 /// Decodes a serverResponse: JavaScript's results or error (outer error:
 /// the data cannot be decoded).
 fn server_response(data: protocol::Data) -> Result<Result<Vec<Value>, Error>, Error> {
@@ -875,6 +884,3 @@ pub(crate) fn run(
     lock(&shared.pipes).remove(&id);
     log::info!("pipe {id} closed: {why}; {flows} flows ended");
 }
-
-/// How long a pipe may go without a frame before it is pinged.
-pub(crate) const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);

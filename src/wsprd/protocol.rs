@@ -7,7 +7,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::error::Error;
-use crate::rpc::{MethodSignature, Signature};
+use crate::signature::{MethodSignature, Signature};
 
 /// Message types JavaScript sends (contract section 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,7 +22,28 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::admission::Ticket;
 use crate::error::{Error, Result};
-use crate::wsprd::TlsConfig;
+
+/// TLS for the HTTP listener: a certificate chain and its private key, as
+/// PEM files. They are read when the daemon starts and again on
+/// [`Daemon::reload_tls`] (`wsprd serve`: SIGHUP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// The certificate chain, the daemon's own certificate first.
+    pub cert: std::path::PathBuf,
+    /// Its private key (PKCS#8, or SEC1 or PKCS#1).
+    pub key: std::path::PathBuf,
+}
+
+impl TlsConfig {
+    /// The certificate chain in `cert` and its key in `key`.
+    pub fn new(cert: impl Into<std::path::PathBuf>, key: impl Into<std::path::PathBuf>) -> Self {
+        TlsConfig {
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+}
 
 /// The listener's TLS: its settings and the certificate in use.
 pub(crate) struct Tls {

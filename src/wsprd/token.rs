@@ -22,12 +22,34 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::pool::lock;
 use crate::security::{Caveat, Principal, check_extension};
+use crate::sync::lock;
 use crate::timer::TimerId;
-use crate::wsprd::Config;
 use crate::wsprd::pipe::Pipe;
 use crate::wsprd::protocol::{self, InType, Incoming};
+
+/// An issuer of tokens (JWTs) whose users pipes may be: its tokens carry
+/// `iss` equal to `name`, and are signed by the key in `key_file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenIssuer {
+    /// Its name: the tokens' `iss`, and the part of its users' blessing
+    /// names before the `:` (1 to 64 ASCII letters, digits, `.`, `_`, `-`).
+    pub name: String,
+    /// Its public key, PEM (`BEGIN PUBLIC KEY`): Ed25519 (EdDSA), ECDSA
+    /// P-256 or P-384 (ES256, ES384), or RSA (RS256 to PS512).
+    pub key_file: std::path::PathBuf,
+}
+
+impl TokenIssuer {
+    /// The issuer `name` with its public key in `key_file`.
+    pub fn new(name: impl Into<String>, key_file: impl Into<std::path::PathBuf>) -> Self {
+        TokenIssuer {
+            name: name.into(),
+            key_file: key_file.into(),
+        }
+    }
+}
 
 /// The longest token taken, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -158,12 +180,15 @@ fn millis(t: SystemTime) -> u64 {
 
 impl Issuers {
     /// The configured issuers with their keys read, or none.
-    pub(crate) fn load(config: &Config) -> Result<Option<Issuers>> {
-        if config.token_issuers.is_empty() {
+    pub(crate) fn load(
+        issuers: &[TokenIssuer],
+        audiences: &[String],
+        leeway: Duration,
+    ) -> Result<Option<Issuers>> {
+        if issuers.is_empty() {
             return Ok(None);
         }
-        let issuers = config
-            .token_issuers
+        let issuers = issuers
             .iter()
             .map(|i| {
                 let (key, algorithms) = read_key(&i.name, &i.key_file)?;
@@ -176,8 +201,8 @@ impl Issuers {
             .collect::<Result<_>>()?;
         Ok(Some(Issuers {
             issuers,
-            audiences: config.token_audiences.clone(),
-            leeway: config.token_leeway,
+            audiences: audiences.to_vec(),
+            leeway,
         }))
     }
 

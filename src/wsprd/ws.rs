@@ -25,7 +25,7 @@ use tungstenite::{Error as WsError, Message};
 use rustls::ServerConnection;
 
 use crate::outbox::{Outbox, PushError, Sink};
-use crate::pool::lock;
+use crate::sync::lock;
 use crate::wsprd::tls::Transport;
 
 /// How long what is queued (then the close frame) may take to go out once
