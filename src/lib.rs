@@ -226,6 +226,7 @@ mod admission;
 mod budget;
 pub mod demo;
 pub mod error;
+mod flow;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzzing;
