@@ -107,6 +107,8 @@ pub struct Proc {
     pub child: Child,
     pub lines: crossbeam_channel::Receiver<String>,
     pub stderr: Arc<Mutex<String>>,
+    /// Disconnects once all of stderr is in `stderr` (the process closed it).
+    stderr_read: crossbeam_channel::Receiver<()>,
 }
 
 impl Proc {
@@ -128,7 +130,9 @@ impl Proc {
         let stderr = Arc::new(Mutex::new(String::new()));
         let err = child.stderr.take().unwrap();
         let sink = stderr.clone();
+        let (read_tx, stderr_read) = crossbeam_channel::bounded::<()>(0);
         std::thread::spawn(move || {
+            let _read = read_tx;
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let mut s = sink.lock().unwrap();
                 s.push_str(&line);
@@ -139,6 +143,7 @@ impl Proc {
             child,
             lines: rx,
             stderr,
+            stderr_read,
         }
     }
 
@@ -156,11 +161,13 @@ impl Proc {
             .expect("kill");
     }
 
-    /// Waits for the process to exit (within 20 s); its status code.
+    /// Waits for the process to exit (within 20 s), and for what it wrote
+    /// to stderr to be in `stderr`; its status code.
     pub fn wait(&mut self) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
+                let _ = self.stderr_read.recv_deadline(deadline);
                 return st.code();
             }
             assert!(Instant::now() < deadline, "process did not exit");
