@@ -122,7 +122,10 @@ fuzz:
 # public to them); the library is also checked as users build it, with
 # the daemon and without it (`--no-default-features`: the RPC runtime
 # alone, none of the daemon's dependencies).
+# Also fails on modules that import each other in a loop
+# (tools/module_cycles.py: the standard library only, under a second).
 lint:
+	$(PYTHON) tools/module_cycles.py src
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --lib --bins -- -D warnings

@@ -29,7 +29,8 @@ use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 use util::*;
 use wspr::rpc::{
-    CallOptions, Client, Dispatcher, Invoker, Lookup, Namespace, Server, ServerCall, Signature,
+    CallOptions, Client, Dispatcher, Invocation, Invoker, Lookup, Namespace, Pending, Server,
+    ServerCall, Signature, Step,
 };
 
 type Ws = WebSocket<TcpStream>;
@@ -433,18 +434,22 @@ impl Drop for IdleConnections {
 struct Stubborn;
 
 impl Dispatcher for Stubborn {
-    fn lookup(&self, _call: &ServerCall) -> wspr::Result<Lookup> {
-        Ok(Lookup {
-            invoker: Arc::new(Stubborn),
-            authorizer: Some(Arc::new(wspr::rpc::AllowAll)),
+    fn lookup(&self, call: Pending) -> Step<Pending> {
+        call.blocking(|_call| {
+            Ok(Lookup {
+                invoker: Arc::new(Stubborn),
+                authorizer: Some(Arc::new(wspr::rpc::AllowAll)),
+            })
         })
     }
 }
 
 impl Invoker for Stubborn {
-    fn invoke(&self, _: &str, _: Vec<Value>, call: &mut ServerCall) -> wspr::Result<Vec<Value>> {
-        let _ = call.done().recv_timeout(Duration::from_secs(600));
-        Err(wspr::Error::aborted("cancelled"))
+    fn invoke(&self, call: Invocation) -> Step<Invocation> {
+        call.blocking(|call, _| {
+            let _ = call.done().recv_timeout(Duration::from_secs(600));
+            Err(wspr::Error::aborted("cancelled"))
+        })
     }
     fn signature(&self, _call: &ServerCall) -> wspr::Result<Signature> {
         Ok(Signature::new())

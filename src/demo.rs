@@ -8,7 +8,8 @@ use serde_json::{Number, Value};
 
 use crate::error::{Error, Result};
 use crate::rpc::{
-    AllowAll, Dispatcher, Invoker, Lookup, MethodSignature, Now, Reply, ServerCall, Signature,
+    AllowAll, Dispatcher, Invocation, Invoker, Lookup, MethodSignature, Pending, ServerCall,
+    Signature, Step,
 };
 
 /// The demo object's dispatcher: every suffix is the same adder.
@@ -16,16 +17,13 @@ use crate::rpc::{
 pub struct Demo;
 
 impl Dispatcher for Demo {
-    fn lookup(&self, _call: &ServerCall) -> Result<Lookup> {
-        Ok(Lookup {
+    fn lookup(&self, call: Pending) -> Step<Pending> {
+        call.found(Ok(Lookup {
             invoker: Arc::new(Adder),
             // The demo object is public.
             authorizer: Some(Arc::new(AllowAll)),
-        })
-    }
-
-    fn lookup_now(&self, call: &ServerCall) -> Option<Result<Lookup>> {
-        Some(self.lookup(call))
+        }));
+        Step::Done
     }
 }
 
@@ -44,6 +42,37 @@ pub fn signature() -> Signature {
 }
 
 struct Adder;
+
+/// Add or Divide.
+fn arithmetic(method: &str, args: &[Value]) -> Result<Vec<Value>> {
+    check(method, args)?;
+    let (a, b) = (number(&args[0], "a")?, number(&args[1], "b")?);
+    if method == "Add" {
+        return Ok(vec![add(&a, &b)?]);
+    }
+    let (a, b) = (
+        a.as_f64().unwrap_or(f64::NAN),
+        b.as_f64().unwrap_or(f64::NAN),
+    );
+    if b == 0.0 {
+        return Err(Error::bad_arg("division by zero"));
+    }
+    Ok(vec![float(a / b)?])
+}
+
+/// StreamingAdd: for each number it receives, the running total.
+fn streaming_add(call: &mut ServerCall) -> Result<Vec<Value>> {
+    let mut total = Value::from(0);
+    while let Some(item) = call.recv()? {
+        let n = number(&item, "each streamed item")?;
+        let Value::Number(t) = &total else {
+            unreachable!()
+        };
+        total = add(t, &n)?;
+        call.send(&total)?;
+    }
+    Ok(vec![total])
+}
 
 fn number(v: &Value, what: &str) -> Result<Number> {
     match v {
@@ -92,45 +121,22 @@ fn check(method: &str, args: &[Value]) -> Result<()> {
 }
 
 impl Invoker for Adder {
-    fn invoke_now(&self, method: &str, args: Vec<Value>, call: ServerCall, reply: Reply) -> Now {
-        // Add and Divide never block: answer on the connection's thread.
-        match method {
-            "Add" | "Divide" => {
-                let mut call = call;
-                reply.send(self.invoke(method, args, &mut call));
-                Now::Handled
+    fn invoke(&self, call: Invocation) -> Step<Invocation> {
+        match call.method() {
+            // Add and Divide never block: answered on the connection's
+            // thread.
+            "Add" | "Divide" => call.now(|call, args| arithmetic(call.method(), &args)),
+            // StreamingAdd waits for items (and for credit): on a call
+            // thread.
+            "StreamingAdd" => call.blocking(|call, args| {
+                check("StreamingAdd", &args)?;
+                streaming_add(call)
+            }),
+            method => {
+                let e = Error::no_exist(format!("the demo object has no method {method}"));
+                call.reply(Err(e));
+                Step::Done
             }
-            _ => Now::Blocking(call, args, reply),
-        }
-    }
-
-    fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
-        check(method, &args)?;
-        match method {
-            "Add" => Ok(vec![add(&number(&args[0], "a")?, &number(&args[1], "b")?)?]),
-            "Divide" => {
-                let a = number(&args[0], "a")?.as_f64().unwrap_or(f64::NAN);
-                let b = number(&args[1], "b")?.as_f64().unwrap_or(f64::NAN);
-                if b == 0.0 {
-                    return Err(Error::bad_arg("division by zero"));
-                }
-                Ok(vec![float(a / b)?])
-            }
-            "StreamingAdd" => {
-                let mut total = Value::from(0);
-                while let Some(item) = call.recv()? {
-                    let n = number(&item, "each streamed item")?;
-                    let Value::Number(t) = &total else {
-                        unreachable!()
-                    };
-                    total = add(t, &n)?;
-                    call.send(&total)?;
-                }
-                Ok(vec![total])
-            }
-            _ => Err(Error::no_exist(format!(
-                "the demo object has no method {method}"
-            ))),
         }
     }
 

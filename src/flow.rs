@@ -25,6 +25,11 @@
 //!   JavaScript's still being placed), then go straight through.
 //! - [`Credit`]: one flow's flow-control window, both ways.
 
+// (The pipe's transitions, reservations and gates, are the daemon's: the
+// RPC runtime alone does not use them.)
+#![cfg_attr(not(feature = "daemon"), allow(dead_code))]
+
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
@@ -45,6 +50,8 @@ pub(crate) struct Flows<F> {
     step: u64,
     /// Numbers every flow opened.
     serials: u64,
+    /// Set by [`Flows::close`]: nothing opens any more.
+    closed: bool,
 }
 
 /// One flow in the table: what the owner keeps (`F`, reached through
@@ -65,6 +72,8 @@ pub(crate) enum Refused<F> {
     InUse(F),
     /// The table holds its limit of flows.
     Full(F),
+    /// The table is closed (its owner is closing).
+    Closed(F),
 }
 
 /// Why a reserved id was not filled; the value is handed back.
@@ -98,6 +107,7 @@ impl<F> Flows<F> {
             next_id: first,
             step,
             serials: 0,
+            closed: false,
         }
     }
 
@@ -116,18 +126,26 @@ impl<F> Flows<F> {
         self.serials
     }
 
-    fn full(&self) -> bool {
-        self.open.len() + self.reserved.len() >= self.max
+    /// Why nothing more may open, if so.
+    fn refuse<T>(&self, value: T) -> Result<T, Refused<T>> {
+        if self.closed {
+            Err(Refused::Closed(value))
+        } else if self.open.len() + self.reserved.len() >= self.max {
+            Err(Refused::Full(value))
+        } else {
+            Ok(value)
+        }
     }
 
     /// Opens the flow `id` (picked by a peer); its serial.
     pub(crate) fn open(&mut self, id: u64, value: F) -> Result<u64, Refused<F>> {
-        if self.open.contains_key(&id) || self.reserved.contains_key(&id) {
+        // (Most tables have no reservation: no second lookup for them.)
+        if self.open.contains_key(&id)
+            || (!self.reserved.is_empty() && self.reserved.contains_key(&id))
+        {
             return Err(Refused::InUse(value));
         }
-        if self.full() {
-            return Err(Refused::Full(value));
-        }
+        let value = self.refuse(value)?;
         Ok(self.insert(id, value))
     }
 
@@ -139,9 +157,7 @@ impl<F> Flows<F> {
 
     /// Opens a flow under the owner's next id; the id and its serial.
     pub(crate) fn open_next(&mut self, value: F) -> Result<(u64, u64), Refused<F>> {
-        if self.full() {
-            return Err(Refused::Full(value));
-        }
+        let value = self.refuse(value)?;
         let id = self.take_id();
         Ok((id, self.insert(id, value)))
     }
@@ -150,23 +166,26 @@ impl<F> Flows<F> {
     /// that name the id registered before the flow is in place); it counts
     /// against the limit from now on. [`Flows::fill`] puts the flow in
     /// place; a cancel meanwhile is kept for it.
-    pub(crate) fn reserve(&mut self) -> Option<u64> {
-        if self.full() {
-            return None;
-        }
+    pub(crate) fn reserve(&mut self) -> Result<u64, Refused<()>> {
+        self.refuse(())?;
         let id = self.take_id();
         self.reserved.insert(id, false);
-        Some(id)
+        Ok(id)
     }
 
     /// Puts the flow of a reserved id in place; its serial. Handed back
-    /// if it was cancelled meanwhile, or the table was drained.
+    /// if it was cancelled meanwhile, or the table was closed.
     pub(crate) fn fill(&mut self, id: u64, value: F) -> Result<u64, Unfilled<F>> {
         match self.reserved.remove(&id) {
             None => Err(Unfilled::Gone(value)),
             Some(true) => Err(Unfilled::Cancelled(value)),
             Some(false) => Ok(self.insert(id, value)),
         }
+    }
+
+    /// Whether a flow is open or reserved under `id`.
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.open.contains_key(&id) || self.reserved.contains_key(&id)
     }
 
     /// The flow `id`.
@@ -205,13 +224,34 @@ impl<F> Flows<F> {
         self.open.remove(&id)
     }
 
-    /// Ends the flow `id` if `keep` says so of it.
-    pub(crate) fn remove_if(&mut self, id: u64, keep: impl FnOnce(&F) -> bool) -> Option<Slot<F>> {
-        if self.open.get(&id).is_some_and(|s| keep(&s.value)) {
+    /// Ends the flow `id` if `which` says so of it.
+    pub(crate) fn remove_if(&mut self, id: u64, which: impl FnOnce(&F) -> bool) -> Option<Slot<F>> {
+        if self.open.get(&id).is_some_and(|s| which(&s.value)) {
             self.open.remove(&id)
         } else {
             None
         }
+    }
+
+    /// Ends the flow `id` if it is still the one numbered `serial`.
+    pub(crate) fn remove_serial(&mut self, id: u64, serial: u64) -> Option<Slot<F>> {
+        match self.open.entry(id) {
+            Entry::Occupied(e) if e.get().serial == serial => Some(e.remove()),
+            _ => None,
+        }
+    }
+
+    /// Withdraws the flow `id` (its caller went away): an open one is
+    /// ended and handed back; a reserved one is marked cancelled, for its
+    /// [`Flows::fill`] to say so.
+    pub(crate) fn withdraw(&mut self, id: u64) -> Option<Slot<F>> {
+        if !self.reserved.is_empty()
+            && let Some(c) = self.reserved.get_mut(&id)
+        {
+            *c = true;
+            return None;
+        }
+        self.open.remove(&id)
     }
 
     /// Ends the flow `id` (numbered `serial`) if its deadline has passed at
@@ -224,11 +264,19 @@ impl<F> Flows<F> {
         self.open.remove(&id)
     }
 
-    /// Ends every flow (the owner is closing): the open ones, for their
-    /// owner to end; reservations are dropped (their fill finds them gone).
+    /// Ends every flow (the owner's connection ended): the open ones, for
+    /// their owner to end; reservations are dropped (their fill finds them
+    /// gone).
     pub(crate) fn drain(&mut self) -> Vec<(u64, Slot<F>)> {
         self.reserved.clear();
         self.open.drain().collect()
+    }
+
+    /// Like [`Flows::drain`], and nothing opens any more (the owner is
+    /// closing).
+    pub(crate) fn close(&mut self) -> Vec<(u64, Slot<F>)> {
+        self.closed = true;
+        self.drain()
     }
 
     /// Flows in the table, reserved ones included.
@@ -270,6 +318,7 @@ impl<F> Slot<F> {
     }
 
     /// When the flow ends if nothing ended it first.
+    #[cfg(test)]
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
@@ -379,7 +428,8 @@ pub(crate) enum Queued<I> {
         item: I,
         size: u32,
         counted: usize,
-        charge: Option<Charge>,
+        /// Held until the item leaves.
+        _charge: Option<Charge>,
     },
     /// The sender's stream ends here.
     Close,
@@ -447,7 +497,7 @@ impl<I> Queue<I> {
             item,
             size,
             counted,
-            charge,
+            _charge: charge,
         });
         Ok(())
     }
@@ -491,16 +541,6 @@ impl<I> Queue<I> {
     /// Whether nothing waits.
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
-    }
-
-    /// Entries waiting.
-    pub(crate) fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Bytes the items count.
-    pub(crate) fn bytes(&self) -> usize {
-        self.bytes
     }
 }
 
@@ -642,7 +682,12 @@ impl Stream {
     /// Credit came from the peer: the frames that may go now are appended
     /// to `out` (and `close` for the sender's close, if its turn came),
     /// and every waiting sender is woken.
-    pub(crate) fn grant(&mut self, bytes: u32, out: &mut Vec<u8>, close: impl FnOnce(&mut Vec<u8>)) {
+    pub(crate) fn grant(
+        &mut self,
+        bytes: u32,
+        out: &mut Vec<u8>,
+        close: impl FnOnce(&mut Vec<u8>),
+    ) {
         self.credit.grant_send(bytes);
         let mut close = Some(close);
         let credit = &mut self.credit;
@@ -669,6 +714,7 @@ impl Stream {
     }
 
     /// Whether the sender closed its stream.
+    #[cfg(test)]
     pub(crate) fn is_send_closed(&self) -> bool {
         self.send_closed
     }
@@ -692,17 +738,18 @@ enum Phase<H> {
 }
 
 /// Where an item for a [`Gate`] goes.
-pub(crate) enum Route<'a, H> {
-    /// Straight through this handle, by whoever has the item.
-    Through(&'a H),
-    /// It waits (or, for a close, it was there already).
+pub(crate) enum Route<'a, H, I> {
+    /// Straight through this handle, by whoever has the item (handed back).
+    Through(&'a H, I),
+    /// It waits (or, for a repeated close, it was there already).
     Waits,
 }
 
 /// What [`Gate::start`] has the starter do.
-pub(crate) enum Start<I> {
-    /// Send these, in order, then start again.
-    Send(VecDeque<Queued<I>>),
+pub(crate) enum Start<H, I> {
+    /// Send these through the handle (handed back), in order, then start
+    /// again.
+    Send(H, VecDeque<Queued<I>>),
     /// Nothing waits: the gate is open, items go straight through.
     Open,
 }
@@ -724,9 +771,9 @@ impl<H: Clone, I> Gate<H, I> {
         counted: usize,
         charge: usize,
         limit: &Limit,
-    ) -> Result<Route<'_, H>, Full> {
+    ) -> Result<Route<'_, H, I>, Full> {
         match &self.phase {
-            Phase::Open(h) => Ok(Route::Through(h)),
+            Phase::Open(h) => Ok(Route::Through(h, item)),
             _ => {
                 self.queue.push(item, 0, counted, charge, limit)?;
                 Ok(Route::Waits)
@@ -735,9 +782,9 @@ impl<H: Clone, I> Gate<H, I> {
     }
 
     /// The sender's close.
-    pub(crate) fn close(&mut self) -> Route<'_, H> {
+    pub(crate) fn close(&mut self) -> Route<'_, H, ()> {
         match &self.phase {
-            Phase::Open(h) => Route::Through(h),
+            Phase::Open(h) => Route::Through(h, ()),
             _ => {
                 self.queue.push_close();
                 Route::Waits
@@ -748,13 +795,13 @@ impl<H: Clone, I> Gate<H, I> {
     /// The flow started (through `handle`), or its starter sent what it
     /// was last given: what to send next (only the starter sends until
     /// the gate is open, so items keep their order).
-    pub(crate) fn start(&mut self, handle: H) -> Start<I> {
+    pub(crate) fn start(&mut self, handle: H) -> Start<H, I> {
         if self.queue.is_empty() {
             self.phase = Phase::Open(handle);
             Start::Open
         } else {
-            self.phase = Phase::Draining(handle);
-            Start::Send(self.queue.take_all())
+            self.phase = Phase::Draining(handle.clone());
+            Start::Send(handle, self.queue.take_all())
         }
     }
 

@@ -217,6 +217,8 @@
 //! - [`naming`]: names and endpoints; [`glob`]: patterns.
 //! - [`demo`]: the demo object (a hand-written dispatcher).
 //! - [`error`]: errors with the contract's ids.
+//! - [`clock`]: the clock that timers and TTLs go by (a manual one for
+//!   tests).
 //! - `pool`, `timer`, the RPC wire format (internal): the worker pool,
 //!   the timer thread, the frames (`docs/wire.md`).
 
@@ -224,6 +226,7 @@
 
 mod admission;
 mod budget;
+pub mod clock;
 pub mod demo;
 pub mod error;
 mod flow;

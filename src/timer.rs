@@ -9,9 +9,14 @@
 //! The thread starts with the first callback and retires when it finds
 //! nothing left to run (it looks at least every [`IDLE`]); the next
 //! callback starts it again. Scheduling wakes it only for a callback due
-//! before the instant it sleeps until, and cancelling never does. Dropping
-//! the timer drops what is not yet due and joins the thread.
+//! before the instant it sleeps until, and cancelling never does. Clones
+//! share the timer (a daemon has one); dropping the last drops what is not
+//! yet due and joins the thread.
+//!
+//! Instants are by the timer's [`Clock`] (the system's, unless a test
+//! gives it a manual one).
 
+use crate::clock::Clock;
 use crate::sync::lock;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -61,27 +66,48 @@ impl State {
     }
 }
 
-/// See the module documentation.
+/// See the module documentation. Cloning shares the timer.
+#[derive(Clone)]
 pub struct Timer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     name: String,
     next: AtomicU64,
     state: Arc<Mutex<State>>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Timer({})", self.inner.name)
+    }
 }
 
 impl Timer {
     /// A timer whose thread, when running, is named `name`.
     pub fn new(name: &str) -> Timer {
+        Timer::with_clock(name, Clock::system())
+    }
+
+    /// A timer whose instants are by `clock`.
+    pub fn with_clock(name: &str, clock: Clock) -> Timer {
         Timer {
-            name: name.to_string(),
-            next: AtomicU64::new(1),
-            state: Arc::new(Mutex::new(State::default())),
+            inner: Arc::new(Inner {
+                name: name.to_string(),
+                next: AtomicU64::new(1),
+                state: Arc::new(Mutex::new(State::default())),
+                clock,
+            }),
         }
     }
 
     /// Runs `f` at `at` unless cancelled first.
     pub fn schedule(&self, at: Instant, f: impl FnOnce() + Send + 'static) -> TimerId {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut st = lock(&self.state);
+        let inner = &self.inner;
+        let id = inner.next.fetch_add(1, Ordering::Relaxed);
+        let mut st = lock(&inner.state);
         st.due.insert(id, (at, Box::new(f)));
         st.heap.push(Reverse((at, id)));
         st.compact();
@@ -98,8 +124,11 @@ impl Timer {
             None => {
                 retired = st.handle.take();
                 let (tx, rx) = crossbeam_channel::bounded(1);
-                let state = self.state.clone();
-                match crate::sync::spawn(self.name.clone(), 128 * 1024, move || run(rx, state)) {
+                let state = inner.state.clone();
+                let clock = inner.clock.clone();
+                match crate::sync::spawn(inner.name.clone(), 128 * 1024, move || {
+                    run(rx, state, clock)
+                }) {
                     Ok(h) => {
                         st.wake = Some(tx);
                         st.sleeps_until = None;
@@ -117,7 +146,7 @@ impl Timer {
     /// Cancels a callback; harmless if it already ran.
     pub fn cancel(&self, id: TimerId) {
         let gone = {
-            let mut st = lock(&self.state);
+            let mut st = lock(&self.inner.state);
             let gone = st.due.remove(&id.0);
             if st.due.is_empty() {
                 st.heap.clear();
@@ -133,6 +162,18 @@ impl Timer {
     /// Drops what is not yet due and joins the thread (a later callback
     /// starts it again).
     pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+
+    /// Whether the thread is running now.
+    #[cfg(test)]
+    pub fn is_running(&self) -> bool {
+        lock(&self.inner.state).wake.is_some()
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) {
         let (handle, dropped) = {
             let mut st = lock(&self.state);
             st.wake = None;
@@ -143,22 +184,16 @@ impl Timer {
         drop(dropped);
         crate::sync::join(handle);
     }
-
-    /// Whether the thread is running now.
-    #[cfg(test)]
-    pub fn is_running(&self) -> bool {
-        lock(&self.state).wake.is_some()
-    }
 }
 
-fn run(rx: Receiver<()>, state: Arc<Mutex<State>>) {
+fn run(rx: Receiver<()>, state: Arc<Mutex<State>>, clock: Clock) {
     loop {
         let mut st = lock(&state);
         if st.wake.is_none() {
             // Shut down.
             return;
         }
-        let now = Instant::now();
+        let now = clock.now();
         let mut ready = vec![];
         while let Some(Reverse((at, id))) = st.heap.peek().copied() {
             if at > now {
@@ -196,7 +231,7 @@ fn run(rx: Receiver<()>, state: Arc<Mutex<State>>) {
             .map_or(now + IDLE, |Reverse((at, _))| (*at).min(now + IDLE));
         st.sleeps_until = Some(until);
         drop(st);
-        match rx.recv_deadline(until) {
+        match clock.recv_until(&rx, until) {
             Ok(()) => {}
             Err(RecvTimeoutError::Timeout) => {
                 // Nothing left: retire, unless something was scheduled
@@ -212,7 +247,7 @@ fn run(rx: Receiver<()>, state: Arc<Mutex<State>>) {
     }
 }
 
-impl Drop for Timer {
+impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown();
     }
@@ -222,21 +257,31 @@ impl Drop for Timer {
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[test]
     fn fires_in_order_and_cancels() {
-        let t = Timer::new("test-timer");
+        let clock = Clock::manual();
+        let t = Timer::with_clock("test-timer", clock.clone());
         assert!(!t.is_running(), "starts with the first callback");
         let (tx, rx) = crossbeam_channel::unbounded();
-        let now = Instant::now();
+        let now = clock.now();
         let t2 = tx.clone();
-        t.schedule(now + Duration::from_millis(30), move || t2.send(2).unwrap());
+        t.schedule(now + 30 * MS, move || t2.send(2).unwrap());
         let t1 = tx.clone();
-        t.schedule(now + Duration::from_millis(10), move || t1.send(1).unwrap());
+        t.schedule(now + 10 * MS, move || t1.send(1).unwrap());
         let t3 = tx.clone();
-        let c = t.schedule(now + Duration::from_millis(20), move || t3.send(3).unwrap());
+        let c = t.schedule(now + 20 * MS, move || t3.send(3).unwrap());
         t.cancel(c);
         assert!(t.is_running());
+        // A clone shares the timer: dropping it stops nothing.
+        drop(t.clone());
+        clock.advance(15 * MS);
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(1));
+        // Past the cancelled one's instant, then the last one's: only the
+        // last runs.
+        clock.advance(10 * MS);
+        clock.advance(10 * MS);
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(2));
         drop(t);
         assert!(rx.try_recv().is_err());
@@ -244,18 +289,18 @@ mod tests {
 
     #[test]
     fn an_earlier_callback_wakes_the_thread_and_cancels_leave_nothing() {
-        let t = Timer::new("test-timer-2");
+        let clock = Clock::manual();
+        let t = Timer::with_clock("test-timer-2", clock.clone());
         let (tx, rx) = crossbeam_channel::unbounded();
-        let now = Instant::now();
+        let now = clock.now();
         // A far one first, on which the thread then sleeps.
         let far = tx.clone();
         t.schedule(now + Duration::from_secs(3600), move || {
             far.send(0).unwrap()
         });
         let near = tx.clone();
-        t.schedule(now + Duration::from_millis(10), move || {
-            near.send(1).unwrap()
-        });
+        t.schedule(now + 10 * MS, move || near.send(1).unwrap());
+        clock.advance(10 * MS);
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(1));
         // Many scheduled and cancelled: their callbacks are gone at once.
         let counted = std::sync::Arc::new(());
@@ -266,7 +311,7 @@ mod tests {
         }
         assert_eq!(std::sync::Arc::strong_count(&counted), 1);
         assert!(
-            lock(&t.state).heap.len() < 200,
+            lock(&t.inner.state).heap.len() < 200,
             "cancelled entries are compacted"
         );
         t.shutdown();

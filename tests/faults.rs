@@ -11,8 +11,8 @@ use crossbeam_channel::{Sender, unbounded};
 use serde_json::{Value, json};
 use wspr::error::ids;
 use wspr::rpc::{
-    CallOptions, Dispatcher, Invoker, Lookup, RawSession, Server, ServerCall, ServerEvent,
-    Signature,
+    CallOptions, Dispatcher, Invocation, Invoker, Lookup, Pending, RawSession, Server, ServerCall,
+    ServerEvent, Signature, Step,
 };
 use wspr::{Error, Result};
 
@@ -24,12 +24,14 @@ struct Probe {
 }
 
 impl Dispatcher for Probe {
-    fn lookup(&self, _call: &ServerCall) -> Result<Lookup> {
-        Ok(Lookup {
-            invoker: Arc::new(ProbeInvoker {
-                seen: self.seen.clone(),
-            }),
-            authorizer: None,
+    fn lookup(&self, call: Pending) -> Step<Pending> {
+        call.blocking(|_call| {
+            Ok(Lookup {
+                invoker: Arc::new(ProbeInvoker {
+                    seen: self.seen.clone(),
+                }),
+                authorizer: None,
+            })
         })
     }
 }
@@ -39,33 +41,37 @@ struct ProbeInvoker {
 }
 
 impl Invoker for ProbeInvoker {
-    fn invoke(&self, method: &str, _args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
-        match method {
-            "Deadline" => {
-                let left = call
-                    .deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
-                Ok(vec![json!(left)])
-            }
-            "Block" => {
-                let _ = self.seen.send("started".into());
-                let limit = Instant::now() + Duration::from_secs(30);
-                loop {
-                    match call.events().recv_deadline(limit) {
-                        Ok(ServerEvent::Cancelled) => {
-                            let _ = self.seen.send("cancelled".into());
-                            return Err(Error::aborted("cancelled"));
-                        }
-                        Ok(_) => continue,
-                        Err(_) => {
-                            let _ = self.seen.send("never cancelled".into());
-                            return Ok(vec![]);
+    fn invoke(&self, call: Invocation) -> Step<Invocation> {
+        call.blocking(|call, _args| {
+            let method = call.method().to_string();
+            let method = method.as_str();
+            match method {
+                "Deadline" => {
+                    let left = call
+                        .deadline()
+                        .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
+                    Ok(vec![json!(left)])
+                }
+                "Block" => {
+                    let _ = self.seen.send("started".into());
+                    let limit = Instant::now() + Duration::from_secs(30);
+                    loop {
+                        match call.events().recv_deadline(limit) {
+                            Ok(ServerEvent::Cancelled) => {
+                                let _ = self.seen.send("cancelled".into());
+                                return Err(Error::aborted("cancelled"));
+                            }
+                            Ok(_) => continue,
+                            Err(_) => {
+                                let _ = self.seen.send("never cancelled".into());
+                                return Ok(vec![]);
+                            }
                         }
                     }
                 }
+                _ => Err(Error::no_exist(method.to_string())),
             }
-            _ => Err(Error::no_exist(method.to_string())),
-        }
+        })
     }
     fn signature(&self, _call: &ServerCall) -> Result<Signature> {
         Ok(Signature::new())

@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wspr::error::ids;
 use wspr::rpc::{
-    CallOptions, Client, ClientConfig, Dispatcher, Invoker, Lookup, Namespace, Server, ServerCall,
-    Signature,
+    CallOptions, Client, ClientConfig, Dispatcher, Invocation, Invoker, Lookup, Namespace, Pending,
+    Server, ServerCall, Signature, Step,
 };
 
 use common::js::*;
@@ -205,23 +205,24 @@ fn wspr_waiting() -> usize {
 struct Stubborn;
 
 impl Dispatcher for Stubborn {
-    fn lookup(&self, _call: &ServerCall) -> wspr::Result<Lookup> {
-        Ok(Lookup {
-            invoker: Arc::new(Stubborn),
-            authorizer: Some(Arc::new(wspr::rpc::AllowAll)),
+    fn lookup(&self, call: Pending) -> Step<Pending> {
+        call.blocking(|_call| {
+            Ok(Lookup {
+                invoker: Arc::new(Stubborn),
+                authorizer: Some(Arc::new(wspr::rpc::AllowAll)),
+            })
         })
     }
 }
 
 impl Invoker for Stubborn {
-    fn invoke(
-        &self,
-        _method: &str,
-        _args: Vec<Value>,
-        call: &mut ServerCall,
-    ) -> wspr::Result<Vec<Value>> {
-        let _ = call.done().recv_timeout(Duration::from_secs(60));
-        Err(wspr::Error::aborted("cancelled"))
+    fn invoke(&self, call: Invocation) -> Step<Invocation> {
+        call.blocking(|call, _args| {
+            let _method = call.method().to_string();
+            let _method = _method.as_str();
+            let _ = call.done().recv_timeout(Duration::from_secs(60));
+            Err(wspr::Error::aborted("cancelled"))
+        })
     }
     fn signature(&self, _call: &ServerCall) -> wspr::Result<Signature> {
         Ok(Signature::new())

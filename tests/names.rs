@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wspr::error::ids;
 use wspr::rpc::{
-    AllowAll, CallOptions, Client, ClientConfig, Dispatcher, Invoker, Lookup, Namespace, Server,
-    ServerCall, Signature,
+    AllowAll, CallOptions, Client, ClientConfig, Dispatcher, Invocation, Invoker, Lookup,
+    Namespace, Pending, Server, ServerCall, Signature, Step,
 };
 use wspr::security::{BlessingPattern, Principal};
 
@@ -299,11 +299,13 @@ fn a_mount_table_restart_keeps_every_owner() {
 struct Counting(Arc<AtomicU64>);
 
 impl Dispatcher for Counting {
-    fn lookup(&self, _call: &ServerCall) -> wspr::Result<Lookup> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(Lookup {
-            invoker: Arc::new(Impostor),
-            authorizer: Some(Arc::new(AllowAll)),
+    fn lookup(&self, call: Pending) -> Step<Pending> {
+        call.blocking(|_call| {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Lookup {
+                invoker: Arc::new(Impostor),
+                authorizer: Some(Arc::new(AllowAll)),
+            })
         })
     }
 }
@@ -311,8 +313,8 @@ impl Dispatcher for Counting {
 struct Impostor;
 
 impl Invoker for Impostor {
-    fn invoke(&self, _: &str, _: Vec<Value>, _: &mut ServerCall) -> wspr::Result<Vec<Value>> {
-        Ok(vec![json!(1042)])
+    fn invoke(&self, call: Invocation) -> Step<Invocation> {
+        call.blocking(|_, _| Ok(vec![json!(1042)]))
     }
     fn signature(&self, _call: &ServerCall) -> wspr::Result<Signature> {
         Ok(Signature::new())

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use wspr::clock::Clock;
 use wspr::error::ids;
 use wspr::rpc::{CallOptions, Server, ServerConfig};
 
@@ -116,7 +117,9 @@ fn wsprd_glob_lists_names() {
 
 #[test]
 fn a_server_that_dies_without_unmounting_disappears_at_its_ttl() {
-    let (_mt, client) = mount_table();
+    // (The mount table's TTLs are by a clock the test moves.)
+    let clock = Clock::manual();
+    let (mt, client) = mount_table_clocked(&clock);
     let mut c = wsprd();
     c.args([
         "demo",
@@ -138,6 +141,13 @@ fn a_server_that_dies_without_unmounting_disappears_at_its_ttl() {
         1,
         "still mounted right after"
     );
+    // Whatever it sent before it died has been read once its connection
+    // has closed.
+    wait_until(Duration::from_secs(10), "its connection to close", || {
+        mt.listener().connections() == 0
+    });
+    // Past its TTL of 1 s.
+    clock.advance(Duration::from_secs(2));
     wait_until(Duration::from_secs(10), "the mount to expire", || {
         client.glob("shortlived").unwrap().is_empty()
     });
@@ -154,9 +164,13 @@ fn a_server_that_dies_without_unmounting_disappears_at_its_ttl() {
 
 #[test]
 fn a_live_server_keeps_its_name_past_the_ttl() {
-    let (_mt, client) = mount_table();
+    // (The mount table's TTLs and the server's refreshes are by a clock
+    // the test moves.)
+    let clock = Clock::manual();
+    let (_mt, client) = mount_table_clocked(&clock);
     let mut config = ServerConfig::default();
-    config.mount_ttl = Duration::from_secs(1);
+    config.mount_ttl = Duration::from_secs(60);
+    config.clock = clock.clone();
     let demo = Server::listen_with(
         "127.0.0.1:0",
         Arc::new(wspr::demo::Demo),
@@ -165,12 +179,20 @@ fn a_live_server_keeps_its_name_past_the_ttl() {
     )
     .unwrap();
     demo.add_name("refreshed").unwrap();
-    // Three TTLs later the name is still there: it was refreshed.
-    let until = std::time::Instant::now() + Duration::from_secs(3);
-    while std::time::Instant::now() < until {
-        assert_eq!(client.glob("refreshed").unwrap().len(), 1);
-        std::thread::sleep(Duration::from_millis(100));
+    let ttl = || {
+        let entries = client.glob("refreshed").unwrap();
+        assert_eq!(entries.len(), 1);
+        entries[0].servers.iter().map(|s| s.ttl).max().unwrap_or(0)
+    };
+    // Three TTLs later the name is still there: it was refreshed at half
+    // its TTL each time (left alone, 29 s would be left of it).
+    for _ in 0..6 {
+        clock.advance(Duration::from_secs(31));
+        wait_until(Duration::from_secs(10), "the name to be refreshed", || {
+            ttl() > 45
+        });
     }
+    assert_eq!(client.glob("refreshed").unwrap().len(), 1);
 }
 
 #[test]

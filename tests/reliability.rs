@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wspr::error::ids;
 use wspr::rpc::{
-    CallOptions, Client, Dispatcher, Invoker, Lookup, Namespace, Server, ServerCall, Signature,
+    CallOptions, Client, Dispatcher, Invocation, Invoker, Lookup, Namespace, Pending, Server,
+    ServerCall, Signature, Step,
 };
 use wspr::security::Principal;
 
@@ -64,30 +65,31 @@ struct Firehose {
 }
 
 impl Dispatcher for Firehose {
-    fn lookup(&self, _call: &ServerCall) -> wspr::Result<Lookup> {
-        Ok(Lookup {
-            invoker: Arc::new(Firehose {
-                sent: self.sent.clone(),
-            }),
-            authorizer: Some(Arc::new(wspr::rpc::AllowAll)),
+    fn lookup(&self, call: Pending) -> Step<Pending> {
+        call.blocking(|_call| {
+            Ok(Lookup {
+                invoker: Arc::new(Firehose {
+                    sent: self.sent.clone(),
+                }),
+                authorizer: Some(Arc::new(wspr::rpc::AllowAll)),
+            })
         })
     }
 }
 
 impl Invoker for Firehose {
-    fn invoke(
-        &self,
-        _method: &str,
-        args: Vec<Value>,
-        call: &mut ServerCall,
-    ) -> wspr::Result<Vec<Value>> {
-        let n = args.first().and_then(Value::as_u64).unwrap_or(0);
-        let pad = "p".repeat(100);
-        for i in 0..n {
-            call.send(&json!({"n": i, "pad": pad}))?;
-            self.sent.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(vec![json!(n)])
+    fn invoke(&self, call: Invocation) -> Step<Invocation> {
+        call.blocking(|call, args| {
+            let _method = call.method().to_string();
+            let _method = _method.as_str();
+            let n = args.first().and_then(Value::as_u64).unwrap_or(0);
+            let pad = "p".repeat(100);
+            for i in 0..n {
+                call.send(&json!({"n": i, "pad": pad}))?;
+                self.sent.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(vec![json!(n)])
+        })
     }
     fn signature(&self, _call: &ServerCall) -> wspr::Result<Signature> {
         Ok(Signature::new())

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wspr::error::{Error, ErrorKind, ids};
 use wspr::rpc::{
-    AllowAll, CallOptions, Client, ClientConfig, Dispatcher, Invoker, Lookup, Namespace, Server,
-    ServerCall, Service, Signature, Stream,
+    AllowAll, CallOptions, Client, ClientConfig, Dispatcher, Invocation, Invoker, Lookup,
+    Namespace, Pending, Server, ServerCall, Service, Signature, Step, Stream,
 };
 use wspr::security::{AclAuthorizer, Principal};
 
@@ -278,21 +278,18 @@ fn the_default_policy_admits_the_owner_and_refuses_strangers() {
 fn a_hand_written_object_gets_the_same_default() {
     struct Echo;
     impl Dispatcher for Echo {
-        fn lookup(&self, _: &ServerCall) -> wspr::Result<Lookup> {
-            Ok(Lookup {
-                invoker: Arc::new(Echo),
-                authorizer: None,
+        fn lookup(&self, call: Pending) -> Step<Pending> {
+            call.blocking(|_| {
+                Ok(Lookup {
+                    invoker: Arc::new(Echo),
+                    authorizer: None,
+                })
             })
         }
     }
     impl Invoker for Echo {
-        fn invoke(
-            &self,
-            _: &str,
-            args: Vec<Value>,
-            _: &mut ServerCall,
-        ) -> wspr::Result<Vec<Value>> {
-            Ok(args)
+        fn invoke(&self, call: Invocation) -> Step<Invocation> {
+            call.blocking(|_, args| Ok(args))
         }
         fn signature(&self, _: &ServerCall) -> wspr::Result<Signature> {
             Ok(Signature::new())

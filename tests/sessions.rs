@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wspr::error::ids;
 use wspr::rpc::{
-    AllowAll, Authorizer, CallOptions, Client, Dispatcher, Invoker, Listener, Lookup, Namespace,
-    ServerCall, ServerConfig, Signature,
+    AllowAll, Authorizer, CallOptions, Client, Dispatcher, Invocation, Invoker, Listener, Lookup,
+    Namespace, Pending, ServerCall, ServerConfig, Signature, Step,
 };
 use wspr::security::{AclAuthorizer, BlessingPattern, Caveat, Principal};
 use wspr::{Error, Result};
@@ -44,18 +44,20 @@ impl Named {
 }
 
 impl Dispatcher for Named {
-    fn lookup(&self, _call: &ServerCall) -> Result<Lookup> {
-        let authorizer: Arc<dyn Authorizer> = match &self.acl {
-            Some(acl) => Arc::new(acl.clone()),
-            None => Arc::new(AllowAll),
-        };
-        Ok(Lookup {
-            invoker: Arc::new(NamedInvoker {
-                name: self.name,
-                calls: self.calls.clone(),
-                running: self.running.clone(),
-            }),
-            authorizer: Some(authorizer),
+    fn lookup(&self, call: Pending) -> Step<Pending> {
+        call.blocking(|_call| {
+            let authorizer: Arc<dyn Authorizer> = match &self.acl {
+                Some(acl) => Arc::new(acl.clone()),
+                None => Arc::new(AllowAll),
+            };
+            Ok(Lookup {
+                invoker: Arc::new(NamedInvoker {
+                    name: self.name,
+                    calls: self.calls.clone(),
+                    running: self.running.clone(),
+                }),
+                authorizer: Some(authorizer),
+            })
         })
     }
 }
@@ -67,23 +69,27 @@ struct NamedInvoker {
 }
 
 impl Invoker for NamedInvoker {
-    fn invoke(&self, method: &str, _args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.running.fetch_add(1, Ordering::SeqCst);
-        let result = match method {
-            "Who" => Ok(vec![json!(self.name), json!(call.remote().claimed_names())]),
-            "Echo" => (|| {
-                let mut n = 0;
-                while let Some(v) = call.recv()? {
-                    call.send(&v)?;
-                    n += 1;
-                }
-                Ok(vec![json!(n)])
-            })(),
-            m => Err(Error::no_exist(format!("no method {m}"))),
-        };
-        self.running.fetch_sub(1, Ordering::SeqCst);
-        result
+    fn invoke(&self, call: Invocation) -> Step<Invocation> {
+        call.blocking(|call, _args| {
+            let method = call.method().to_string();
+            let method = method.as_str();
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.running.fetch_add(1, Ordering::SeqCst);
+            let result = match method {
+                "Who" => Ok(vec![json!(self.name), json!(call.remote().claimed_names())]),
+                "Echo" => (|| {
+                    let mut n = 0;
+                    while let Some(v) = call.recv()? {
+                        call.send(&v)?;
+                        n += 1;
+                    }
+                    Ok(vec![json!(n)])
+                })(),
+                m => Err(Error::no_exist(format!("no method {m}"))),
+            };
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            result
+        })
     }
 
     fn signature(&self, _call: &ServerCall) -> Result<Signature> {

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use wspr::error::ids;
-use wspr::rpc::{Dispatcher, Invoker, Lookup, Server, ServerCall, Signature};
+use wspr::rpc::{
+    Dispatcher, Invocation, Invoker, Lookup, Pending, Server, ServerCall, Signature, Step,
+};
 use wspr::security::AclAuthorizer;
 
 use common::js::*;
@@ -221,10 +223,12 @@ fn a_users_pages_reach_each_other_and_not_another_users() {
 struct Acl(AclAuthorizer);
 
 impl Dispatcher for Acl {
-    fn lookup(&self, _call: &ServerCall) -> wspr::Result<Lookup> {
-        Ok(Lookup {
-            invoker: Arc::new(Whoami),
-            authorizer: Some(Arc::new(self.0.clone())),
+    fn lookup(&self, call: Pending) -> Step<Pending> {
+        call.blocking(|_call| {
+            Ok(Lookup {
+                invoker: Arc::new(Whoami),
+                authorizer: Some(Arc::new(self.0.clone())),
+            })
         })
     }
 }
@@ -232,8 +236,8 @@ impl Dispatcher for Acl {
 struct Whoami;
 
 impl Invoker for Whoami {
-    fn invoke(&self, _: &str, _: Vec<Value>, call: &mut ServerCall) -> wspr::Result<Vec<Value>> {
-        Ok(vec![json!(call.remote_names())])
+    fn invoke(&self, call: Invocation) -> Step<Invocation> {
+        call.blocking(|call, _| Ok(vec![json!(call.remote_names())]))
     }
     fn signature(&self, _call: &ServerCall) -> wspr::Result<Signature> {
         Ok(Signature::new())

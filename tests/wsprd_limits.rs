@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wspr::error::ids;
-use wspr::rpc::{CallOptions, Dispatcher, Invoker, Lookup, Server, ServerCall, Signature};
+use wspr::rpc::{
+    CallOptions, Dispatcher, Invocation, Invoker, Lookup, Pending, Server, ServerCall, Signature,
+    Step,
+};
 
 use common::js::*;
 
@@ -131,23 +134,24 @@ fn javascript_streaming_ahead_of_a_caller_that_does_not_read() {
 struct Stubborn;
 
 impl Dispatcher for Stubborn {
-    fn lookup(&self, _call: &ServerCall) -> wspr::Result<Lookup> {
-        Ok(Lookup {
-            invoker: Arc::new(Stubborn),
-            authorizer: Some(Arc::new(wspr::rpc::AllowAll)),
+    fn lookup(&self, call: Pending) -> Step<Pending> {
+        call.blocking(|_call| {
+            Ok(Lookup {
+                invoker: Arc::new(Stubborn),
+                authorizer: Some(Arc::new(wspr::rpc::AllowAll)),
+            })
         })
     }
 }
 
 impl Invoker for Stubborn {
-    fn invoke(
-        &self,
-        _method: &str,
-        _args: Vec<Value>,
-        call: &mut ServerCall,
-    ) -> wspr::Result<Vec<Value>> {
-        let _ = call.done().recv_timeout(Duration::from_secs(30));
-        Err(wspr::Error::aborted("cancelled"))
+    fn invoke(&self, call: Invocation) -> Step<Invocation> {
+        call.blocking(|call, _args| {
+            let _method = call.method().to_string();
+            let _method = _method.as_str();
+            let _ = call.done().recv_timeout(Duration::from_secs(30));
+            Err(wspr::Error::aborted("cancelled"))
+        })
     }
     fn signature(&self, _call: &ServerCall) -> wspr::Result<Signature> {
         Ok(Signature::new())

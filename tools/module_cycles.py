@@ -190,8 +190,12 @@ def main():
             code = drop_tests(strip(f.read()))
         kids[me] = set(re.findall(r"(?:^|\n)\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(" + IDENT + r")\s*;", code))
         faces[me] = handed_on(code, me, kids[me])
-        # (What a module hands on is not a dependency of its own.)
+        # (What a module hands on is not a dependency of its own, unless
+        # it uses it itself.)
         codes[me] = re.sub(r"\bpub(?:\([^)]*\))?\s+use\s+[^;]+;", " ", code)
+        for name, path in faces[me].items():
+            if name != "*" and re.search(r"(?<![\w:])" + re.escape(name) + r"\b", codes[me]):
+                codes[me] += "\nuse crate::" + "::".join(path) + ";"
 
     def resolve(ref, depth=0):
         for k in range(len(ref), -1, -1):

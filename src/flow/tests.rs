@@ -23,7 +23,10 @@ fn opening_refuses_an_id_in_use_and_past_the_limit() {
     assert_eq!((id, serial), (1, 2), "the owner's ids start at its first");
     assert!(matches!(t.open(9, "d"), Err(Refused::Full("d"))));
     assert!(matches!(t.open_next("e"), Err(Refused::Full("e"))));
-    assert!(t.reserve().is_none(), "a reservation counts too");
+    assert!(
+        matches!(t.reserve(), Err(Refused::Full(()))),
+        "a reservation counts too"
+    );
     assert_eq!(t.remove(7).map(Slot::into_value), Some("a"));
     assert_eq!(t.open(9, "d").unwrap(), 3);
     assert_eq!(t.len(), 2);
@@ -47,6 +50,9 @@ fn an_id_used_again_is_another_flow() {
     let g = t.get_serial(5, s2).expect("the new call");
     assert!(matches!(g.item(1, 1, 1, &limit(10)), Ok(Route::Waits)));
     assert!(g.handle().is_none(), "the new call has not started");
+    // The old call's end reaches only the old call.
+    assert!(t.remove_serial(5, s1).is_none());
+    assert!(t.remove_serial(5, s2).is_some());
 }
 
 #[test]
@@ -58,7 +64,10 @@ fn a_cancel_while_a_flow_is_set_up_is_kept_for_it() {
     let id = t.reserve().unwrap();
     assert_eq!(id, 2);
     assert!(matches!(t.cancel(id), Cancelled::Reserved));
-    assert!(matches!(t.fill(id, "reply"), Err(Unfilled::Cancelled("reply"))));
+    assert!(matches!(
+        t.fill(id, "reply"),
+        Err(Unfilled::Cancelled("reply"))
+    ));
     assert!(t.is_empty());
     // Not cancelled: it is filled, and a cancel then finds it open.
     let id = t.reserve().unwrap();
@@ -69,11 +78,18 @@ fn a_cancel_while_a_flow_is_set_up_is_kept_for_it() {
         _ => panic!("the flow is open"),
     }
     assert!(matches!(t.cancel(99), Cancelled::Unknown));
-    // The owner closed while a flow was being set up: it finds it gone.
+    // The caller went while it was being set up: withdrawn, then filled.
     let id = t.reserve().unwrap();
-    assert_eq!(t.drain().len(), 1);
+    assert!(t.withdraw(id).is_none(), "nothing in place yet");
+    assert!(matches!(t.fill(id, "x"), Err(Unfilled::Cancelled("x"))));
+    // The owner closed while a flow was being set up: it finds it gone,
+    // and nothing opens any more.
+    let id = t.reserve().unwrap();
+    assert_eq!(t.close().len(), 1);
     assert!(matches!(t.fill(id, "late"), Err(Unfilled::Gone("late"))));
     assert!(t.is_empty());
+    assert!(matches!(t.reserve(), Err(Refused::Closed(()))));
+    assert!(matches!(t.open(1, "after"), Err(Refused::Closed("after"))));
 }
 
 #[test]
@@ -86,7 +102,10 @@ fn a_flow_past_its_deadline_ends_once_and_later_events_find_nothing() {
         .unwrap()
         .set_deadline(Some(now + Duration::from_secs(1)));
     assert!(t.expire(id, serial, now).is_none(), "not yet");
-    assert!(t.expire(id, serial + 1, now + Duration::from_secs(2)).is_none());
+    assert!(
+        t.expire(id, serial + 1, now + Duration::from_secs(2))
+            .is_none()
+    );
     assert_eq!(
         t.expire(id, serial, now + Duration::from_secs(1))
             .map(Slot::into_value),
@@ -96,7 +115,10 @@ fn a_flow_past_its_deadline_ends_once_and_later_events_find_nothing() {
     assert!(t.expire(id, serial, now + Duration::from_secs(9)).is_none());
     // A flow without a deadline never expires.
     let (id, serial) = t.open_next("no deadline").unwrap();
-    assert!(t.expire(id, serial, now + Duration::from_secs(86_400)).is_none());
+    assert!(
+        t.expire(id, serial, now + Duration::from_secs(86_400))
+            .is_none()
+    );
 }
 
 #[test]
@@ -240,22 +262,23 @@ fn a_gate_holds_items_until_the_start_then_lets_them_through_in_order() {
     assert!(matches!(g.item(1, 1, 1, &l), Ok(Route::Waits)));
     assert!(matches!(g.close(), Route::Waits));
     assert!(matches!(g.close(), Route::Waits), "repeated: nothing added");
-    let Start::Send(batch) = g.start("h") else {
+    let Start::Send(h, batch) = g.start("h") else {
         panic!("items wait")
     };
+    assert_eq!(h, "h", "the starter sends them through its handle");
     assert_eq!(batch.len(), 2);
     assert!(matches!(batch[0], Queued::Item { item: 1, .. }));
     assert!(matches!(batch[1], Queued::Close));
     // While the starter sends them, new items still wait (only it sends).
     assert!(matches!(g.item(2, 1, 1, &l), Ok(Route::Waits)));
     assert_eq!(g.handle(), Some(&"h"), "a cancel reaches the call");
-    let Start::Send(batch) = g.start("h") else {
+    let Start::Send(_, batch) = g.start("h") else {
         panic!("one more waits")
     };
     assert_eq!(batch.len(), 1);
     assert!(matches!(g.start("h"), Start::Open));
-    assert!(matches!(g.item(3, 1, 1, &l), Ok(Route::Through(&"h"))));
-    assert!(matches!(g.close(), Route::Through(&"h")));
+    assert!(matches!(g.item(3, 1, 1, &l), Ok(Route::Through(&"h", 3))));
+    assert!(matches!(g.close(), Route::Through(&"h", ())));
 }
 
 #[test]

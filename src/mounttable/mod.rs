@@ -38,11 +38,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::glob::Pattern;
 use crate::rpc::{
-    AllowAll, Dispatcher, GlobEntry, Invoker, Lookup, MethodSignature, Now, Reply, ServerCall,
-    Signature,
+    AllowAll, Dispatcher, GlobEntry, Invocation, Invoker, Lookup, MethodSignature, Pending,
+    ServerCall, Signature, Step,
 };
 use crate::security::BlessingPattern;
 use crate::security::access::Permissions;
@@ -76,6 +77,9 @@ pub struct MountTableConfig {
     /// Names given permissions with `SetPermissions` stay until deleted.
     /// Default 1 day.
     pub name_hold: Duration,
+    /// What TTLs and holds are measured by. Default: the system's clock
+    /// (a manual one makes them testable without waiting).
+    pub clock: Clock,
 }
 
 impl Default for MountTableConfig {
@@ -87,6 +91,7 @@ impl Default for MountTableConfig {
             max_names: 100_000,
             max_names_per_creator: 1_000,
             name_hold: Duration::from_secs(86_400),
+            clock: Clock::system(),
         }
     }
 }
@@ -143,7 +148,7 @@ impl MountTable {
     pub fn new(config: MountTableConfig) -> MountTable {
         MountTable {
             inner: Arc::new(Inner {
-                table: Mutex::new(Table::new(limits(&config))),
+                table: Mutex::new(Table::new(limits(&config), config.clock.clone())),
                 store: None,
             }),
         }
@@ -154,7 +159,7 @@ impl MountTable {
     /// file it cannot read.
     pub fn with_state(config: MountTableConfig, dir: &Path) -> Result<MountTable> {
         config.validate()?;
-        let mut table = Table::new(limits(&config));
+        let mut table = Table::new(limits(&config), config.clock.clone());
         table.restore(store::load(dir)?)?;
         let mut started = None;
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
@@ -255,16 +260,13 @@ fn signature() -> Signature {
 }
 
 impl Dispatcher for MountTable {
-    fn lookup(&self, _call: &ServerCall) -> Result<Lookup> {
-        Ok(Lookup {
+    fn lookup(&self, call: Pending) -> Step<Pending> {
+        call.found(Ok(Lookup {
             invoker: Arc::new(MountTableInvoker(self.clone())),
             // Every method checks the name's permissions itself.
             authorizer: Some(Arc::new(AllowAll)),
-        })
-    }
-
-    fn lookup_now(&self, call: &ServerCall) -> Option<Result<Lookup>> {
-        Some(self.lookup(call))
+        }));
+        Step::Done
     }
 }
 
@@ -318,12 +320,7 @@ fn mount_blessings(arg: Option<&Value>, call: &ServerCall) -> Result<Vec<String>
 impl MountTableInvoker {
     /// Runs a method; the results, and whether permissions changed (to be
     /// saved before the caller is answered).
-    fn run(
-        &self,
-        method: &str,
-        args: Vec<Value>,
-        call: &mut ServerCall,
-    ) -> Result<(Vec<Value>, bool)> {
+    fn run(&self, method: &str, args: Vec<Value>, call: &ServerCall) -> Result<(Vec<Value>, bool)> {
         // Built once, not per call.
         static SIG: std::sync::OnceLock<Signature> = std::sync::OnceLock::new();
         let want = SIG
@@ -425,37 +422,37 @@ impl MountTableInvoker {
 }
 
 impl Invoker for MountTableInvoker {
-    fn invoke_now(&self, method: &str, args: Vec<Value>, call: ServerCall, reply: Reply) -> Now {
-        // Only Glob streams (and may wait for credit).
-        if method == "Glob" {
-            return Now::Blocking(call, args, reply);
+    fn invoke(&self, call: Invocation) -> Step<Invocation> {
+        // Only Glob streams (and may wait for credit): on a call thread.
+        if call.method() == "Glob" {
+            return call.blocking(|call, args| {
+                let (results, changed) = self.run(call.method(), args, call)?;
+                if let (true, Some(s)) = (changed, &self.0.inner.store) {
+                    // (Glob changes nothing.)
+                    s.write(None);
+                }
+                Ok(results)
+            });
         }
-        let mut call = call;
-        match self.run(method, args, &mut call) {
+        // The rest never blocks: answered on the connection's thread.
+        let (call, args, reply) = call.into_parts();
+        match self.run(call.method(), args, &call) {
             // A change of permissions is answered once it is saved.
             Ok((_, true)) if self.0.inner.store.is_some() => {
                 if let Some(s) = &self.0.inner.store {
                     s.write(Some(reply));
                 }
+                return Step::Later;
             }
             Ok((results, _)) => reply.send(Ok(results)),
             Err(e) => {
                 if e.is(crate::error::ids::NO_ACCESS) {
-                    log::info!("mount table: {method} refused: {}", e.msg());
+                    log::info!("mount table: {} refused: {}", call.method(), e.msg());
                 }
                 reply.send(Err(e));
             }
         }
-        Now::Handled
-    }
-
-    fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
-        let (results, changed) = self.run(method, args, call)?;
-        if let (true, Some(s)) = (changed, &self.0.inner.store) {
-            // (Only Glob comes this way, and it changes nothing.)
-            s.write(None);
-        }
-        Ok(results)
+        Step::Done
     }
 
     fn signature(&self, _call: &ServerCall) -> Result<Signature> {

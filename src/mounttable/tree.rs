@@ -19,6 +19,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -264,6 +266,8 @@ pub(super) struct Table {
     own_known: bool,
     limits: Limits,
     mounts: u64,
+    /// What TTLs and holds are measured by.
+    clock: Clock,
 }
 
 /// One node's permissions as stored.
@@ -293,8 +297,9 @@ fn denied(what: &str, name: &str, caller: &Caller, tags: &[Tag]) -> Error {
 }
 
 impl Table {
-    pub(super) fn new(limits: Limits) -> Table {
+    pub(super) fn new(limits: Limits, clock: Clock) -> Table {
         Table {
+            clock,
             root: Node::default(),
             entries: 0,
             creators: HashMap::new(),
@@ -479,7 +484,7 @@ impl Table {
         let mut perms = Permissions::new();
         perms.set(Tag::Admin, owner.clone());
         perms.set(Tag::Mount, owner);
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut node = &mut self.root;
         for (i, e) in path.iter().enumerate() {
             node = node.children.entry(e.to_string()).or_default();
@@ -597,7 +602,7 @@ impl Table {
                 blessings.len()
             )));
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         self.mounts += 1;
         if self.mounts.is_multiple_of(256) {
             self.sweep(now);
@@ -690,7 +695,7 @@ impl Table {
                 .retain(|m| !server.is_empty() && m.server != server);
             self.entries -= before - node.servers.len();
         }
-        self.sweep_path(&path, Instant::now());
+        self.sweep_path(&path, self.clock.now());
         Ok(())
     }
 
@@ -701,7 +706,7 @@ impl Table {
         name: &str,
     ) -> Result<(Vec<MountedServer>, String)> {
         let path = split(name);
-        let now = Instant::now();
+        let now = self.clock.now();
         let walked = self.walk(&path);
         let Some(at) = (1..walked.len()).rev().find(|i| walked[*i].0.has_live(now)) else {
             return Ok((Vec::new(), path.join("/")));
@@ -739,7 +744,7 @@ impl Table {
             caller,
             superuser,
             pattern,
-            now: Instant::now(),
+            now: self.clock.now(),
             work: 0,
         };
         if g.children(node, eff, "", &pattern.start(), out).is_none() {
@@ -805,7 +810,7 @@ impl Table {
                 "permissions of {bytes} bytes of patterns (limit {MAX_PERMISSIONS_BYTES})"
             )));
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         self.sweep_for(caller, now);
         let missing = if path.is_empty() {
             if !self.is_superuser(caller) {
@@ -929,13 +934,13 @@ impl Table {
                 }
             }
         }
-        self.sweep_path(parent_path, Instant::now());
+        self.sweep_path(parent_path, self.clock.now());
         Ok(Changed(true))
     }
 
     /// Live (name, server) entries.
     pub(super) fn len(&mut self) -> usize {
-        self.sweep(Instant::now());
+        self.sweep(self.clock.now());
         self.entries
     }
 
@@ -959,7 +964,7 @@ impl Table {
 
     /// Restores permissions from the store (before anything is mounted).
     pub(super) fn restore(&mut self, nodes: Vec<StoredNode>) -> Result<()> {
-        let now = Instant::now();
+        let now = self.clock.now();
         for n in nodes {
             let path = split(&n.name);
             if path.len() > crate::glob::MAX_ELEMENTS {
@@ -1079,7 +1084,11 @@ mod tests {
     }
 
     fn table_with(limits: Limits) -> Table {
-        let mut t = Table::new(limits);
+        table_on(limits, Clock::system())
+    }
+
+    fn table_on(limits: Limits, clock: Clock) -> Table {
+        let mut t = Table::new(limits, clock);
         t.know_own_names(|| vec!["table".to_string()]);
         t
     }
@@ -1133,6 +1142,33 @@ mod tests {
         assert_eq!(mt.len(), 1);
         assert!(mt.mount(&c, "", "/h:1", MIN, vec![]).is_err());
         assert!(mt.mount(&c, "x", "h:1", MIN, vec![]).is_err());
+    }
+
+    #[test]
+    fn a_mount_lives_its_ttl_and_its_name_stays_its_makers_for_the_hold() {
+        let clock = Clock::manual();
+        let mut mt = table_on(limits(), clock.clone());
+        let (a, b) = (names(&["alice"]), names(&["bob"]));
+        let (alice, bob) = (Caller { names: &a }, Caller { names: &b });
+        let minute = Duration::from_secs(60);
+        let _ = mt.mount(&alice, "x", "/h:1", minute, vec![]).unwrap();
+        let (s, _) = mt.resolve_step(&alice, "x").unwrap();
+        assert_eq!((s.len(), s[0].ttl), (1, 60));
+        clock.advance(Duration::from_secs(59));
+        let (s, _) = mt.resolve_step(&alice, "x").unwrap();
+        assert_eq!((s.len(), s[0].ttl), (1, 1), "a second left");
+        clock.advance(Duration::from_secs(2));
+        assert!(
+            mt.resolve_step(&alice, "x").unwrap().0.is_empty(),
+            "expired"
+        );
+        assert_eq!(mt.len(), 0, "its entry is dropped when the table is swept");
+        // Nothing is mounted, but the name stays Alice's for the hold.
+        no_access(mt.mount(&bob, "x", "/h:2", minute, vec![]));
+        clock.advance(Duration::from_secs(86_400));
+        // (Names no longer held go at the next sweep.)
+        assert_eq!(mt.len(), 0);
+        let _ = mt.mount(&bob, "x", "/h:2", minute, vec![]).unwrap();
     }
 
     #[test]

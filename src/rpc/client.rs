@@ -7,8 +7,9 @@
 //! their events to a [`CallSink`]: the blocking [`Call`] uses a channel,
 //! the daemon uses a sink that writes straight to a websocket.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,14 +18,17 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::flow::{Flows, Full, Limit, Refusal, Sending, Stream};
 use crate::naming::{Endpoint, Name};
-use crate::rpc::builder::ClientBuilder;
 use crate::rpc::conn::{
-    self, Credit, FrameHandler, FrameReader, LocalSink, ReadError, Waiters, Writer,
+    self, FrameHandler, FrameReader, Granter, ItemToken, LocalSink, ReadError, Writer,
 };
-use crate::rpc::namespace::Namespace;
+use crate::rpc::namespace::{GlobEntry, Namespace, Resolved, Tables};
+use crate::rpc::publisher::Mount;
+use crate::rpc::roots::{DEFAULT_ROOT, env_roots, root_name};
 use crate::rpc::server_auth::{Expect, Verdicts};
 use crate::rpc::wire::{self, Frame};
+use crate::security::access::Permissions;
 use crate::security::{BlessingPattern, Principal, RemoteIdentity};
 use crate::sync::lock;
 use crate::timer::{Timer, TimerId};
@@ -54,6 +58,10 @@ pub struct ClientConfig {
     /// calls (the daemon gives a pipe's client the pipe's budget). Default
     /// none.
     pub(crate) pending_budget: Option<crate::budget::Budget>,
+    /// The timer that ends calls at their deadlines (the daemon gives its
+    /// pipes' clients its own). Default none: the client starts its own
+    /// when it first needs one.
+    pub(crate) timer: Option<Timer>,
 }
 
 impl Default for ClientConfig {
@@ -66,6 +74,7 @@ impl Default for ClientConfig {
             max_queued: 16 << 20,
             in_process: true,
             pending_budget: None,
+            timer: None,
         }
     }
 }
@@ -137,62 +146,10 @@ impl CallSink for Sender<CallEvent> {
     }
 }
 
-/// Grants flow-control credit for a received item when dropped.
-pub struct ItemToken {
-    granter: Weak<dyn Granter>,
-    flow: u64,
-    size: u32,
-}
-
-impl std::fmt::Debug for ItemToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ItemToken(flow {}, {} bytes)", self.flow, self.size)
-    }
-}
-
-impl ItemToken {
-    pub(crate) fn new(granter: Weak<dyn Granter>, flow: u64, size: u32) -> ItemToken {
-        ItemToken {
-            granter,
-            flow,
-            size,
-        }
-    }
-}
-
-impl Drop for ItemToken {
-    fn drop(&mut self) {
-        if let Some(g) = self.granter.upgrade() {
-            g.consumed(self.flow, self.size);
-        }
-    }
-}
-
-/// A connection that grants credit for consumed items.
-pub(crate) trait Granter: Send + Sync {
-    fn consumed(&self, flow: u64, size: u32);
-}
-
-enum Pending {
-    /// An item's frame and its size, and what it holds of the client's
-    /// budget (given back when it is dropped).
-    Item {
-        frame: Vec<u8>,
-        size: u32,
-        _charge: Option<crate::budget::Charge>,
-    },
-    Close(Vec<u8>),
-}
-
+/// What a client keeps per call (the rest is the flow core's).
 struct ClientFlow {
     sink: Arc<dyn CallSink>,
-    credit: Credit,
-    pending: VecDeque<Pending>,
-    pending_bytes: usize,
-    send_closed: bool,
-    /// Senders waiting for credit (clones of a handle may send at once):
-    /// all woken when credit comes, to try again.
-    waiters: Waiters,
+    stream: Stream,
     timer: Option<TimerId>,
 }
 
@@ -200,8 +157,7 @@ pub(crate) struct ClientConn {
     id: u64,
     address: String,
     writer: Writer,
-    flows: Mutex<HashMap<u64, ClientFlow>>,
-    next_flow: AtomicU64,
+    flows: Mutex<Flows<ClientFlow>>,
     dead: AtomicBool,
     remote: RemoteIdentity,
     /// Whether the server may be sent requests, per expectation.
@@ -222,33 +178,41 @@ pub(crate) struct ClientConn {
 }
 
 impl ClientConn {
-    fn flows(&self) -> MutexGuard<'_, HashMap<u64, ClientFlow>> {
+    fn flows(&self) -> MutexGuard<'_, Flows<ClientFlow>> {
         lock(&self.flows)
     }
 
-    fn open_flow(&self, sink: Arc<dyn CallSink>) -> u64 {
-        let flow = self.next_flow.fetch_add(1, Ordering::Relaxed);
-        self.flows().insert(
-            flow,
-            ClientFlow {
-                sink,
-                credit: Credit::new(wire::STREAM_WINDOW),
-                pending: VecDeque::new(),
-                pending_bytes: 0,
-                send_closed: false,
-                waiters: Waiters::default(),
-                timer: None,
-            },
-        );
-        flow
+    /// A new flow (the client picks its ids); its id and serial.
+    fn open_flow(&self, sink: Arc<dyn CallSink>, deadline: Option<Instant>) -> Result<(u64, u64)> {
+        let flow = ClientFlow {
+            sink,
+            stream: Stream::new(wire::STREAM_WINDOW),
+            timer: None,
+        };
+        let mut flows = self.flows();
+        // (The table has no limit: a client's calls are its own.)
+        let (id, serial) = flows
+            .open_next(flow)
+            .map_err(|_| Error::internal("no flow left on the connection"))?;
+        if deadline.is_some()
+            && let Some(s) = flows.get_mut(id)
+        {
+            s.set_deadline(deadline);
+        }
+        Ok((id, serial))
     }
 
     /// Ends a flow locally with `result` (if it has not ended), telling the
     /// server with a Cancel when the result is an error.
     fn end_flow(&self, flow: u64, result: Result<Vec<Value>>) {
-        let Some(f) = self.flows().remove(&flow) else {
+        let Some(f) = self.flows().remove(flow) else {
             return;
         };
+        self.ended(flow, f.into_value(), result);
+    }
+
+    /// A flow has ended (it is out of the table) with `result`.
+    fn ended(&self, flow: u64, f: ClientFlow, result: Result<Vec<Value>>) {
         self.cancel_timer(f.timer);
         if result.is_err() {
             let _ = self.writer.send_with(|b| wire::encode_cancel(b, flow));
@@ -256,9 +220,19 @@ impl ClientConn {
         f.sink.event(CallEvent::Done(result));
     }
 
+    /// Ends the call on `flow` (numbered `serial`) with `Timeout` if its
+    /// deadline has passed.
+    fn expire(&self, flow: u64, serial: u64, what: &str) {
+        let Some(f) = self.flows().expire(flow, serial, Instant::now()) else {
+            return;
+        };
+        let err = Error::timeout(format!("{what}: deadline passed"));
+        self.ended(flow, f.into_value(), Err(err));
+    }
+
     fn cancel_timer(&self, timer: Option<TimerId>) {
         if let (Some(t), Some(c)) = (timer, self.client.upgrade())
-            && let Some(timer) = c.timer.get()
+            && let Some(timer) = c.timer_if_started()
         {
             timer.cancel(t);
         }
@@ -327,7 +301,7 @@ impl ClientConn {
 
     fn fail_all(&self, err: &Error) {
         self.dead.store(true, Ordering::SeqCst);
-        let flows: Vec<_> = self.flows().drain().collect();
+        let flows = self.flows().drain();
         for (_, f) in flows {
             self.cancel_timer(f.timer);
             f.sink.event(CallEvent::Done(Err(err.clone())));
@@ -366,7 +340,7 @@ impl ClientConn {
     fn on_frame(self: &Arc<Self>, frame: Frame) -> std::result::Result<(), String> {
         match frame {
             Frame::Response { flow, result } => {
-                let f = self.flows().remove(&flow);
+                let f = self.flows().remove(flow);
                 match f {
                     Some(f) => {
                         self.cancel_timer(f.timer);
@@ -377,10 +351,10 @@ impl ClientConn {
             }
             Frame::Item { flow, value, size } => {
                 let mut flows = self.flows();
-                let Some(f) = flows.get_mut(&flow) else {
+                let Some(f) = flows.get_mut(flow) else {
                     return Ok(());
                 };
-                if !f.credit.receive(size) {
+                if !f.stream.receive(size) {
                     return Err(format!("flow {flow}: stream item past the credit window"));
                 }
                 let sink = f.sink.clone();
@@ -390,7 +364,7 @@ impl ClientConn {
                 sink.event(CallEvent::Item(value, token));
             }
             Frame::CloseSend { flow } => {
-                let sink = self.flows().get(&flow).map(|f| f.sink.clone());
+                let sink = self.flows().get(flow).map(|f| f.sink.clone());
                 if let Some(s) = sink {
                     s.event(CallEvent::StreamClosed);
                 }
@@ -398,21 +372,9 @@ impl ClientConn {
             Frame::Credit { flow, bytes } => {
                 let mut out = Vec::new();
                 let mut flows = self.flows();
-                if let Some(f) = flows.get_mut(&flow) {
-                    f.credit.grant_send(bytes);
-                    while let Some(p) = f.pending.front() {
-                        match p {
-                            Pending::Item { frame, size, .. } if f.credit.can_send(*size) => {
-                                f.credit.take_send(*size);
-                                f.pending_bytes -= frame.len();
-                                out.extend_from_slice(frame);
-                            }
-                            Pending::Close(frame) => out.extend_from_slice(frame),
-                            Pending::Item { .. } => break,
-                        }
-                        f.pending.pop_front();
-                    }
-                    f.waiters.wake();
+                if let Some(f) = flows.get_mut(flow) {
+                    f.stream
+                        .grant(bytes, &mut out, |o| wire::encode_close_send(o, flow));
                 }
                 drop(flows);
                 if !out.is_empty() {
@@ -446,9 +408,9 @@ impl Granter for ClientConn {
     fn consumed(&self, flow: u64, size: u32) {
         let grant = self
             .flows()
-            .get_mut(&flow)
-            .and_then(|f| f.credit.consume(size));
-        if let Some(bytes) = grant.filter(|b| *b > 0) {
+            .get_mut(flow)
+            .and_then(|f| f.stream.consume(size));
+        if let Some(bytes) = grant {
             let _ = self
                 .writer
                 .send_with(|b| wire::encode_credit(b, flow, bytes));
@@ -462,7 +424,9 @@ pub(crate) struct ClientInner {
     /// Who the client is now (new connections present it).
     principal: RwLock<Arc<Principal>>,
     conns: Mutex<HashMap<(String, u64), Arc<ClientConn>>>,
-    timer: OnceLock<Timer>,
+    /// The client's own timer, if it has none from its settings (started
+    /// when first needed).
+    own_timer: OnceLock<Timer>,
 }
 
 impl Drop for ClientInner {
@@ -472,6 +436,22 @@ impl Drop for ClientInner {
 }
 
 impl ClientInner {
+    /// The timer that ends calls at their deadlines: the one from the
+    /// settings, or the client's own (started now if need be).
+    fn timer(&self) -> &Timer {
+        match &self.config.timer {
+            Some(t) => t,
+            None => self
+                .own_timer
+                .get_or_init(|| Timer::new("wspr-client-timer")),
+        }
+    }
+
+    /// The timer, unless the client's own was never started.
+    fn timer_if_started(&self) -> Option<&Timer> {
+        self.config.timer.as_ref().or(self.own_timer.get())
+    }
+
     /// Closes every connection, then joins their readers.
     fn close_all(&self, why: &str) {
         let conns: Vec<_> = lock(&self.conns).drain().map(|(_, c)| c).collect();
@@ -533,6 +513,70 @@ fn join_reader(c: &ClientConn) {
     crate::sync::join(h);
 }
 
+fn stream_closed() -> Error {
+    Error::bad_arg("the stream was closed; nothing more can be sent")
+}
+
+/// A call to start whose events go to a sink
+/// ([`Client::start_call_with_sink`]).
+pub struct SinkCall {
+    name: String,
+    method: String,
+    args: Vec<Value>,
+    opts: CallOptions,
+    sink: Arc<dyn CallSink>,
+    may_block: bool,
+}
+
+impl SinkCall {
+    /// `method` on `name` with `args`, its events to `sink`, started from
+    /// a thread that must not block.
+    pub fn new(
+        name: String,
+        method: String,
+        args: Vec<Value>,
+        opts: CallOptions,
+        sink: Arc<dyn CallSink>,
+    ) -> SinkCall {
+        SinkCall {
+            name,
+            method,
+            args,
+            opts,
+            sink,
+            may_block: false,
+        }
+    }
+
+    /// The same call, started from a thread that may block (to resolve
+    /// the name and connect).
+    pub fn on_thread(mut self) -> SinkCall {
+        self.may_block = true;
+        self
+    }
+
+    /// The name called.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The method called, as given.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+}
+
+/// What [`Client::start_call_with_sink`] did.
+pub enum Started {
+    /// The call is placed (its events go to its sink from now on), or it
+    /// could not be.
+    Now(Result<CallHandle>),
+    /// Placing it would have to wait: it is handed back, nothing sent, to
+    /// be started again from a thread that may block
+    /// ([`SinkCall::on_thread`]).
+    Thread(SinkCall),
+}
+
 /// Why [`CallHandle::offer`] did not take an item.
 #[derive(Debug)]
 pub enum OfferError {
@@ -551,6 +595,143 @@ impl From<OfferError> for Error {
         match e {
             OfferError::Full(e) | OfferError::OverBudget(e) | OfferError::Failed(e) => e,
         }
+    }
+}
+
+/// Where a client's name space comes from.
+enum Roots {
+    /// [`env_roots`], else [`DEFAULT_ROOT`].
+    Env,
+    Given(Vec<String>),
+    Namespace(Arc<Namespace>),
+}
+
+/// Who a client is.
+enum Identity {
+    /// The user's credentials directory ([`Principal::default_dir`]).
+    User,
+    Dir(PathBuf),
+    Principal(Arc<Principal>),
+    Anonymous,
+}
+
+/// Builds a [`Client`] (from [`Client::builder`]). What it is not told is
+/// as the command line's tools do:
+///
+/// - the name space roots of [`NAMESPACE_ROOT_ENV`](crate::rpc::NAMESPACE_ROOT_ENV), else
+///   [`DEFAULT_ROOT`];
+/// - the user's principal, in [`Principal::default_dir`]
+///   (`WSPR_CREDENTIALS`, else `$XDG_CONFIG_HOME/wspr/credentials`, else
+///   `~/.config/wspr/credentials`), created there on first use, self-blessed
+///   with [`Principal::default_name`];
+/// - [`ClientConfig::default`].
+///
+/// With the same credentials as `wsprd serve`, the client is who the
+/// daemon is: servers of the daemon's pages admit it under their default
+/// policy (see `docs/security.md`).
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("wspr-doc-builder-{}", std::process::id()));
+/// use wspr::rpc::Client;
+/// let client = Client::builder()
+///     .namespace_roots(["127.0.0.1:8125"])
+///     .credentials(&dir) // created with a new principal if empty
+///     .build()?;
+/// assert_eq!(client.namespace().roots(), vec!["/127.0.0.1:8125"]);
+/// // Loaded again, the same principal.
+/// let again = Client::builder().credentials(&dir).build()?;
+/// assert_eq!(again.principal().public_key(), client.principal().public_key());
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), wspr::Error>(())
+/// ```
+#[must_use = "a builder does nothing until built"]
+pub struct ClientBuilder {
+    roots: Roots,
+    identity: Identity,
+    config: ClientConfig,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            roots: Roots::Env,
+            identity: Identity::User,
+            config: ClientConfig::default(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Resolves names from these roots: rooted names of mount tables, or
+    /// their addresses (`127.0.0.1:8125`). None: only rooted names (such
+    /// as a server's own, `/127.0.0.1:43127`) can be called.
+    pub fn namespace_roots<I, S>(mut self, roots: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.roots = Roots::Given(roots.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Resolves names through `namespace` (shared with other clients: its
+    /// roots and its cache).
+    pub fn namespace(mut self, namespace: Arc<Namespace>) -> ClientBuilder {
+        self.roots = Roots::Namespace(namespace);
+        self
+    }
+
+    /// Authenticates as the principal in the credentials directory `dir`
+    /// (as `--credentials`), created there if the directory has none.
+    pub fn credentials(mut self, dir: impl Into<PathBuf>) -> ClientBuilder {
+        self.identity = Identity::Dir(dir.into());
+        self
+    }
+
+    /// Authenticates as `principal`.
+    pub fn principal(mut self, principal: Arc<Principal>) -> ClientBuilder {
+        self.identity = Identity::Principal(principal);
+        self
+    }
+
+    /// Authenticates as a new principal of its own, self-blessed
+    /// `anonymous` and trusted by nobody else (as [`Client::new`]); no
+    /// file is read or written.
+    pub fn anonymous(mut self) -> ClientBuilder {
+        self.identity = Identity::Anonymous;
+        self
+    }
+
+    /// These settings.
+    pub fn config(mut self, config: ClientConfig) -> ClientBuilder {
+        self.config = config;
+        self
+    }
+
+    /// The client: `BadArg` for a root or a setting that is not one, or
+    /// the error loading (or creating) the credentials (see
+    /// [`Principal::load_or_create`]).
+    pub fn build(self) -> Result<Client> {
+        self.config.validate()?;
+        let namespace = match self.roots {
+            Roots::Namespace(ns) => ns,
+            Roots::Given(roots) => {
+                Namespace::new(roots.iter().map(|r| root_name(r)).collect::<Result<_>>()?)
+            }
+            Roots::Env => {
+                Namespace::new(env_roots()?.unwrap_or_else(|| vec![DEFAULT_ROOT.to_string()]))
+            }
+        };
+        let load = |dir: PathBuf| -> Result<Arc<Principal>> {
+            Principal::load_or_create(&dir, &Principal::default_name()).map(Arc::new)
+        };
+        let principal = match self.identity {
+            Identity::Principal(p) => p,
+            Identity::Dir(dir) => load(dir)?,
+            Identity::User => load(Principal::default_dir())?,
+            Identity::Anonymous => Arc::new(Principal::new_self_blessed("anonymous")?),
+        };
+        Ok(Client::with_principal(namespace, principal, self.config))
     }
 }
 
@@ -622,7 +803,7 @@ impl Client {
                 namespace,
                 principal: RwLock::new(principal),
                 conns: Mutex::new(HashMap::new()),
-                timer: OnceLock::new(),
+                own_timer: OnceLock::new(),
             }),
         }
     }
@@ -681,7 +862,7 @@ impl Client {
     ) -> Result<Call> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let deadline = opts.deadline;
-        let handle = self.start(name, method, args, &opts, Arc::new(tx), false)?;
+        let handle = self.start(name, method, &args, &opts, Arc::new(tx), false)?;
         Ok(Call {
             handle,
             rx,
@@ -691,39 +872,34 @@ impl Client {
         })
     }
 
-    /// Starts a call whose events go to `sink`. The deadline is enforced by
-    /// a timer: at the deadline the sink receives `Done(Err(Timeout))` and
-    /// the server is told to cancel.
-    pub fn start_call_with_sink(
-        &self,
-        name: &str,
-        method: &str,
-        args: Vec<Value>,
-        opts: CallOptions,
-        sink: Arc<dyn CallSink>,
-    ) -> Result<CallHandle> {
-        self.start(name, method, args, &opts, sink, true)
-    }
-
-    /// Starts a call like [`Client::start_call_with_sink`], but only if it
-    /// can without blocking: the name's resolution is cached (or the name
-    /// is rooted) and a connection to the server is open. `Ok(None)`: it
-    /// would have to wait; nothing was sent.
-    pub fn try_start_call_with_sink(
-        &self,
-        name: &str,
-        method: &str,
-        args: &[Value],
-        opts: &CallOptions,
-        sink: &Arc<dyn CallSink>,
-    ) -> Result<Option<CallHandle>> {
-        if method.is_empty() {
-            return Err(Error::bad_arg("empty method name"));
+    /// Starts a call whose events go to its sink. The deadline is enforced
+    /// by a timer: at the deadline the sink receives `Done(Err(Timeout))`
+    /// and the server is told to cancel.
+    ///
+    /// Started from a thread that must not block ([`SinkCall::new`]), the
+    /// call is placed only if that needs no waiting: the name's resolution
+    /// is cached (or the name is rooted) and a connection to the server is
+    /// open. Otherwise it is handed back ([`Started::Thread`]), nothing
+    /// sent, to be started again from a thread that may block
+    /// ([`SinkCall::on_thread`]), which resolves the name and connects.
+    pub fn start_call_with_sink(&self, call: SinkCall) -> Started {
+        if call.method.is_empty() {
+            return Started::Now(Err(Error::bad_arg("empty method name")));
         }
-        let Some(targets) = self.inner.namespace.cached_targets(name) else {
-            return Ok(None);
+        if call.may_block {
+            return Started::Now(self.start(
+                &call.name,
+                &call.method,
+                &call.args,
+                &call.opts,
+                call.sink,
+                true,
+            ));
+        }
+        let Some(targets) = self.inner.namespace.cached_targets(&call.name) else {
+            return Started::Thread(call);
         };
-        let method = crate::naming::upper_first(method);
+        let method = crate::naming::upper_first(&call.method);
         for target in targets.iter() {
             let Ok(parsed) = Name::parse(&target.name) else {
                 continue;
@@ -736,7 +912,7 @@ impl Client {
             if let Some(conn) = self.cached_conn(&key).filter(|c| c.is_live()) {
                 let expect = Expect {
                     recorded: &target.blessings,
-                    pinned: &opts.server_blessings,
+                    pinned: &call.opts.server_blessings,
                 };
                 // A server that is not who it should be: the slow path
                 // resolves afresh and says why.
@@ -747,23 +923,21 @@ impl Client {
                 {
                     continue;
                 }
-                return self
-                    .request(
-                        &conn,
-                        name,
-                        parsed.suffix(),
-                        &method,
-                        args,
-                        opts.deadline,
-                        sink.clone(),
-                        true,
-                        // (Judged just above.)
-                        None,
-                    )
-                    .map(Some);
+                return Started::Now(self.request(
+                    &conn,
+                    &call.name,
+                    parsed.suffix(),
+                    &method,
+                    &call.args,
+                    call.opts.deadline,
+                    call.sink,
+                    true,
+                    // (Judged just above.)
+                    None,
+                ));
             }
         }
-        Ok(None)
+        Started::Thread(call)
     }
 
     /// Calls `method` on the object `suffix` of the server at `endpoint`,
@@ -804,7 +978,7 @@ impl Client {
         &self,
         name: &str,
         method: &str,
-        args: Vec<Value>,
+        args: &[Value],
         opts: &CallOptions,
         sink: Arc<dyn CallSink>,
         timed: bool,
@@ -845,7 +1019,7 @@ impl Client {
                     name,
                     parsed.suffix(),
                     &method,
-                    &args,
+                    args,
                     deadline,
                     sink.clone(),
                     timed,
@@ -904,11 +1078,11 @@ impl Client {
                 wire::MAX_STR
             )));
         }
-        let flow = conn.open_flow(sink);
+        let (flow, serial) = conn.open_flow(sink, deadline)?;
         let mut buf = Vec::with_capacity(128);
         wire::encode_request_parts(&mut buf, flow, timeout_ms, method, suffix, name, args);
         if buf.len() - 4 > self.inner.config.max_frame {
-            conn.flows().remove(&flow);
+            conn.flows().remove(flow);
             return Err(Error::bad_arg(format!(
                 "{name}.{method}: request of {} bytes is over the frame limit of {}",
                 buf.len() - 4,
@@ -916,7 +1090,7 @@ impl Client {
             )));
         }
         if let Err(e) = conn.writer.send(&buf, None) {
-            conn.flows().remove(&flow);
+            conn.flows().remove(flow);
             return Err(e);
         }
         if let (true, Some(d)) = (timed, deadline) {
@@ -924,13 +1098,10 @@ impl Client {
             let what = format!("{name}.{method}");
             let id = self.timer().schedule(d, move || {
                 if let Some(c) = weak.upgrade() {
-                    c.end_flow(
-                        flow,
-                        Err(Error::timeout(format!("{what}: deadline passed"))),
-                    );
+                    c.expire(flow, serial, &what);
                 }
             });
-            if let Some(f) = conn.flows().get_mut(&flow) {
+            if let Some(f) = conn.flows().get_mut(flow) {
                 f.timer = Some(id);
             } else {
                 self.timer().cancel(id);
@@ -944,9 +1115,7 @@ impl Client {
     }
 
     fn timer(&self) -> &Timer {
-        self.inner
-            .timer
-            .get_or_init(|| Timer::new("wspr-client-timer"))
+        self.inner.timer()
     }
 
     /// The connection kept for `key`, live or not.
@@ -973,9 +1142,9 @@ impl Client {
             join_reader(&c);
         }
         if self.inner.config.in_process
-            && let Some(listener) = crate::rpc::server::local_listener(ep.address())
+            && let Some(listener) = conn::local_listener(ep.address())
         {
-            return self.local_conn(&listener, ep, key);
+            return self.local_conn(listener, ep, key);
         }
         let connect_deadline = {
             let cap = Instant::now() + self.inner.config.connect_timeout;
@@ -994,8 +1163,7 @@ impl Client {
             id,
             address: ep.address().to_string(),
             writer: Writer::new(session.sink, Some(stream), self.inner.config.max_queued),
-            flows: Mutex::new(HashMap::new()),
-            next_flow: AtomicU64::new(1),
+            flows: Mutex::new(Flows::new(usize::MAX, 1, 1)),
             dead: AtomicBool::new(false),
             server_expiry: server_expiry(&principal, &session.remote, ep.address()),
             expiry_timer: Mutex::new(None),
@@ -1041,7 +1209,7 @@ impl Client {
     /// A link to a server of this process (see [`ClientConfig::in_process`]).
     fn local_conn(
         &self,
-        listener: &crate::rpc::server::Listener,
+        listener: Arc<dyn conn::LocalListener>,
         ep: &Endpoint,
         key: (String, u64),
     ) -> Result<Arc<ClientConn>> {
@@ -1051,7 +1219,7 @@ impl Client {
             let shown = p.blessings_for(&p.proven_names(server, ""));
             RemoteIdentity::new(p.public_key(), shown)
         };
-        let (server_end, server) = listener.attach_local(ep.routing_id(), slot.clone(), me)?;
+        let (server_end, server) = listener.attach(ep.routing_id(), slot.clone(), &me)?;
         let to_server: Arc<OnceLock<Weak<dyn FrameHandler>>> = Arc::new(OnceLock::new());
         let _ = to_server.set(Arc::downgrade(&server_end));
         let id = conn::next_conn_id();
@@ -1066,8 +1234,7 @@ impl Client {
                 None,
                 self.inner.config.max_queued,
             ),
-            flows: Mutex::new(HashMap::new()),
-            next_flow: AtomicU64::new(1),
+            flows: Mutex::new(Flows::new(usize::MAX, 1, 1)),
             dead: AtomicBool::new(false),
             server_expiry: server_expiry(p, &server, ep.address()),
             expiry_timer: Mutex::new(None),
@@ -1084,6 +1251,74 @@ impl Client {
         Ok(self.register(key, c))
     }
 
+    /// The rooted names `name` resolves to (asking only mount tables).
+    pub fn resolve(&self, name: &str) -> Result<Vec<String>> {
+        self.namespace().resolve(self, name)
+    }
+
+    /// The servers `name` resolves to, with the blessing names the name
+    /// space recorded for each.
+    pub fn resolve_servers(&self, name: &str) -> Result<Vec<Resolved>> {
+        self.namespace().resolve_servers(self, name)
+    }
+
+    /// The rooted names of the mount table entry where `name` is, or would
+    /// be, mounted.
+    pub fn resolve_to_mount_table(&self, name: &str) -> Result<Vec<String>> {
+        self.namespace().resolve_to_mount_table(self, name)
+    }
+
+    /// Mounts `server` (a rooted name or endpoint) under `name` for `ttl`;
+    /// the mount table records the blessing names this client proves as
+    /// the server's.
+    pub fn mount(&self, name: &str, server: &str, ttl: Duration) -> Result<()> {
+        self.namespace().mount(self, name, server, ttl)
+    }
+
+    /// Like [`Client::mount`], recording `blessings` (names or patterns
+    /// the server proves) for the server; none: this client's own names.
+    pub fn mount_with(
+        &self,
+        name: &str,
+        server: &str,
+        ttl: Duration,
+        blessings: &[String],
+    ) -> Result<()> {
+        self.namespace()
+            .mount_with(self, name, server, ttl, blessings)
+    }
+
+    /// Unmounts `server` from `name` (every server when `server` is empty).
+    pub fn unmount(&self, name: &str, server: &str) -> Result<()> {
+        self.namespace().unmount(self, name, server)
+    }
+
+    /// The permissions in force at `name` (`""`: the root of the first
+    /// mount table) and their version.
+    pub fn get_permissions(&self, name: &str) -> Result<(Permissions, String)> {
+        self.namespace().get_permissions(self, name)
+    }
+
+    /// Sets the permissions of `name` (made, as this client's, if it does
+    /// not exist): the tags given replace the name's own, the others are
+    /// its parent's. `version` is what [`Client::get_permissions`] gave
+    /// (`""`: whatever it is now).
+    pub fn set_permissions(&self, name: &str, perms: &Permissions, version: &str) -> Result<()> {
+        self.namespace().set_permissions(self, name, perms, version)
+    }
+
+    /// Deletes `name` from its mount table, with every name below it if
+    /// `subtree` (else there must be none).
+    pub fn delete(&self, name: &str, subtree: bool) -> Result<()> {
+        self.namespace().delete(self, name, subtree)
+    }
+
+    /// Every name matching `pattern`, walking into mount tables mounted in
+    /// mount tables. Sorted by name.
+    pub fn glob(&self, pattern: &str) -> Result<Vec<GlobEntry>> {
+        self.namespace().glob(self, pattern)
+    }
+
     /// Closes every connection now; calls in flight end with `Aborted`.
     pub fn close(&self) {
         self.inner.close_all("client closed");
@@ -1092,6 +1327,39 @@ impl Client {
     /// Number of open connections (for tests and health reports).
     pub fn connections(&self) -> usize {
         lock(&self.inner.conns).len()
+    }
+}
+
+impl Mount for Client {
+    fn mount(&self, name: &str, server: &str, ttl: Duration) -> Result<()> {
+        Client::mount(self, name, server, ttl)
+    }
+
+    fn unmount(&self, name: &str, server: &str) -> Result<()> {
+        Client::unmount(self, name, server)
+    }
+}
+
+impl Tables for Client {
+    fn call_table(
+        &self,
+        endpoint: &Endpoint,
+        suffix: &str,
+        method: &str,
+        args: Vec<Value>,
+        deadline: Instant,
+        expect: Expect,
+        item: Option<&mut dyn FnMut(Value) -> Result<()>>,
+    ) -> Result<Vec<Value>> {
+        let mut call =
+            self.call_endpoint(endpoint, suffix, method, args, Some(deadline), expect)?;
+        if let Some(item) = item {
+            // (An error returns with the call, which cancels it.)
+            while let Some(v) = call.recv()? {
+                item(v)?;
+            }
+        }
+        call.finish()
     }
 }
 
@@ -1118,21 +1386,17 @@ impl CallHandle {
         loop {
             let rx = {
                 let mut flows = self.conn.flows();
-                let Some(f) = flows.get_mut(&self.flow) else {
+                let Some(f) = flows.get_mut(self.flow) else {
                     return Err(Error::aborted("the call has ended"));
                 };
-                if f.send_closed {
-                    return Err(Error::bad_arg(
-                        "the stream was closed; nothing more can be sent",
-                    ));
+                match f.stream.send(size) {
+                    Err(_) => return Err(stream_closed()),
+                    Ok(Sending::Now) => {
+                        drop(flows);
+                        return self.conn.writer.send(&buf, None);
+                    }
+                    Ok(Sending::Wait(rx)) => rx,
                 }
-                if f.pending.is_empty() && f.credit.can_send(size) {
-                    f.credit.take_send(size);
-                    drop(flows);
-                    return self.conn.writer.send(&buf, None);
-                }
-                // (A channel only for an item that has to wait.)
-                f.waiters.add()
             };
             let woke = match self.deadline {
                 Some(d) => rx.recv_deadline(d),
@@ -1146,7 +1410,7 @@ impl CallHandle {
                     ));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    if !self.conn.flows().contains_key(&self.flow) {
+                    if self.conn.flows().get(self.flow).is_none() {
                         return Err(Error::aborted("the call has ended"));
                     }
                 }
@@ -1163,68 +1427,53 @@ impl CallHandle {
         item: &T,
     ) -> std::result::Result<(), OfferError> {
         let (buf, size) = self.encode_item(item).map_err(OfferError::Failed)?;
+        let config = &self.conn.config;
+        let limit = Limit {
+            bytes: config.max_pending,
+            items: usize::MAX,
+            budget: config.pending_budget.as_ref(),
+        };
         let mut flows = self.conn.flows();
-        let Some(f) = flows.get_mut(&self.flow) else {
+        let Some(f) = flows.get_mut(self.flow) else {
             return Err(OfferError::Failed(Error::aborted("the call has ended")));
         };
-        if f.send_closed {
-            return Err(OfferError::Failed(Error::bad_arg(
-                "the stream was closed; nothing more can be sent",
-            )));
+        match f.stream.offer(buf, size, &limit) {
+            Ok(None) => Ok(()),
+            Ok(Some(buf)) => {
+                drop(flows);
+                self.conn
+                    .writer
+                    .send(&buf, None)
+                    .map_err(OfferError::Failed)
+            }
+            Err(Refusal::Closed) => Err(OfferError::Failed(stream_closed())),
+            Err(Refusal::Full(Full::Queue { waiting, limit, .. })) => {
+                Err(OfferError::Full(Error::aborted(format!(
+                    "the server is not taking stream items: {waiting} bytes wait, limit {limit}"
+                ))))
+            }
+            Err(Refusal::Full(Full::Budget { used, limit })) => {
+                Err(OfferError::OverBudget(Error::aborted(format!(
+                    "servers are not taking stream items: {used} bytes wait over all calls, limit {limit}"
+                ))))
+            }
         }
-        if f.pending.is_empty() && f.credit.can_send(size) {
-            f.credit.take_send(size);
-            drop(flows);
-            return self
-                .conn
-                .writer
-                .send(&buf, None)
-                .map_err(OfferError::Failed);
-        }
-        if f.pending_bytes + buf.len() > self.conn.config.max_pending {
-            return Err(OfferError::Full(Error::aborted(format!(
-                "the server is not taking stream items: {} bytes wait, limit {}",
-                f.pending_bytes, self.conn.config.max_pending
-            ))));
-        }
-        let charge = match &self.conn.config.pending_budget {
-            None => None,
-            Some(b) => Some(b.charge(buf.len()).ok_or_else(|| {
-                OfferError::OverBudget(Error::aborted(format!(
-                    "servers are not taking stream items: {} bytes wait over all calls, limit {}",
-                    b.used(),
-                    b.limit()
-                )))
-            })?),
-        };
-        f.pending_bytes += buf.len();
-        f.pending.push_back(Pending::Item {
-            frame: buf,
-            size,
-            _charge: charge,
-        });
-        Ok(())
     }
 
     /// Ends the caller's stream: the server sees the stream close after
     /// every item sent before. Closing the stream of a call that has
     /// already ended does nothing.
     pub fn close_send(&self) -> Result<()> {
-        let mut buf = Vec::with_capacity(13);
-        wire::encode_close_send(&mut buf, self.flow);
-        let mut flows = self.conn.flows();
-        let Some(f) = flows.get_mut(&self.flow) else {
-            return Ok(());
+        let now = match self.conn.flows().get_mut(self.flow) {
+            Some(f) => f.stream.close(),
+            None => false,
         };
-        if std::mem::replace(&mut f.send_closed, true) {
+        if !now {
             return Ok(());
         }
-        if !f.pending.is_empty() {
-            f.pending.push_back(Pending::Close(buf));
-            return Ok(());
-        }
-        drop(flows);
-        self.conn.writer.send(&buf, None)
+        self.conn
+            .writer
+            .send_with(|b| wire::encode_close_send(b, self.flow))
     }
 
     /// Cancels the call: the server is told, and the call ends with
@@ -1240,7 +1489,7 @@ impl CallHandle {
 
     /// Whether the call is still in flight.
     pub fn is_open(&self) -> bool {
-        self.conn.flows().contains_key(&self.flow)
+        self.conn.flows().get(self.flow).is_some()
     }
 
     /// The identity the server proved.

@@ -1,6 +1,6 @@
 //! What client and server connections share: the connection setup (hello
-//! and the session handshake), the frame reader, the outgoing outbox, and
-//! flow-control credit.
+//! and the session handshake), the frame reader and the outgoing outbox.
+//! (What they keep per flow is the flow core's, `crate::flow`.)
 //!
 //! The session step is the seam where authentication and encryption slot
 //! in: after the hello, [`client_session`] and [`server_session`] turn a
@@ -8,17 +8,19 @@
 //! plain session passes bytes through unchanged; the frame layer above does
 //! not know which session it runs over.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::outbox::{Outbox, PushError, Sink};
 use crate::rpc::wire::{self, Frame, HelloStatus, WireError};
-use crate::security::Principal;
 use crate::security::session::Deadline;
+use crate::security::{Principal, RemoteIdentity};
+use crate::sync::lock;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -154,33 +156,40 @@ fn keep_alive(s: &TcpStream) {
     let _ = sockopt::set_tcp_keepcnt(s, 3);
 }
 
-/// The senders of one flow waiting for credit. Each waits on a channel
-/// of its own: woken (a message) when credit comes, or disconnected when
-/// the flow ends or is cancelled. Several may wait at once (clones of a
-/// call's handle); one replacing another would wake it for nothing, and
-/// the two would take turns spinning.
-#[derive(Default)]
-pub(crate) struct Waiters(Vec<crossbeam_channel::Sender<()>>);
+/// Grants flow-control credit for a received item when dropped.
+pub struct ItemToken {
+    granter: Weak<dyn Granter>,
+    flow: u64,
+    size: u32,
+}
 
-impl Waiters {
-    /// A new waiter's channel.
-    pub(crate) fn add(&mut self) -> crossbeam_channel::Receiver<()> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.0.push(tx);
-        rx
+impl std::fmt::Debug for ItemToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ItemToken(flow {}, {} bytes)", self.flow, self.size)
     }
+}
 
-    /// Wakes every waiter to try again.
-    pub(crate) fn wake(&mut self) {
-        for w in self.0.drain(..) {
-            let _ = w.try_send(());
+impl ItemToken {
+    pub(crate) fn new(granter: Weak<dyn Granter>, flow: u64, size: u32) -> ItemToken {
+        ItemToken {
+            granter,
+            flow,
+            size,
         }
     }
+}
 
-    /// Disconnects every waiter.
-    pub(crate) fn drop_all(&mut self) {
-        self.0.clear();
+impl Drop for ItemToken {
+    fn drop(&mut self) {
+        if let Some(g) = self.granter.upgrade() {
+            g.consumed(self.flow, self.size);
+        }
     }
+}
+
+/// A connection that grants credit for consumed items.
+pub(crate) trait Granter: Send + Sync {
+    fn consumed(&self, flow: u64, size: u32);
 }
 
 /// Why a server refused a connection during setup (logged, then closed).
@@ -415,12 +424,60 @@ pub(crate) trait FrameHandler: Send + Sync {
     fn closed(self: Arc<Self>, why: &str);
 }
 
+/// A listener of this process, which its clients reach without a socket
+/// (see [`LocalSink`]); they find it by the address in its endpoints.
+pub(crate) trait LocalListener: Send + Sync {
+    /// Whether it still takes connections.
+    fn is_open(&self) -> bool;
+
+    /// Links a client of this process to the server `routing_id`: the
+    /// client end is `client` (set once built), the caller is who `caller`
+    /// says it is to this server (as over a socket, the server is known
+    /// first). The server end, which the client must keep, and who the
+    /// server is.
+    fn attach(
+        self: Arc<Self>,
+        routing_id: u64,
+        client: Arc<OnceLock<Weak<dyn FrameHandler>>>,
+        caller: &dyn Fn(&RemoteIdentity) -> RemoteIdentity,
+    ) -> Result<(Arc<dyn FrameHandler>, RemoteIdentity)>;
+}
+
+/// The listeners of this process, by the address in their endpoints.
+fn local_listeners() -> &'static Mutex<HashMap<String, Weak<dyn LocalListener>>> {
+    static LOCAL: OnceLock<Mutex<HashMap<String, Weak<dyn LocalListener>>>> = OnceLock::new();
+    LOCAL.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Makes `listener` reachable in this process at `address`.
+pub(crate) fn register_local(address: &str, listener: Weak<dyn LocalListener>) {
+    lock(local_listeners()).insert(address.to_string(), listener);
+}
+
+/// Makes `listener` unreachable in this process (unless another listener
+/// took its address since).
+pub(crate) fn unregister_local(address: &str, listener: *const ()) {
+    let mut local = lock(local_listeners());
+    if local
+        .get(address)
+        .is_some_and(|w| w.as_ptr() as *const () == listener)
+    {
+        local.remove(address);
+    }
+}
+
+/// The open listener of this process at `address`, if there is one.
+pub(crate) fn local_listener(address: &str) -> Option<Arc<dyn LocalListener>> {
+    let l = lock(local_listeners()).get(address)?.upgrade()?;
+    l.is_open().then_some(l)
+}
+
 /// The write side of an in-process link: frames go straight to the other
 /// end's handler, on the writing thread (which holds no lock then: the
 /// outbox releases it while writing). No socket, no cipher, no reader
 /// thread: both ends are this process.
 pub(crate) struct LocalSink {
-    pub peer: Arc<std::sync::OnceLock<std::sync::Weak<dyn FrameHandler>>>,
+    pub peer: Arc<OnceLock<Weak<dyn FrameHandler>>>,
     pub max_frame: usize,
 }
 
@@ -450,66 +507,6 @@ impl Sink for LocalSink {
     fn shutdown(&mut self) {
         if let Some(peer) = self.peer.get().and_then(|w| w.upgrade()) {
             peer.closed("the other end closed the link");
-        }
-    }
-}
-
-/// Flow-control state of one flow, in both directions, counted in bytes of
-/// item payload.
-#[derive(Debug)]
-pub(crate) struct Credit {
-    /// What we may still send.
-    pub send_avail: i64,
-    /// Items received but not yet consumed.
-    pub recv_outstanding: u32,
-    /// Consumed bytes not yet granted back to the peer.
-    pub recv_unacked: u32,
-    pub window: u32,
-}
-
-impl Credit {
-    pub(crate) fn new(window: u32) -> Credit {
-        Credit {
-            send_avail: window as i64,
-            recv_outstanding: 0,
-            recv_unacked: 0,
-            window,
-        }
-    }
-
-    /// Whether an item of `size` may be sent now; an item larger than the
-    /// window goes when nothing is outstanding.
-    pub(crate) fn can_send(&self, size: u32) -> bool {
-        self.send_avail >= size as i64 || self.send_avail >= self.window as i64
-    }
-
-    pub(crate) fn take_send(&mut self, size: u32) {
-        self.send_avail -= size as i64;
-    }
-
-    pub(crate) fn grant_send(&mut self, bytes: u32) {
-        self.send_avail = (self.send_avail + bytes as i64).min(self.window as i64);
-    }
-
-    /// Accounts for a received item; false if the peer sent past the
-    /// window it was given.
-    pub(crate) fn receive(&mut self, size: u32) -> bool {
-        if self.recv_outstanding > 0 && self.recv_outstanding.saturating_add(size) > self.window {
-            return false;
-        }
-        self.recv_outstanding = self.recv_outstanding.saturating_add(size);
-        true
-    }
-
-    /// Accounts for a consumed item; returns credit to grant now, if the
-    /// unacknowledged amount is worth a frame.
-    pub(crate) fn consume(&mut self, size: u32) -> Option<u32> {
-        self.recv_outstanding = self.recv_outstanding.saturating_sub(size);
-        self.recv_unacked = self.recv_unacked.saturating_add(size);
-        if self.recv_unacked >= self.window / 4 || self.recv_outstanding == 0 {
-            Some(std::mem::take(&mut self.recv_unacked))
-        } else {
-            None
         }
     }
 }
@@ -562,26 +559,5 @@ impl RawSession {
                 Err(_) => return true,
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credit_paces_and_refuses_overrun() {
-        let mut c = Credit::new(100);
-        assert!(c.can_send(60));
-        c.take_send(60);
-        assert!(!c.can_send(60));
-        c.grant_send(60);
-        assert!(c.can_send(100));
-        // An item over the window goes alone.
-        assert!(c.can_send(500));
-        assert!(c.receive(80));
-        assert!(!c.receive(30), "over the window");
-        assert_eq!(c.consume(80), Some(80));
-        assert!(c.receive(500), "one big item when nothing is outstanding");
     }
 }

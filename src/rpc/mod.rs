@@ -13,11 +13,11 @@
 //! - [`Namespace`]: roots and resolution; mount, unmount and glob are
 //!   methods of [`Client`].
 
-mod builder;
 mod client;
 pub(crate) mod conn;
 mod namespace;
 mod publisher;
+mod roots;
 pub(crate) mod server;
 mod server_auth;
 mod service;
@@ -31,17 +31,18 @@ pub(crate) mod wire;
 pub use crate::pool::PoolConfig;
 pub use crate::security::{AllowAll, Authorizer, RemoteIdentity};
 pub use crate::signature::{MethodSignature, Signature};
-pub use builder::{ClientBuilder, DEFAULT_ROOT, NAMESPACE_ROOT_ENV, env_roots, root_name};
 pub use client::{
-    Call, CallEvent, CallHandle, CallOptions, CallSink, Canceller, Client, ClientConfig, ItemToken,
-    OfferError,
+    Call, CallEvent, CallHandle, CallOptions, CallSink, Canceller, Client, ClientBuilder,
+    ClientConfig, OfferError, SinkCall, Started,
 };
+pub use conn::ItemToken;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub use conn::RawSession;
 pub use namespace::{GlobEntry, MAX_DEPTH, MountedServer, Namespace, Resolved};
+pub use roots::{DEFAULT_ROOT, NAMESPACE_ROOT_ENV, env_roots, root_name};
 pub use server::{
-    Dispatcher, Invoker, Listener, Lookup, Now, Pending, Reply, Server, ServerCall, ServerConfig,
-    ServerEvent,
+    Dispatcher, Invocation, Invoker, Listener, Lookup, Pending, Reply, Server, ServerCall,
+    ServerConfig, ServerEvent, Step,
 };
 pub use service::{CallHandler, Handler, Service, Stream, StreamHandler};

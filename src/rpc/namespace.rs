@@ -1,6 +1,7 @@
 //! The name space: roots, resolution through mount tables (with a cache),
 //! mount, unmount and glob. The operations are methods of
-//! [`Client`](crate::rpc::Client), which makes the mount table calls.
+//! [`Client`](crate::rpc::Client); they are written here over the calls to
+//! mount tables they make ([`Tables`], which the client implements).
 //!
 //! Resolution only ever asks *mount tables* (endpoints marked `m`) to
 //! resolve; a leaf server's name is final. A walk deeper than
@@ -16,11 +17,31 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::glob::Pattern;
+use crate::naming::Endpoint;
 use crate::naming::{self, Name};
-use crate::rpc::client::Client;
 use crate::rpc::server_auth::Expect;
 use crate::security::access::Permissions;
 use crate::sync::lock;
+
+/// What the name space needs of a client: calls to mount tables.
+pub(crate) trait Tables {
+    /// Calls `method` on the object `suffix` of the mount table at
+    /// `endpoint` (no name resolved), if it is who `expect` says; its
+    /// results. With `item`, each item it streams goes there first (an
+    /// error ends the call with it); without, the caller's stream is
+    /// closed at once and items are dropped.
+    #[allow(clippy::too_many_arguments)]
+    fn call_table(
+        &self,
+        endpoint: &Endpoint,
+        suffix: &str,
+        method: &str,
+        args: Vec<Value>,
+        deadline: Instant,
+        expect: Expect,
+        item: Option<&mut dyn FnMut(Value) -> Result<()>>,
+    ) -> Result<Vec<Value>>;
+}
 
 /// Most mount tables a resolution walks through.
 pub const MAX_DEPTH: usize = 32;
@@ -170,7 +191,7 @@ impl Namespace {
     /// answer came from the cache.
     pub(crate) fn resolve_cached(
         &self,
-        client: &Client,
+        tables: &dyn Tables,
         name: &str,
         deadline: Option<Instant>,
         fresh: bool,
@@ -187,7 +208,7 @@ impl Namespace {
                 return Ok((targets.clone(), true));
             }
         }
-        let (targets, ttl) = walk(client, self.initial(name)?, deadline, Walk::ToServer)?;
+        let (targets, ttl) = walk(tables, self.initial(name)?, deadline, Walk::ToServer)?;
         let targets = Arc::new(targets);
         if let Some(ttl) = ttl.filter(|t| !t.is_zero()) {
             let mut cache = lock(&self.cache);
@@ -220,30 +241,29 @@ fn call_deadline(deadline: Option<Instant>) -> Instant {
     deadline.map_or(cap, |d| d.min(cap))
 }
 
-/// Asks the mount tables at `tables` (replicas, tried in order) to resolve
-/// one step. `Ok(None)`: nothing is mounted there.
+/// Asks the mount tables at `targets` (replicas, tried in order) to
+/// resolve one step. `Ok(None)`: nothing is mounted there.
 fn resolve_step(
-    client: &Client,
-    tables: &[Resolved],
+    tables: &dyn Tables,
+    targets: &[Resolved],
     deadline: Option<Instant>,
 ) -> Result<Option<(Vec<Resolved>, String, Duration)>> {
     let mut last = Error::no_exist("no mount table to ask");
-    for t in tables {
+    for t in targets {
         let n = &t.name;
         let parsed = Name::parse(n)?;
         let Some(ep) = parsed.endpoint() else {
             continue;
         };
-        let got = client
-            .call_endpoint(
-                ep,
-                parsed.suffix(),
-                "ResolveStep",
-                vec![],
-                Some(call_deadline(deadline)),
-                t.expect(),
-            )
-            .and_then(|c| c.finish());
+        let got = tables.call_table(
+            ep,
+            parsed.suffix(),
+            "ResolveStep",
+            vec![],
+            call_deadline(deadline),
+            t.expect(),
+            None,
+        );
         match got {
             Ok(results) => {
                 let servers: Vec<MountedServer> = results
@@ -284,7 +304,7 @@ fn bounded(s: &MountedServer) -> bool {
 }
 
 fn walk(
-    client: &Client,
+    tables: &dyn Tables,
     mut names: Vec<Resolved>,
     deadline: Option<Instant>,
     mode: Walk,
@@ -306,7 +326,7 @@ fn walk(
                 head.name
             )));
         }
-        match resolve_step(client, &names, deadline)? {
+        match resolve_step(tables, &names, deadline)? {
             None => {
                 return match mode {
                     Walk::ToMountTable => Ok((names, ttl)),
@@ -331,18 +351,17 @@ fn walk(
     )))
 }
 
-impl Client {
+impl Namespace {
     /// The rooted names `name` resolves to (asking only mount tables).
-    pub fn resolve(&self, name: &str) -> Result<Vec<String>> {
-        Ok(names(&self.resolve_servers(name)?))
+    pub(crate) fn resolve(&self, t: &dyn Tables, name: &str) -> Result<Vec<String>> {
+        Ok(names(&self.resolve_servers(t, name)?))
     }
 
     /// The servers `name` resolves to, with the blessing names the name
     /// space recorded for each.
-    pub fn resolve_servers(&self, name: &str) -> Result<Vec<Resolved>> {
+    pub(crate) fn resolve_servers(&self, t: &dyn Tables, name: &str) -> Result<Vec<Resolved>> {
         Ok(self
-            .namespace()
-            .resolve_cached(self, name, None, false)?
+            .resolve_cached(t, name, None, false)?
             .0
             .as_ref()
             .clone())
@@ -350,38 +369,42 @@ impl Client {
 
     /// The rooted names of the mount table entry where `name` is, or would
     /// be, mounted.
-    pub fn resolve_to_mount_table(&self, name: &str) -> Result<Vec<String>> {
-        Ok(names(&self.mount_table_of(name)?))
+    pub(crate) fn resolve_to_mount_table(&self, t: &dyn Tables, name: &str) -> Result<Vec<String>> {
+        Ok(names(&self.mount_table_of(t, name)?))
     }
 
-    fn mount_table_of(&self, name: &str) -> Result<Vec<Resolved>> {
-        let initial = self.namespace().initial(name)?;
-        Ok(walk(self, initial, None, Walk::ToMountTable)?.0)
+    fn mount_table_of(&self, t: &dyn Tables, name: &str) -> Result<Vec<Resolved>> {
+        let initial = self.initial(name)?;
+        Ok(walk(t, initial, None, Walk::ToMountTable)?.0)
     }
 
     /// Calls `method` on the mount table entry of `name` (replicas tried in
     /// order); its results.
-    fn on_mount_table(&self, name: &str, method: &str, args: Vec<Value>) -> Result<Vec<Value>> {
-        let targets = self.mount_table_of(name)?;
+    fn on_mount_table(
+        &self,
+        tables: &dyn Tables,
+        name: &str,
+        method: &str,
+        args: Vec<Value>,
+    ) -> Result<Vec<Value>> {
+        let targets = self.mount_table_of(tables, name)?;
         let mut last = Error::no_exist(format!("no mount table for {name}"));
-        for t in &targets {
-            let parsed = Name::parse(&t.name)?;
+        for target in &targets {
+            let parsed = Name::parse(&target.name)?;
             let Some(ep) = parsed.endpoint() else {
                 continue;
             };
-            match self
-                .call_endpoint(
-                    ep,
-                    parsed.suffix(),
-                    method,
-                    args.clone(),
-                    Some(call_deadline(None)),
-                    t.expect(),
-                )
-                .and_then(|c| c.finish())
-            {
+            match tables.call_table(
+                ep,
+                parsed.suffix(),
+                method,
+                args.clone(),
+                call_deadline(None),
+                target.expect(),
+                None,
+            ) {
                 Ok(results) => {
-                    self.namespace().forget(name);
+                    self.forget(name);
                     return Ok(results);
                 }
                 // Refused: another replica would refuse too.
@@ -395,14 +418,21 @@ impl Client {
     /// Mounts `server` (a rooted name or endpoint) under `name` for `ttl`;
     /// the mount table records the blessing names this client proves as
     /// the server's.
-    pub fn mount(&self, name: &str, server: &str, ttl: Duration) -> Result<()> {
-        self.mount_with(name, server, ttl, &[])
+    pub(crate) fn mount(
+        &self,
+        t: &dyn Tables,
+        name: &str,
+        server: &str,
+        ttl: Duration,
+    ) -> Result<()> {
+        self.mount_with(t, name, server, ttl, &[])
     }
 
     /// Like [`Client::mount`], recording `blessings` (names or patterns
     /// the server proves) for the server; none: this client's own names.
-    pub fn mount_with(
+    pub(crate) fn mount_with(
         &self,
+        t: &dyn Tables,
         name: &str,
         server: &str,
         ttl: Duration,
@@ -424,11 +454,11 @@ impl Client {
         if !blessings.is_empty() {
             args.push(json!(blessings));
         }
-        self.on_mount_table(name, "Mount", args).map(|_| ())
+        self.on_mount_table(t, name, "Mount", args).map(|_| ())
     }
 
     /// Unmounts `server` from `name` (every server when `server` is empty).
-    pub fn unmount(&self, name: &str, server: &str) -> Result<()> {
+    pub(crate) fn unmount(&self, t: &dyn Tables, name: &str, server: &str) -> Result<()> {
         if naming::clean(name).is_empty() {
             return Err(Error::bad_arg("cannot unmount the root of a name space"));
         }
@@ -437,14 +467,18 @@ impl Client {
         } else {
             format!("/{server}")
         };
-        self.on_mount_table(name, "Unmount", vec![json!(server)])
+        self.on_mount_table(t, name, "Unmount", vec![json!(server)])
             .map(|_| ())
     }
 
     /// The permissions in force at `name` (`""`: the root of the first
     /// mount table) and their version.
-    pub fn get_permissions(&self, name: &str) -> Result<(Permissions, String)> {
-        let results = self.on_mount_table(name, "GetPermissions", vec![])?;
+    pub(crate) fn get_permissions(
+        &self,
+        t: &dyn Tables,
+        name: &str,
+    ) -> Result<(Permissions, String)> {
+        let results = self.on_mount_table(t, name, "GetPermissions", vec![])?;
         let bad = || Error::internal(format!("{name}: malformed GetPermissions reply"));
         let perms = results
             .first()
@@ -463,24 +497,35 @@ impl Client {
     /// not exist): the tags given replace the name's own, the others are
     /// its parent's. `version` is what [`Client::get_permissions`] gave
     /// (`""`: whatever it is now).
-    pub fn set_permissions(&self, name: &str, perms: &Permissions, version: &str) -> Result<()> {
-        self.on_mount_table(name, "SetPermissions", vec![json!(perms), json!(version)])
-            .map(|_| ())
+    pub(crate) fn set_permissions(
+        &self,
+        t: &dyn Tables,
+        name: &str,
+        perms: &Permissions,
+        version: &str,
+    ) -> Result<()> {
+        self.on_mount_table(
+            t,
+            name,
+            "SetPermissions",
+            vec![json!(perms), json!(version)],
+        )
+        .map(|_| ())
     }
 
     /// Deletes `name` from its mount table, with every name below it if
     /// `subtree` (else there must be none).
-    pub fn delete(&self, name: &str, subtree: bool) -> Result<()> {
+    pub(crate) fn delete(&self, t: &dyn Tables, name: &str, subtree: bool) -> Result<()> {
         if naming::clean(name).is_empty() {
             return Err(Error::bad_arg("cannot delete the root of a name space"));
         }
-        self.on_mount_table(name, "Delete", vec![json!(subtree)])
+        self.on_mount_table(t, name, "Delete", vec![json!(subtree)])
             .map(|_| ())
     }
 
     /// Every name matching `pattern`, walking into mount tables mounted in
     /// mount tables. Sorted by name.
-    pub fn glob(&self, pattern: &str) -> Result<Vec<GlobEntry>> {
+    pub(crate) fn glob(&self, t: &dyn Tables, pattern: &str) -> Result<Vec<GlobEntry>> {
         let (start, prefix, rest) = match Name::parse(pattern)?.endpoint() {
             Some(ep) => {
                 let rest = Name::parse(pattern)?.suffix().to_string();
@@ -491,11 +536,7 @@ impl Client {
                 )
             }
             None => (
-                self.namespace()
-                    .roots()
-                    .into_iter()
-                    .map(Resolved::plain)
-                    .collect(),
+                self.roots().into_iter().map(Resolved::plain).collect(),
                 String::new(),
                 pattern.to_string(),
             ),
@@ -513,7 +554,7 @@ impl Client {
                 continue;
             }
             let pattern = Pattern::parse(&pat)?;
-            let entries = match glob_one(self, &tables, &pat) {
+            let entries = match glob_one(t, &tables, &pat) {
                 Ok(e) => e,
                 Err(e) => {
                     log::debug!("glob {pat} at {:?}: {e}", names(&tables));
@@ -567,44 +608,35 @@ impl Client {
     }
 }
 
-fn glob_one(client: &Client, tables: &[Resolved], pattern: &str) -> Result<Vec<GlobEntry>> {
+fn glob_one(tables: &dyn Tables, targets: &[Resolved], pattern: &str) -> Result<Vec<GlobEntry>> {
     let mut last = Error::no_exist("no mount table to ask");
-    for table in tables {
+    for table in targets {
         let t = &table.name;
         let parsed = Name::parse(t)?;
         let Some(ep) = parsed.endpoint() else {
             continue;
         };
-        let mut call = match client.call_endpoint(
+        let mut entries = Vec::new();
+        let mut item = |v: Value| match serde_json::from_value::<GlobEntry>(v) {
+            Ok(e) if !e.servers.iter().all(bounded) => {
+                Err(Error::internal(format!("{t}: malformed glob item")))
+            }
+            Ok(e) if entries.len() < MAX_GLOB => {
+                entries.push(e);
+                Ok(())
+            }
+            Ok(_) => Err(Error::bad_arg("glob reply too long")),
+            Err(e) => Err(Error::internal(format!("{t}: malformed glob item: {e}"))),
+        };
+        match tables.call_table(
             ep,
             parsed.suffix(),
             "Glob",
             vec![json!(pattern)],
-            Some(call_deadline(None)),
+            call_deadline(None),
             table.expect(),
+            Some(&mut item),
         ) {
-            Ok(c) => c,
-            Err(e) => {
-                last = e;
-                continue;
-            }
-        };
-        let mut entries = Vec::new();
-        let streamed = loop {
-            match call.recv() {
-                Ok(Some(v)) => match serde_json::from_value::<GlobEntry>(v) {
-                    Ok(e) if !e.servers.iter().all(bounded) => {
-                        break Err(Error::internal(format!("{t}: malformed glob item")));
-                    }
-                    Ok(e) if entries.len() < MAX_GLOB => entries.push(e),
-                    Ok(_) => break Err(Error::bad_arg("glob reply too long")),
-                    Err(e) => break Err(Error::internal(format!("{t}: malformed glob item: {e}"))),
-                },
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
-        match streamed.and_then(|_| call.finish()) {
             Ok(_) => return Ok(entries),
             Err(e) => last = e,
         }

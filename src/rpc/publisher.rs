@@ -3,8 +3,8 @@
 //! table that restarts gets the names back), and unmounts it on removal.
 //!
 //! One thread per publisher (`wspr-publisher`), started with the first
-//! name; it waits on a channel with a deadline and ends when the publisher
-//! is shut down.
+//! name; it waits on a channel with a deadline (by the listener's clock)
+//! and ends when the publisher is shut down.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -12,15 +12,23 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::clock::Clock;
 use crate::error::Result;
-use crate::rpc::client::Client;
 use crate::sync::lock;
+
+/// Who mounts names in the name space (a client, as some principal).
+pub(crate) trait Mount: Send + Sync {
+    /// Mounts `server` under `name` for `ttl`.
+    fn mount(&self, name: &str, server: &str, ttl: Duration) -> Result<()>;
+    /// Unmounts `server` from `name`.
+    fn unmount(&self, name: &str, server: &str) -> Result<()>;
+}
 
 #[derive(Clone)]
 struct Entry {
     /// Mounts as the server's own principal: the mount table records the
     /// names it proves as the server's, and the name is its own.
-    client: Client,
+    client: Arc<dyn Mount>,
     owner: u64,
     name: String,
     server: String,
@@ -30,7 +38,9 @@ struct Entry {
 }
 
 struct Inner {
-    client: Client,
+    client: Arc<dyn Mount>,
+    /// When refreshes are due.
+    clock: Clock,
     entries: Mutex<Vec<Entry>>,
     wake: Mutex<Option<Sender<()>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -41,20 +51,16 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
-    pub(crate) fn new(client: Client) -> Publisher {
+    pub(crate) fn new(client: Arc<dyn Mount>, clock: Clock) -> Publisher {
         Publisher {
             inner: Arc::new(Inner {
                 client,
+                clock,
                 entries: Mutex::new(Vec::new()),
                 wake: Mutex::new(None),
                 thread: Mutex::new(None),
             }),
         }
-    }
-
-    /// The client that mounts names when a server has none of its own.
-    pub(crate) fn client(&self) -> &Client {
-        &self.inner.client
     }
 
     /// Mounts `server` under `name` now through `client` (default: the
@@ -65,7 +71,7 @@ impl Publisher {
         name: &str,
         server: &str,
         ttl: Duration,
-        client: Option<&Client>,
+        client: Option<&Arc<dyn Mount>>,
     ) -> Result<()> {
         let client = client.unwrap_or(&self.inner.client).clone();
         client.mount(name, server, ttl)?;
@@ -75,7 +81,7 @@ impl Publisher {
             name: name.to_string(),
             server: server.to_string(),
             ttl,
-            next: Instant::now() + ttl / 2,
+            next: self.inner.clock.now() + ttl / 2,
             failing: false,
         });
         self.ensure_thread();
@@ -144,12 +150,15 @@ impl Publisher {
 
 fn refresh_loop(weak: Weak<Inner>, wake: Receiver<()>) {
     loop {
-        let next = match weak.upgrade() {
-            Some(inner) => lock(&inner.entries).iter().map(|e| e.next).min(),
+        let (next, clock) = match weak.upgrade() {
+            Some(inner) => (
+                lock(&inner.entries).iter().map(|e| e.next).min(),
+                inner.clock.clone(),
+            ),
             None => return,
         };
         let woke = match next {
-            Some(at) => wake.recv_deadline(at),
+            Some(at) => clock.recv_until(&wake, at),
             None => wake.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match woke {
@@ -158,7 +167,7 @@ fn refresh_loop(weak: Weak<Inner>, wake: Receiver<()>) {
             Err(RecvTimeoutError::Timeout) => {}
         }
         let Some(inner) = weak.upgrade() else { return };
-        let now = Instant::now();
+        let now = inner.clock.now();
         let due: Vec<Entry> = lock(&inner.entries)
             .iter()
             .filter(|e| e.next <= now)
@@ -176,14 +185,14 @@ fn refresh_loop(weak: Weak<Inner>, wake: Receiver<()>) {
                         log::info!("{} is mounted again under {}", x.server, x.name);
                     }
                     x.failing = false;
-                    x.next = Instant::now() + x.ttl / 2;
+                    x.next = inner.clock.now() + x.ttl / 2;
                 }
                 (Some(x), Err(err)) => {
                     if !x.failing {
                         log::warn!("refreshing {} under {}: {err}; retrying", x.server, x.name);
                     }
                     x.failing = true;
-                    x.next = Instant::now() + (x.ttl / 4).min(Duration::from_secs(1));
+                    x.next = inner.clock.now() + (x.ttl / 4).min(Duration::from_secs(1));
                 }
                 (None, Ok(())) => {
                     // Removed while we refreshed it: take the mount back.

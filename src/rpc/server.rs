@@ -20,12 +20,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::flow::{Cancelled, Flows, Sending, Stream};
 use crate::naming::Endpoint;
 use crate::pool::{Pool, PoolConfig};
-use crate::rpc::client::{Client, Granter, ItemToken};
-use crate::rpc::conn::{self, Credit, FrameReader, ReadError, Waiters, Writer};
-use crate::rpc::publisher::Publisher;
+use crate::rpc::client::Client;
+use crate::rpc::conn::{self, FrameReader, Granter, ItemToken, ReadError, Writer};
+use crate::rpc::publisher::{Mount, Publisher};
 use crate::rpc::wire::{self, Frame};
 use crate::security::{Authorizer, CallInfo, Principal, RemoteIdentity};
 use crate::signature::Signature;
@@ -42,59 +44,48 @@ pub struct Lookup {
     pub authorizer: Option<Arc<dyn Authorizer>>,
 }
 
+/// How one stage of a call went: what [`Dispatcher::lookup`] and
+/// [`Invoker::invoke`] answer. Each is called first where the call is (on
+/// the connection's reader thread, which must not block), and again on
+/// one of the server's call threads if it asks for one.
+pub enum Step<H> {
+    /// Answered on this thread, through the handle.
+    Done,
+    /// The handle was kept: the call goes on later through it, with no
+    /// thread waiting for it. The server keeps the caller's deadline
+    /// meanwhile (then the caller gets `Timeout`, and the handle's cancel
+    /// hook runs, as when the caller cancels or the server stops).
+    Later,
+    /// It needs a thread that may block: the handle is given back, and
+    /// the server calls again from one of its call threads (where the
+    /// handle's `on_thread` says so).
+    Thread(H),
+}
+
 /// Finds the object that serves a call: `call.suffix()` and
 /// `call.method()` to an invoker and an authorizer.
 pub trait Dispatcher: Send + Sync + 'static {
-    /// Looks up the object for `call`, on a pool thread. May block, but
-    /// should honour `call.deadline()` and `call.done()`.
-    fn lookup(&self, call: &ServerCall) -> Result<Lookup>;
-
-    /// Looks up the object without blocking, on the connection's reader
-    /// thread, if it can; `None` sends the call to [`Dispatcher::lookup`]
-    /// on a pool thread. An authorizer returned here must not block.
-    fn lookup_now(&self, _call: &ServerCall) -> Option<Result<Lookup>> {
-        None
-    }
-
-    /// Starts a lookup whose answer comes later from elsewhere (a peer, a
-    /// message), holding no thread meanwhile: keep `pending` and go on
-    /// with [`Pending::found`] (or end it with [`Pending::fail`]). Called
-    /// on the connection's reader thread when [`Dispatcher::lookup_now`]
-    /// declined; must not block. `Some` gives the call back, for
-    /// [`Dispatcher::lookup`] on a pool thread (the default).
-    fn lookup_later(&self, pending: Pending) -> Option<Pending> {
-        Some(pending)
-    }
+    /// Looks up the object for `call`: answer with [`Pending::found`] (or
+    /// [`Pending::fail`]) and return [`Step::Done`]; keep `call` to answer
+    /// later ([`Step::Later`]); or, to do what may block (honouring the
+    /// call's deadline and [`ServerCall::done`]), hand it back with
+    /// [`Step::Thread`] (see [`Pending::blocking`]).
+    fn lookup(&self, call: Pending) -> Step<Pending>;
 }
 
 /// Runs calls on one object.
 pub trait Invoker: Send + Sync + 'static {
-    /// Runs `method` (UpperCamelCase) with `args`, on a pool thread.
-    fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>>;
+    /// Runs the call ([`Invocation::method`], UpperCamelCase, with its
+    /// arguments): answer with [`Invocation::reply`] and return
+    /// [`Step::Done`]; keep its [`Reply`] to answer later
+    /// ([`Step::Later`]); or, for work that may block (a streaming method,
+    /// say), hand it back with [`Step::Thread`] (see
+    /// [`Invocation::blocking`]).
+    fn invoke(&self, call: Invocation) -> Step<Invocation>;
 
     /// The object's signature, for the predefined `Signature` method. Must
     /// not block.
     fn signature(&self, call: &ServerCall) -> Result<Signature>;
-
-    /// Runs `method` without blocking the calling thread (which may be the
-    /// connection's reader): answer now or later through `reply`, and
-    /// return [`Now::Handled`]; or give everything back with
-    /// [`Now::Blocking`] to have [`Invoker::invoke`] run on a pool thread.
-    fn invoke_now(&self, method: &str, args: Vec<Value>, call: ServerCall, reply: Reply) -> Now {
-        let _ = method;
-        Now::Blocking(call, args, reply)
-    }
-}
-
-/// What [`Invoker::invoke_now`] did.
-// Returned by value once per call and consumed at once: boxing the large
-// variant would only add an allocation per call.
-#[allow(clippy::large_enum_variant)]
-pub enum Now {
-    /// The call is answered, or will be through its [`Reply`].
-    Handled,
-    /// The call needs a thread that may block: run [`Invoker::invoke`].
-    Blocking(ServerCall, Vec<Value>, Reply),
 }
 
 /// Answers one call. Dropping it unanswered answers `Aborted`, so a call
@@ -117,14 +108,7 @@ impl Reply {
     /// is answered (at once if that already happened). `f` runs on the
     /// thread that noticed, and must not block.
     pub fn on_cancel(&self, f: impl FnOnce() + Send + 'static) {
-        let mut flows = self.conn.flows();
-        match flows.get_mut(&self.flow) {
-            Some(fl) if !fl.cancelled.load(Ordering::SeqCst) => fl.on_cancel = Some(Box::new(f)),
-            _ => {
-                drop(flows);
-                f();
-            }
-        }
+        self.conn.on_cancel(self.flow, f);
     }
 }
 
@@ -139,25 +123,29 @@ impl Drop for Reply {
     }
 }
 
-/// A call waiting for its lookup to be answered from elsewhere (see
-/// [`Dispatcher::lookup_later`]), with no thread waiting for it. Its
-/// holder goes on with [`Pending::found`], on
-/// whichever thread has the answer (work that may block then goes to the
-/// call pool), or ends it with [`Pending::fail`]; dropping it answers the
-/// caller `Aborted`. The caller's deadline is kept by the server: when it
-/// passes, the caller gets `Timeout` and the [`Pending::on_cancel`] hook
-/// runs, as it does when the caller cancels or the server stops.
+/// A call at its lookup ([`Dispatcher::lookup`]). Its holder goes on
+/// with [`Pending::found`], on whichever thread has the answer (work that
+/// may block then goes to the call pool), or ends it with
+/// [`Pending::fail`]; dropping it answers the caller `Aborted`. While it
+/// is kept ([`Step::Later`]), no thread waits for it.
 pub struct Pending {
     listener: Listener,
     call: ServerCall,
     args: Vec<Value>,
     reply: Reply,
+    on_thread: bool,
 }
 
 impl Pending {
     /// The call.
     pub fn call(&self) -> &ServerCall {
         &self.call
+    }
+
+    /// Whether this is one of the server's call threads, where the lookup
+    /// may block.
+    pub fn on_thread(&self) -> bool {
+        self.on_thread
     }
 
     /// Runs `f` if the call is cancelled, passes its deadline or is
@@ -175,13 +163,101 @@ impl Pending {
             call,
             args,
             reply,
+            on_thread,
         } = self;
-        run_found(&listener, found, call, args, reply, false);
+        run_found(&listener, found, call, args, reply, on_thread);
+    }
+
+    /// Looks up with `f`, which may block: here if this is a call thread,
+    /// else on one ([`Step::Thread`]).
+    pub fn blocking(self, f: impl FnOnce(&ServerCall) -> Result<Lookup>) -> Step<Pending> {
+        if !self.on_thread {
+            return Step::Thread(self);
+        }
+        let found = f(&self.call);
+        self.found(found);
+        Step::Done
     }
 
     /// Ends the call with `err`.
     pub fn fail(self, err: Error) {
         self.reply.send(Err(err));
+    }
+}
+
+/// A call at its invocation ([`Invoker::invoke`]), authorized: the call,
+/// its arguments and its [`Reply`].
+pub struct Invocation {
+    call: ServerCall,
+    args: Vec<Value>,
+    reply: Reply,
+    on_thread: bool,
+}
+
+impl Invocation {
+    /// The method, UpperCamelCase.
+    pub fn method(&self) -> &str {
+        &self.call.method
+    }
+
+    /// The arguments.
+    pub fn args(&self) -> &[Value] {
+        &self.args
+    }
+
+    /// The call.
+    pub fn call(&self) -> &ServerCall {
+        &self.call
+    }
+
+    /// The call, to hold things or to stream.
+    pub fn call_mut(&mut self) -> &mut ServerCall {
+        &mut self.call
+    }
+
+    /// Whether this is one of the server's call threads, where the
+    /// invocation may block.
+    pub fn on_thread(&self) -> bool {
+        self.on_thread
+    }
+
+    /// Answers the call with `result`.
+    pub fn reply(self, result: Result<Vec<Value>>) {
+        self.reply.send(result);
+    }
+
+    /// Runs `f` (which must not block) here, and answers with what it
+    /// returns.
+    pub fn now(
+        self,
+        f: impl FnOnce(&mut ServerCall, Vec<Value>) -> Result<Vec<Value>>,
+    ) -> Step<Invocation> {
+        let Invocation {
+            mut call,
+            args,
+            reply,
+            ..
+        } = self;
+        reply.send(f(&mut call, args));
+        Step::Done
+    }
+
+    /// Runs `f`, which may block, and answers with what it returns: here
+    /// if this is a call thread, else on one ([`Step::Thread`]).
+    pub fn blocking(
+        self,
+        f: impl FnOnce(&mut ServerCall, Vec<Value>) -> Result<Vec<Value>>,
+    ) -> Step<Invocation> {
+        if !self.on_thread {
+            return Step::Thread(self);
+        }
+        self.now(f)
+    }
+
+    /// The call, its arguments and its reply, to answer later
+    /// ([`Step::Later`]).
+    pub fn into_parts(self) -> (ServerCall, Vec<Value>, Reply) {
+        (self.call, self.args, self.reply)
     }
 }
 
@@ -223,6 +299,13 @@ pub struct ServerConfig {
     /// principals it blessed or that blessed it). [`AllowAll`](crate::security::AllowAll) admits
     /// anyone; an object may carry its own policy in its [`Lookup`].
     pub default_authorizer: Arc<dyn Authorizer>,
+    /// The clock of the listener's timer (deadlines of calls answered
+    /// later) and of its names' refreshes. Default: the system's.
+    pub clock: Clock,
+    /// The timer that holds deadlines of calls answered later (a daemon
+    /// gives its listeners its own). Default none: the listener has its
+    /// own, on `clock`.
+    pub(crate) timer: Option<Timer>,
 }
 
 impl Default for ServerConfig {
@@ -239,6 +322,8 @@ impl Default for ServerConfig {
             mount_ttl: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(5),
             default_authorizer: Arc::new(crate::security::Delegation),
+            clock: Clock::system(),
+            timer: None,
         }
     }
 }
@@ -277,11 +362,12 @@ pub enum ServerEvent {
     Cancelled,
 }
 
+/// What a server keeps per call (the rest is the flow core's: its
+/// cancel, its deadline).
 struct ServerFlow {
     events: Sender<ServerEvent>,
-    credit: Credit,
-    /// Senders waiting for credit, all woken when it comes.
-    waiters: Waiters,
+    stream: Stream,
+    /// The call's view of the cancel (read without the lock).
     cancelled: Arc<AtomicBool>,
     /// Never sent on; dropped when the call is cancelled or aborted, which
     /// wakes everything selecting on [`ServerCall::done`].
@@ -291,9 +377,20 @@ struct ServerFlow {
     /// When the first of the caller's blessings that admitted the call
     /// expires, and its name: the call ends with `NoAccess` then.
     relied: Option<(SystemTime, String)>,
-    /// Whether the listener's timer holds the caller's deadline (for a
-    /// call that no thread waits on).
-    deadline_armed: bool,
+}
+
+impl ServerFlow {
+    /// The call is cancelled or ends: whoever serves it is told (its
+    /// events, [`ServerCall::done`], senders waiting for credit), and its
+    /// cancel hook is handed back to run once the lock is released.
+    fn cancel(&mut self) -> Option<Box<dyn FnOnce() + Send>> {
+        self.cancelled.store(true, Ordering::SeqCst);
+        let _ = self.events.send(ServerEvent::Cancelled);
+        self.done.take();
+        // A sender waiting for credit wakes and sees the cancel.
+        self.stream.cancel();
+        self.on_cancel.take()
+    }
 }
 
 /// A call being served: who called, what for, and its streams.
@@ -457,16 +554,18 @@ impl ServerCall {
             return Err(Error::aborted("the call was cancelled"));
         }
         let mut flows = self.conn.flows();
-        let Some(f) = flows.get_mut(&self.flow) else {
+        let Some(f) = flows.get_mut(self.flow) else {
             return Err(Error::aborted("the call has ended"));
         };
-        if f.credit.can_send(size) {
-            f.credit.take_send(size);
-            drop(flows);
-            return self.conn.writer.send(buf, None).map(|_| None);
+        match f.stream.send(size) {
+            Ok(Sending::Now) => {
+                drop(flows);
+                self.conn.writer.send(buf, None).map(|_| None)
+            }
+            Ok(Sending::Wait(rx)) => Ok(Some(rx)),
+            // (The server's stream is never marked closed.)
+            Err(_) => Err(Error::aborted("the call has ended")),
         }
-        // (A channel only for an item that has to wait.)
-        Ok(Some(f.waiters.add()))
     }
 
     /// Closes the server's stream: the caller sees it end after every item
@@ -500,7 +599,7 @@ pub(crate) struct ServerConn {
     id: u64,
     peer: String,
     writer: Writer,
-    flows: Mutex<HashMap<u64, ServerFlow>>,
+    flows: Mutex<Flows<ServerFlow>>,
     remote: RemoteIdentity,
     principal: Arc<Principal>,
     config: ServerConfig,
@@ -511,16 +610,29 @@ pub(crate) struct ServerConn {
 }
 
 impl ServerConn {
-    fn flows(&self) -> MutexGuard<'_, HashMap<u64, ServerFlow>> {
+    fn flows(&self) -> MutexGuard<'_, Flows<ServerFlow>> {
         lock(&self.flows)
+    }
+
+    /// Runs `f` if the call on `flow` is cancelled, times out or is
+    /// aborted before it is answered (at once if that already happened).
+    fn on_cancel(&self, flow: u64, f: impl FnOnce() + Send + 'static) {
+        let mut flows = self.flows();
+        match flows.get_mut(flow) {
+            Some(fl) if !fl.is_cancelled() => fl.on_cancel = Some(Box::new(f)),
+            _ => {
+                drop(flows);
+                f();
+            }
+        }
     }
 
     /// Sends the call's response unless it was already answered (aborted).
     fn respond(&self, flow: u64, result: &Result<Vec<Value>>) {
-        let Some(f) = self.flows().remove(&flow) else {
+        let Some(f) = self.flows().remove(flow) else {
             return;
         };
-        if f.cancelled.load(Ordering::SeqCst) {
+        if f.is_cancelled() {
             // The caller has gone; an answer would be ignored.
             return;
         }
@@ -540,22 +652,32 @@ impl ServerConn {
         }
     }
 
-    /// Ends a call at its deadline if it is still unanswered: its cancel
-    /// hook runs and the caller gets `Timeout`.
-    fn expire(&self, flow: u64) {
-        self.end_call(flow, Error::timeout("the call's deadline passed"));
+    /// Ends the call on `flow` (numbered `serial`) if it is still
+    /// unanswered at its deadline: its cancel hook runs and the caller gets
+    /// `Timeout`.
+    fn expire(&self, flow: u64, serial: u64) {
+        let Some(f) = self.flows().expire(flow, serial, Instant::now()) else {
+            return;
+        };
+        self.ended(
+            flow,
+            f.into_value(),
+            Error::timeout("the call's deadline passed"),
+        );
     }
 
     /// Ends a call still unanswered with `err`: the invoker sees a cancel,
     /// its cancel hook runs, the caller gets `err`.
     fn end_call(&self, flow: u64, err: Error) {
-        let Some(mut f) = self.flows().remove(&flow) else {
+        let Some(f) = self.flows().remove(flow) else {
             return;
         };
-        f.cancelled.store(true, Ordering::SeqCst);
-        let _ = f.events.send(ServerEvent::Cancelled);
-        f.done.take();
-        if let Some(hook) = f.on_cancel.take() {
+        self.ended(flow, f.into_value(), err);
+    }
+
+    /// A call has ended (it is out of the table) with `err`.
+    fn ended(&self, flow: u64, mut f: ServerFlow, err: Error) {
+        if let Some(hook) = f.cancel() {
             hook();
         }
         let _ = self
@@ -578,7 +700,7 @@ impl ServerConn {
             self.end_call(flow, blessing_expired(&name));
             return false;
         }
-        match self.flows().get_mut(&flow) {
+        match self.flows().get_mut(flow) {
             Some(f) => f.relied = Some((until, name)),
             None => return false,
         }
@@ -617,14 +739,14 @@ impl ServerConn {
             let due = flows
                 .iter()
                 .filter_map(|(id, f)| match &f.relied {
-                    Some((t, name)) if *t <= now => Some((*id, name.clone())),
+                    Some((t, name)) if *t <= now => Some((id, name.clone())),
                     _ => None,
                 })
                 .collect();
             // (The timer's clock may run ahead of the wall clock.)
             let early = flows
-                .values()
-                .filter_map(|f| f.relied.as_ref().map(|(t, _)| *t))
+                .iter()
+                .filter_map(|(_, f)| f.relied.as_ref().map(|(t, _)| *t))
                 .filter(|t| *t > now && *t <= at)
                 .collect();
             (due, early)
@@ -652,13 +774,10 @@ impl ServerConn {
     /// Aborts every call in flight: invokers see `Cancelled`, callers get
     /// `Aborted`.
     fn abort_all(&self, why: &str) {
-        let flows: Vec<_> = self.flows().drain().collect();
+        let flows = self.flows().drain();
         let mut buf = Vec::new();
         for (flow, f) in flows {
-            f.cancelled.store(true, Ordering::SeqCst);
-            let _ = f.events.send(ServerEvent::Cancelled);
-            drop(f.done);
-            if let Some(hook) = f.on_cancel {
+            if let Some(hook) = f.into_value().cancel() {
                 hook();
             }
             wire::encode_response(&mut buf, flow, &Err(Error::aborted(why)));
@@ -679,9 +798,9 @@ impl Granter for ServerConn {
     fn consumed(&self, flow: u64, size: u32) {
         let grant = self
             .flows()
-            .get_mut(&flow)
-            .and_then(|f| f.credit.consume(size));
-        if let Some(bytes) = grant.filter(|b| *b > 0) {
+            .get_mut(flow)
+            .and_then(|f| f.stream.consume(size));
+        if let Some(bytes) = grant {
             let _ = self
                 .writer
                 .send_with(|b| wire::encode_credit(b, flow, bytes));
@@ -704,6 +823,8 @@ struct ServerEntry {
     /// Mounts the names, as the server's principal (none: the listener's
     /// client, whose principal the server's is).
     mounter: Option<Client>,
+    /// The same, as the publisher mounts through it.
+    mount: Option<Arc<dyn Mount>>,
 }
 
 impl ServerEntry {
@@ -724,6 +845,8 @@ struct ListenerInner {
     config: ServerConfig,
     pool: Pool,
     publisher: Publisher,
+    /// Mounts the names of servers that have no client of their own.
+    client: Client,
     principal: Arc<Principal>,
     servers: RwLock<HashMap<u64, Arc<ServerEntry>>>,
     conn_threads: ThreadSet,
@@ -737,6 +860,9 @@ struct ListenerInner {
     /// Deadlines of calls answered later (its thread runs only while
     /// something is scheduled).
     timer: Timer,
+    /// Whether the timer is the listener's own (else whoever gave it
+    /// shuts it down).
+    owns_timer: bool,
 }
 
 impl ListenerInner {
@@ -753,19 +879,52 @@ impl ListenerInner {
     }
 }
 
-/// The listeners of this process, by the address in their endpoints, so
-/// that a client of this process reaches them without a socket.
-fn local_listeners() -> &'static Mutex<HashMap<String, Weak<ListenerInner>>> {
-    static LOCAL: std::sync::OnceLock<Mutex<HashMap<String, Weak<ListenerInner>>>> =
-        std::sync::OnceLock::new();
-    LOCAL.get_or_init(|| Mutex::new(HashMap::new()))
-}
+impl conn::LocalListener for ListenerInner {
+    fn is_open(&self) -> bool {
+        !self.closing.load(Ordering::SeqCst)
+    }
 
-/// The listener of this process at `address`, if there is one.
-pub(crate) fn local_listener(address: &str) -> Option<Listener> {
-    let map = local_listeners().lock().unwrap_or_else(|p| p.into_inner());
-    let inner = map.get(address)?.upgrade()?;
-    (!inner.closing.load(Ordering::SeqCst)).then_some(Listener { inner })
+    fn attach(
+        self: Arc<Self>,
+        routing_id: u64,
+        client: Arc<std::sync::OnceLock<Weak<dyn conn::FrameHandler>>>,
+        caller: &dyn Fn(&RemoteIdentity) -> RemoteIdentity,
+    ) -> Result<(Arc<dyn conn::FrameHandler>, RemoteIdentity)> {
+        let entry = self.find_server(routing_id).ok_or_else(|| {
+            Error::no_exist(format!(
+                "no server with routing id {routing_id:016x} at {}",
+                self.address
+            ))
+        })?;
+        let principal = entry.principal();
+        let server = RemoteIdentity::new(principal.public_key(), principal.blessings().to_vec());
+        let caller = caller(&server);
+        let id = conn::next_conn_id();
+        let server_conn = Arc::new(ServerConn {
+            id,
+            peer: "this process".to_string(),
+            writer: Writer::new(
+                Box::new(conn::LocalSink {
+                    peer: client,
+                    max_frame: self.config.max_frame,
+                }),
+                None,
+                self.config.max_queued,
+            ),
+            flows: Mutex::new(Flows::new(usize::MAX, 0, 0)),
+            remote: caller,
+            principal,
+            config: self.config.clone(),
+            sweeps: Mutex::new(Vec::new()),
+        });
+        lock(&entry.conns).insert(id, server_conn.clone());
+        let end: Arc<dyn conn::FrameHandler> = Arc::new(LocalServerEnd {
+            listener: Arc::downgrade(&self),
+            entry,
+            conn: server_conn,
+        });
+        Ok((end, server))
+    }
 }
 
 /// The server end of an in-process link.
@@ -821,19 +980,6 @@ pub struct Listener {
     inner: Arc<ListenerInner>,
 }
 
-fn random_u64() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
-}
-
 impl Listener {
     /// Listens on `addr` (`host:port`; port 0 picks one). `client` mounts
     /// the servers' names, and its principal is who the servers are.
@@ -873,12 +1019,22 @@ impl Listener {
             config.max_setup_connections,
             config.max_setup_per_address,
         );
+        // Routing ids start at a random odd number: one listener's ids say
+        // nothing of another's.
+        let first_rid = getrandom::u64()
+            .map_err(|e| Error::internal(format!("no randomness for routing ids: {e}")))?;
+        let owns_timer = config.timer.is_none();
+        let timer = config
+            .timer
+            .clone()
+            .unwrap_or_else(|| Timer::with_clock("wspr-server-timer", config.clock.clone()));
         let inner = Arc::new(ListenerInner {
             local,
             address,
             pool: Pool::new("wspr-call", config.pool.clone()),
             principal: client.principal(),
-            publisher: Publisher::new(client),
+            publisher: Publisher::new(Arc::new(client.clone()), config.clock.clone()),
+            client,
             config,
             servers: RwLock::new(HashMap::new()),
             conn_threads: ThreadSet::default(),
@@ -886,8 +1042,9 @@ impl Listener {
             established: std::sync::atomic::AtomicUsize::new(0),
             accept: Mutex::new(None),
             closing: AtomicBool::new(false),
-            next_rid: AtomicU64::new(random_u64() | 1),
-            timer: Timer::new("wspr-server-timer"),
+            next_rid: AtomicU64::new(first_rid | 1),
+            owns_timer,
+            timer,
         });
         let weak = Arc::downgrade(&inner);
         let h = crate::sync::spawn(
@@ -897,10 +1054,8 @@ impl Listener {
         )
         .map_err(Error::thread_failed)?;
         *lock(&inner.accept) = Some(h);
-        local_listeners()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(inner.address.clone(), Arc::downgrade(&inner));
+        let local: Weak<dyn conn::LocalListener> = Arc::downgrade(&inner) as Weak<ListenerInner>;
+        conn::register_local(&inner.address, local);
         log::info!("listening for RPCs on {}", inner.address);
         Ok(Listener { inner })
     }
@@ -931,7 +1086,7 @@ impl Listener {
         dispatcher: Arc<dyn Dispatcher>,
         principal: Arc<Principal>,
     ) -> Result<Server> {
-        let listener_client = self.inner.publisher.client();
+        let listener_client = &self.inner.client;
         let mounter = (!Arc::ptr_eq(&principal, &self.inner.principal)).then(|| {
             Client::with_principal(
                 listener_client.namespace().clone(),
@@ -975,6 +1130,7 @@ impl Listener {
             inflight_done: rx,
             conns: Mutex::new(HashMap::new()),
             names: Mutex::new(Vec::new()),
+            mount: mounter.clone().map(|c| Arc::new(c) as Arc<dyn Mount>),
             mounter,
         });
         self.inner
@@ -996,15 +1152,7 @@ impl Listener {
         if self.inner.closing.swap(true, Ordering::SeqCst) {
             return;
         }
-        {
-            let mut local = local_listeners().lock().unwrap_or_else(|p| p.into_inner());
-            if local
-                .get(&self.inner.address)
-                .is_some_and(|w| w.as_ptr() == Arc::as_ptr(&self.inner))
-            {
-                local.remove(&self.inner.address);
-            }
-        }
+        conn::unregister_local(&self.inner.address, Arc::as_ptr(&self.inner) as *const ());
         // Wake the accept thread.
         let _ = TcpStream::connect_timeout(
             &SocketAddr::new(
@@ -1042,7 +1190,9 @@ impl Listener {
         self.inner.conn_threads.join_all();
         self.inner.pool.shutdown();
         self.inner.publisher.shutdown();
-        self.inner.timer.shutdown();
+        if self.inner.owns_timer {
+            self.inner.timer.shutdown();
+        }
         log::info!("stopped listening on {}", self.inner.address);
     }
 
@@ -1055,53 +1205,6 @@ impl Listener {
     /// Like [`at`](Self::at); the id to cancel it with.
     fn at_cancellable(&self, at: Instant, f: impl FnOnce() + Send + 'static) -> Option<TimerId> {
         (!self.inner.closing.load(Ordering::SeqCst)).then(|| self.inner.timer.schedule(at, f))
-    }
-
-    /// Links a client of this process to the server `routing_id` without a
-    /// socket: the client end is `client` (set once built), the caller is
-    /// who `caller` says it is to this server (as over a socket, the
-    /// server is known first). The server end, which the client must keep,
-    /// and who the server is.
-    pub(crate) fn attach_local(
-        &self,
-        routing_id: u64,
-        client: Arc<std::sync::OnceLock<Weak<dyn conn::FrameHandler>>>,
-        caller: impl FnOnce(&RemoteIdentity) -> RemoteIdentity,
-    ) -> Result<(Arc<dyn conn::FrameHandler>, RemoteIdentity)> {
-        let entry = self.inner.find_server(routing_id).ok_or_else(|| {
-            Error::no_exist(format!(
-                "no server with routing id {routing_id:016x} at {}",
-                self.inner.address
-            ))
-        })?;
-        let principal = entry.principal();
-        let server = RemoteIdentity::new(principal.public_key(), principal.blessings().to_vec());
-        let caller = caller(&server);
-        let id = conn::next_conn_id();
-        let server_conn = Arc::new(ServerConn {
-            id,
-            peer: "this process".to_string(),
-            writer: Writer::new(
-                Box::new(conn::LocalSink {
-                    peer: client,
-                    max_frame: self.inner.config.max_frame,
-                }),
-                None,
-                self.inner.config.max_queued,
-            ),
-            flows: Mutex::new(HashMap::new()),
-            remote: caller,
-            principal,
-            config: self.inner.config.clone(),
-            sweeps: Mutex::new(Vec::new()),
-        });
-        lock(&entry.conns).insert(id, server_conn.clone());
-        let end: Arc<dyn conn::FrameHandler> = Arc::new(LocalServerEnd {
-            listener: Arc::downgrade(&self.inner),
-            entry,
-            conn: server_conn,
-        });
-        Ok((end, server))
     }
 
     /// Open connections (set up or still setting up).
@@ -1196,7 +1299,7 @@ fn serve_conn(
         id,
         peer: peer.to_string(),
         writer: Writer::new(session.sink, Some(stream), inner.config.max_queued),
-        flows: Mutex::new(HashMap::new()),
+        flows: Mutex::new(Flows::new(usize::MAX, 0, 0)),
         remote: session.remote,
         principal,
         config: inner.config.clone(),
@@ -1280,24 +1383,29 @@ fn on_frame(
             let (tx, rx) = crossbeam_channel::unbounded();
             let (done_tx, done_rx) = crossbeam_channel::bounded(0);
             let cancelled = Arc::new(AtomicBool::new(false));
+            let deadline = (r.timeout_ms > 0)
+                .then(|| Instant::now() + Duration::from_millis(r.timeout_ms as u64));
             {
                 let mut flows = conn.flows();
-                if flows.contains_key(&flow) {
-                    return Err(format!("flow {flow} reused while in use"));
-                }
-                flows.insert(
+                let opened = flows.open(
                     flow,
                     ServerFlow {
                         events: tx,
-                        credit: Credit::new(wire::STREAM_WINDOW),
-                        waiters: Waiters::default(),
+                        stream: Stream::new(wire::STREAM_WINDOW),
                         cancelled: cancelled.clone(),
                         done: Some(done_tx),
                         on_cancel: None,
                         relied: None,
-                        deadline_armed: false,
                     },
                 );
+                if opened.is_err() {
+                    return Err(format!("flow {flow} reused while in use"));
+                }
+                if deadline.is_some()
+                    && let Some(f) = flows.get_mut(flow)
+                {
+                    f.set_deadline(deadline);
+                }
             }
             let call = ServerCall {
                 conn: conn.clone(),
@@ -1305,8 +1413,7 @@ fn on_frame(
                 method: r.method,
                 suffix: r.suffix,
                 name: r.name,
-                deadline: (r.timeout_ms > 0)
-                    .then(|| Instant::now() + Duration::from_millis(r.timeout_ms as u64)),
+                deadline,
                 events: rx,
                 cancelled,
                 done: done_rx,
@@ -1320,43 +1427,27 @@ fn on_frame(
                 sent: false,
                 _inflight: Some(inflight),
             };
-            let dispatcher = entry.dispatcher.clone();
-            if call.deadline.is_some_and(|d| d <= Instant::now()) {
+            if deadline.is_some_and(|d| d <= Instant::now()) {
                 reply.send(Err(Error::timeout(
                     "the call's deadline passed before it started",
                 )));
-            } else if let Some(found) = dispatcher.lookup_now(&call) {
-                run_found(listener, found, call, r.args, reply, false);
             } else {
-                let deadline = call.deadline;
                 let pending = Pending {
                     listener: listener.clone(),
                     call,
                     args: r.args,
                     reply,
+                    on_thread: false,
                 };
-                match dispatcher.lookup_later(pending) {
-                    // Answered later: no thread waits, the server keeps
-                    // the deadline.
-                    None => arm_deadline(listener, conn, flow, deadline),
-                    Some(Pending {
-                        call, args, reply, ..
-                    }) => {
-                        let l = listener.clone();
-                        run_blocking(listener, reply, move |reply| {
-                            let found = dispatcher.lookup(&call);
-                            run_found(&l, found, call, args, reply, true);
-                        });
-                    }
-                }
+                look_up(listener, &entry.dispatcher, conn, flow, deadline, pending);
             }
         }
         Frame::Item { flow, value, size } => {
             let mut flows = conn.flows();
-            let Some(f) = flows.get_mut(&flow) else {
+            let Some(f) = flows.get_mut(flow) else {
                 return Ok(());
             };
-            if !f.credit.receive(size) {
+            if !f.stream.receive(size) {
                 return Err(format!("flow {flow}: stream item past the credit window"));
             }
             let events = f.events.clone();
@@ -1368,27 +1459,24 @@ fn on_frame(
             ));
         }
         Frame::CloseSend { flow } => {
-            if let Some(f) = conn.flows().get(&flow) {
+            if let Some(f) = conn.flows().get(flow) {
                 let _ = f.events.send(ServerEvent::StreamClosed);
             }
         }
         Frame::Cancel { flow } => {
-            let hook = conn.flows().get_mut(&flow).and_then(|f| {
-                f.cancelled.store(true, Ordering::SeqCst);
-                let _ = f.events.send(ServerEvent::Cancelled);
-                f.done.take();
-                // A sender waiting for credit wakes and sees the cancel.
-                f.waiters.drop_all();
-                f.on_cancel.take()
-            });
+            let hook = match conn.flows().cancel(flow) {
+                Cancelled::Open(f) => f.cancel(),
+                _ => None,
+            };
             if let Some(hook) = hook {
                 hook();
             }
         }
         Frame::Credit { flow, bytes } => {
-            if let Some(f) = conn.flows().get_mut(&flow) {
-                f.credit.grant_send(bytes);
-                f.waiters.wake();
+            if let Some(f) = conn.flows().get_mut(flow) {
+                // (Nothing waits queued on a server's flow: its senders
+                // wait for credit themselves.)
+                f.stream.grant(bytes, &mut Vec::new(), |_| {});
             }
         }
         Frame::Response { flow, .. } => return Err(format!("unexpected response on flow {flow}")),
@@ -1396,27 +1484,64 @@ fn on_frame(
     Ok(())
 }
 
-/// Runs `job` on the call pool; if the pool is full, the job is dropped,
-/// and with it its [`Reply`], which answers the caller.
-/// Runs `job` with `reply` on the call pool; if the pool and its queue are
-/// full, the caller is told so at once.
-fn run_blocking(listener: &Listener, reply: Reply, job: impl FnOnce(Reply) + Send + 'static) {
-    // The job takes the reply from this slot; if the pool refuses the job,
-    // the reply is still here to answer with.
-    let slot = Arc::new(Mutex::new(Some(reply)));
+/// Looks up the object of a call (see [`Dispatcher::lookup`]): on a call
+/// thread if the dispatcher asks for one; the deadline held by the
+/// server if it answers later.
+fn look_up(
+    listener: &Listener,
+    dispatcher: &Arc<dyn Dispatcher>,
+    conn: &Arc<ServerConn>,
+    flow: u64,
+    deadline: Option<Instant>,
+    pending: Pending,
+) {
+    match dispatcher.lookup(pending) {
+        Step::Done => {}
+        // Answered later: no thread waits, the server keeps the deadline.
+        Step::Later => arm_deadline(listener, conn, flow, deadline),
+        Step::Thread(p) if p.on_thread => p.fail(Error::internal(
+            "the dispatcher asked for a thread on a call thread",
+        )),
+        Step::Thread(p) => {
+            let (l, d, c) = (listener.clone(), dispatcher.clone(), conn.clone());
+            run_blocking(
+                listener,
+                p,
+                |p| p.reply,
+                move |mut p| {
+                    p.on_thread = true;
+                    look_up(&l, &d, &c, flow, deadline, p)
+                },
+            );
+        }
+    }
+}
+
+/// Runs `job` with `stage` (a call at one of its stages) on the call pool;
+/// if the pool and its queue are full, the caller is told so at once
+/// (through the reply `reply` takes out of the stage).
+fn run_blocking<S: Send + 'static>(
+    listener: &Listener,
+    stage: S,
+    reply: fn(S) -> Reply,
+    job: impl FnOnce(S) + Send + 'static,
+) {
+    // The job takes the stage from this slot; if the pool refuses the
+    // job, the stage is still here to answer with.
+    let slot = Arc::new(Mutex::new(Some(stage)));
     let taken = slot.clone();
     let run = move || {
-        let reply = lock(&taken).take();
-        if let Some(reply) = reply {
-            job(reply);
+        let stage = lock(&taken).take();
+        if let Some(stage) = stage {
+            job(stage);
         }
     };
     if listener.inner.pool.execute(Box::new(run)).is_err() {
         let max = listener.inner.config.pool.max_threads;
         log::warn!("refusing a call: all {max} call threads are busy and the queue is full");
-        let reply = lock(&slot).take();
-        if let Some(reply) = reply {
-            reply.send(Err(Error::aborted(format!(
+        let stage = lock(&slot).take();
+        if let Some(stage) = stage {
+            reply(stage).send(Err(Error::aborted(format!(
                 "the server is overloaded: all {max} call threads are busy"
             ))));
         }
@@ -1424,15 +1549,15 @@ fn run_blocking(listener: &Listener, reply: Reply, job: impl FnOnce(Reply) + Sen
 }
 
 /// Goes on with a call whose lookup is done: authorize, then answer
-/// `Signature` or invoke (see
-/// [`run_authorized`]; `on_pool` says whether this is a pool thread).
+/// `Signature` or invoke (see [`run_authorized`]; `on_thread` says whether
+/// this is a call thread).
 fn run_found(
     listener: &Listener,
     found: Result<Lookup>,
     call: ServerCall,
     args: Vec<Value>,
     reply: Reply,
-    on_pool: bool,
+    on_thread: bool,
 ) {
     let lookup = match found {
         Ok(l) => l,
@@ -1445,19 +1570,18 @@ fn run_found(
     if let Err(e) = authorizer.authorize(&call) {
         return reply.send(Err(e));
     }
-    run_authorized(listener, lookup, call, args, reply, on_pool);
+    run_authorized(listener, lookup, call, args, reply, on_thread);
 }
 
-/// Goes on with an authorized call: answer `Signature`, or invoke (now if
-/// the invoker can, else on the pool; `on_pool` says whether this already
-/// is a pool thread).
+/// Goes on with an authorized call: answer `Signature`, or invoke (see
+/// [`Invoker::invoke`]; `on_thread` says whether this is a call thread).
 fn run_authorized(
     listener: &Listener,
     lookup: Lookup,
     call: ServerCall,
     args: Vec<Value>,
     reply: Reply,
-    on_pool: bool,
+    on_thread: bool,
 ) {
     // The call stands on the caller's proven blessings while they hold.
     // (Their names are worked out only if some blessing can expire.)
@@ -1486,39 +1610,67 @@ fn run_authorized(
         return reply.send(sig.map(|s| vec![s]));
     }
     let (conn, flow, deadline) = (call.conn.clone(), call.flow, call.deadline);
-    let method = call.method.clone();
-    match lookup.invoker.invoke_now(&method, args, call, reply) {
+    let invocation = Invocation {
+        call,
+        args,
+        reply,
+        on_thread,
+    };
+    invoke(listener, lookup.invoker, &conn, flow, deadline, invocation);
+}
+
+/// Invokes an authorized call (see [`Invoker::invoke`]): on a call thread
+/// if the invoker asks for one; the deadline held by the server if it
+/// answers later.
+fn invoke(
+    listener: &Listener,
+    invoker: Arc<dyn Invoker>,
+    conn: &Arc<ServerConn>,
+    flow: u64,
+    deadline: Option<Instant>,
+    invocation: Invocation,
+) {
+    match invoker.invoke(invocation) {
+        Step::Done => {}
         // Answered later: hold the caller's deadline for it.
-        Now::Handled => arm_deadline(listener, &conn, flow, deadline),
-        Now::Blocking(mut call, args, reply) => {
-            let invoker = lookup.invoker;
-            let run = move |reply: Reply| {
-                let result = invoker.invoke(&method, args, &mut call);
-                reply.send(result);
-            };
-            if on_pool {
-                run(reply);
-            } else {
-                run_blocking(listener, reply, run);
-            }
+        Step::Later => arm_deadline(listener, conn, flow, deadline),
+        Step::Thread(i) if i.on_thread => i.reply(Err(Error::internal(
+            "the invoker asked for a thread on a call thread",
+        ))),
+        Step::Thread(i) => {
+            let (l, c) = (listener.clone(), conn.clone());
+            run_blocking(
+                listener,
+                i,
+                |i| i.reply,
+                move |mut i| {
+                    i.on_thread = true;
+                    invoke(&l, invoker, &c, flow, deadline, i)
+                },
+            );
         }
     }
 }
 
-/// Ends the call on `flow` at `deadline` if it is still unanswered then,
+/// Ends the call on `flow` at its deadline if it is still unanswered then,
 /// for a call that no thread waits on (once per call: the later stages of
 /// a call answered later find it kept).
 fn arm_deadline(listener: &Listener, conn: &Arc<ServerConn>, flow: u64, deadline: Option<Instant>) {
-    let Some(d) = deadline else { return };
-    match conn.flows().get_mut(&flow) {
-        Some(f) if !f.deadline_armed => f.deadline_armed = true,
-        // Answered already, or kept already.
-        _ => return,
+    if deadline.is_none() {
+        return;
     }
+    // (None: answered already, or kept already.)
+    let Some((d, serial)) = conn
+        .flows()
+        .get_mut(flow)
+        .and_then(|f| Some((f.arm()?, f.serial())))
+    else {
+        return;
+    };
     let weak = Arc::downgrade(conn);
     listener.at(d, move || {
         if let Some(c) = weak.upgrade() {
-            c.expire(flow);
+            c.expire(flow, serial);
         }
     });
 }
@@ -1628,7 +1780,7 @@ impl Server {
             name,
             &self.name(),
             ttl,
-            self.entry.mounter.as_ref(),
+            self.entry.mount.as_ref(),
         );
         if res.is_err() {
             lock(&self.entry.names).retain(|n| n != name);

@@ -40,7 +40,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::rpc::{Authorizer, Dispatcher, Invoker, Lookup, MethodSignature, ServerCall, Signature};
+use crate::rpc::{
+    Authorizer, Dispatcher, Invocation, Invoker, Lookup, MethodSignature, Pending, ServerCall,
+    Signature, Step,
+};
 
 /// Runs a method: its name, its arguments, the call; its results.
 type Run = dyn Fn(&str, Vec<Value>, &mut ServerCall) -> Result<Vec<Value>> + Send + Sync;
@@ -241,27 +244,42 @@ impl Service {
 }
 
 impl Dispatcher for Service {
-    fn lookup(&self, call: &ServerCall) -> Result<Lookup> {
-        if !call.suffix().is_empty() {
-            return Err(Error::no_exist(format!(
+    // (Two Arc clones: answered where the call is, no thread taken.)
+    fn lookup(&self, call: Pending) -> Step<Pending> {
+        let found = if call.call().suffix().is_empty() {
+            Ok(Lookup {
+                invoker: self.object.clone(),
+                authorizer: self.authorizer.clone(),
+            })
+        } else {
+            Err(Error::no_exist(format!(
                 "{}: this server has no object below its own name",
-                call.name()
-            )));
-        }
-        Ok(Lookup {
-            invoker: self.object.clone(),
-            authorizer: self.authorizer.clone(),
-        })
-    }
-
-    // (Two Arc clones: no reason to take a pool thread for it.)
-    fn lookup_now(&self, call: &ServerCall) -> Option<Result<Lookup>> {
-        Some(self.lookup(call))
+                call.call().name()
+            )))
+        };
+        call.found(found);
+        Step::Done
     }
 }
 
 impl Invoker for Object {
-    fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
+    // The closures may block: they run on a call thread.
+    fn invoke(&self, call: Invocation) -> Step<Invocation> {
+        call.blocking(|call, args| {
+            let method = call.method().to_string();
+            self.run(&method, args, call)
+        })
+    }
+
+    fn signature(&self, _call: &ServerCall) -> Result<Signature> {
+        Ok(self.signature.clone())
+    }
+}
+
+impl Object {
+    /// Runs `method` with `args`: its closure, once the arguments are
+    /// checked against it.
+    fn run(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
         let Some(m) = self.methods.get(method) else {
             let known: Vec<&str> = self.signature.keys().map(String::as_str).collect();
             return Err(Error::no_exist(format!(
@@ -285,10 +303,6 @@ impl Invoker for Object {
         // thread: the caller hears why at once.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (m.run)(method, args, call)))
             .unwrap_or_else(|_| Err(Error::internal(format!("{method} panicked"))))
-    }
-
-    fn signature(&self, _call: &ServerCall) -> Result<Signature> {
-        Ok(self.signature.clone())
     }
 }
 

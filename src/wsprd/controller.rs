@@ -9,16 +9,18 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::flow::Queued;
 use crate::naming;
-use crate::rpc::{CallEvent, CallHandle, CallOptions, CallSink, OfferError};
+use crate::rpc::{CallEvent, CallHandle, CallOptions, CallSink, OfferError, SinkCall, Started};
 use crate::sync::lock;
-use crate::wsprd::dispatcher::JsServer;
 use crate::wsprd::identity;
+use crate::wsprd::js_server::JsServer;
 use crate::wsprd::metrics;
-use crate::wsprd::pipe::{Buffered, CallState, Flow, Pipe};
+use crate::wsprd::pipe::{Next, Pipe, Served};
 use crate::wsprd::protocol::{self, InType, Incoming, NamespaceRequest, OutType};
 
 /// How long a signature stays cached.
@@ -49,6 +51,8 @@ pub(crate) fn handle(pipe: &Arc<Pipe>, m: Incoming) {
 struct JsCallSink {
     pipe: Weak<Pipe>,
     id: u64,
+    /// The call's serial among those that use the id in turn.
+    serial: u64,
     streaming: bool,
     state: Mutex<SinkState>,
     /// When the call arrived, and `name.method` at debug (for `/metrics`
@@ -83,7 +87,7 @@ impl CallSink for JsCallSink {
                 }
                 CallEvent::Done(result) => {
                     st.ended = true;
-                    pipe.remove_flow(self.id);
+                    pipe.end_call(self.id, self.serial);
                     pipe.shared.calls.ended(
                         pipe.id,
                         self.label.as_deref(),
@@ -117,22 +121,17 @@ impl CallSink for JsCallSink {
 
 /// A call of JavaScript's, checked and ready to start.
 pub(crate) struct PreparedCall {
-    /// The call's `CallFlow::serial`.
+    /// The call's serial among those that use the id in turn.
     serial: u64,
-    name: String,
-    method: String,
-    args: Vec<Value>,
-    opts: CallOptions,
-    sink: Arc<dyn CallSink>,
+    call: SinkCall,
     started: Instant,
 }
 
 /// A call that could not start ends with `e`.
-fn not_started(pipe: &Arc<Pipe>, id: u64, call: &PreparedCall, e: Error) {
-    let label = metrics::call_label(&call.name, &call.method);
+fn not_started(pipe: &Arc<Pipe>, id: u64, label: Option<String>, started: Instant, e: Error) {
     pipe.shared
         .calls
-        .ended(pipe.id, label.as_deref(), call.started, Some(&e));
+        .ended(pipe.id, label.as_deref(), started, Some(&e));
     pipe.finish_request(id, Err(e));
 }
 
@@ -157,20 +156,18 @@ pub(crate) fn prepare_call(
     .with_server_blessings(server_blessings(&req.server_blessings)?);
     let method = naming::upper_first(&req.method);
     let started = Instant::now();
+    let sink = Arc::new(JsCallSink {
+        pipe: Arc::downgrade(pipe),
+        id,
+        serial,
+        streaming: req.is_streaming,
+        state: Mutex::new(SinkState::default()),
+        started,
+        label: metrics::call_label(&req.name, &method),
+    });
     Ok(PreparedCall {
         serial,
-        sink: Arc::new(JsCallSink {
-            pipe: Arc::downgrade(pipe),
-            id,
-            streaming: req.is_streaming,
-            state: Mutex::new(SinkState::default()),
-            started,
-            label: metrics::call_label(&req.name, &method),
-        }),
-        name: req.name,
-        method,
-        args: req.in_args,
-        opts,
+        call: SinkCall::new(req.name, method, req.in_args, opts, sink),
         started,
     })
 }
@@ -193,99 +190,71 @@ fn server_blessings(patterns: &[String]) -> Result<Vec<crate::security::Blessing
         .collect()
 }
 
-/// Starts the call on the pipe thread if that needs no waiting (cached
-/// name, open connection); gives it back otherwise.
-pub(crate) fn call_now(pipe: &Arc<Pipe>, id: u64, call: PreparedCall) -> Option<PreparedCall> {
-    match pipe.client.try_start_call_with_sink(
-        &call.name,
-        &call.method,
-        &call.args,
-        &call.opts,
-        &call.sink,
-    ) {
-        Ok(Some(handle)) => {
-            // Nothing can have been buffered: items come on this thread.
-            if let Some(Flow::Call(c)) = pipe.flows().get_mut(&id) {
-                c.state = CallState::Direct(handle);
-            }
-            None
-        }
-        Ok(None) => Some(call),
-        Err(e) => {
-            not_started(pipe, id, &call, e);
-            None
-        }
-    }
-}
-
-/// Starts the call on a worker (it may resolve the name and connect).
-pub(crate) fn call_blocking(pipe: &Arc<Pipe>, id: u64, mut call: PreparedCall) {
-    let serial = call.serial;
-    let handle = match pipe.client.start_call_with_sink(
-        &call.name,
-        &call.method,
-        std::mem::take(&mut call.args),
-        call.opts.clone(),
-        call.sink.clone(),
-    ) {
-        Ok(h) => h,
-        Err(e) => {
+/// Starts a call of JavaScript's where it is: at once when that needs no
+/// waiting (on the pipe thread: a cached name and an open connection),
+/// else on one of the pipe's workers, which may resolve the name and
+/// connect. Once placed, what JavaScript streamed meanwhile follows it.
+pub(crate) fn start_call(pipe: &Arc<Pipe>, id: u64, prepared: PreparedCall) {
+    let PreparedCall {
+        serial,
+        call,
+        started,
+    } = prepared;
+    // (Made only when debug logging is on.)
+    let label = metrics::call_label(call.name(), call.method());
+    let handle = match pipe.client.start_call_with_sink(call) {
+        Started::Now(Ok(h)) => h,
+        Started::Now(Err(e)) => {
             // A limit the call reached while starting says more.
-            let why = match pipe.flows().get_mut(&id) {
-                Some(Flow::Call(c)) if c.serial == serial => c.failure.take(),
-                _ => None,
+            let why = pipe.call_failure(id, serial);
+            return not_started(pipe, id, label, started, why.unwrap_or(e));
+        }
+        Started::Thread(call) => {
+            let p = pipe.clone();
+            let prepared = PreparedCall {
+                serial,
+                call: call.on_thread(),
+                started,
             };
-            return not_started(pipe, id, &call, why.unwrap_or(e));
+            if let Err(e) = pipe.run_job(Box::new(move || start_call(&p, id, prepared))) {
+                pipe.remove_flow(id);
+                pipe.send_error(id, &e);
+            }
+            return;
         }
     };
     // Send what JavaScript streamed while the call was starting, then let
     // the pipe thread send directly. Only one thread sends at a time.
+    let mut handle = handle;
     loop {
-        let batch: VecDeque<Buffered> = {
-            let mut flows = pipe.flows();
-            let Some(Flow::Call(c)) = flows.get_mut(&id).filter(|f| match f {
-                Flow::Call(c) => c.serial == serial,
-                _ => false,
-            }) else {
-                // The pipe closed, or the call already ended (and its id
-                // may be another call's by now).
-                drop(flows);
-                handle.cancel();
-                return;
-            };
-            if c.cancelled {
-                let why = c.failure.take();
-                drop(flows);
-                match why {
-                    Some(e) => handle.end(e),
-                    None => handle.cancel(),
+        match pipe.call_started(id, serial, handle) {
+            Next::Open => return,
+            Next::End(h, why) => {
+                return match why {
+                    Some(e) => h.end(e),
+                    None => h.cancel(),
+                };
+            }
+            Next::Send(h, batch) => {
+                if let Err(e) = send_buffered(&h, batch) {
+                    return h.end(pipe.offer_error(e));
                 }
-                return;
+                handle = h;
             }
-            if c.buffered.is_empty() {
-                c.state = CallState::Direct(handle);
-                return;
-            }
-            c.state = CallState::Draining(handle.clone());
-            std::mem::take(&mut c.buffered)
-        };
-        if let Err(e) = send_buffered(&handle, batch) {
-            handle.end(pipe.offer_error(e));
-            return;
         }
     }
 }
 
 fn send_buffered(
     handle: &CallHandle,
-    batch: VecDeque<Buffered>,
+    batch: VecDeque<Queued<Box<RawValue>>>,
 ) -> std::result::Result<(), OfferError> {
     for b in batch {
         match b {
             // (The item's charge goes with it; a wait for credit charges
             // the pipe's budget again, in the client.)
-            Buffered::Item(v, _charge) => handle.offer(&*v)?,
-            Buffered::Close => handle.close_send().map_err(OfferError::Failed)?,
+            Queued::Item { item, .. } => handle.offer(&*item)?,
+            Queued::Close => handle.close_send().map_err(OfferError::Failed)?,
         }
     }
     Ok(())
@@ -330,7 +299,7 @@ fn serve(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
                 ));
             }
             None => {
-                let s = Arc::new(JsServer::new(
+                let s: Arc<dyn Served> = Arc::new(JsServer::new(
                     &shared.listener,
                     pipe,
                     req.server_id,
@@ -341,7 +310,7 @@ fn serve(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
             }
         }
     };
-    let names = server.rpc.names().len();
+    let names = server.rpc().names().len();
     if names >= shared.config.max_names_per_server {
         return Err(crate::wsprd::shared::limit_reached(
             &shared.stats.limits.names,
@@ -351,7 +320,7 @@ fn serve(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
             ),
         ));
     }
-    if let Err(e) = server.rpc.add_name(&req.name) {
+    if let Err(e) = server.rpc().add_name(&req.name) {
         if created {
             lock(&pipe.servers).remove(&req.server_id);
             server.stop();
@@ -363,9 +332,9 @@ fn serve(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
         pipe.id,
         req.server_id,
         req.name,
-        server.endpoint()
+        server.rpc().endpoint()
     );
-    Ok(json!(server.endpoint()))
+    Ok(json!(server.rpc().endpoint().to_string()))
 }
 
 fn stop_server(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
@@ -374,7 +343,7 @@ fn stop_server(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
         .remove(&server_id)
         .ok_or_else(|| Error::no_exist(format!("no server {server_id} on this pipe")))?;
     server.stop();
-    forget_signatures(pipe, &server.endpoint());
+    forget_signatures(pipe, &server.rpc().endpoint().to_string());
     Ok(json!(true))
 }
 
@@ -386,7 +355,7 @@ fn remove_name(pipe: &Arc<Pipe>, data: protocol::Data) -> Result<Value> {
         .get(&req.server_id)
         .cloned()
         .ok_or_else(|| Error::no_exist(format!("no server {} on this pipe", req.server_id)))?;
-    server.rpc.remove_name(&req.name)?;
+    server.rpc().remove_name(&req.name)?;
     log::info!(
         "pipe {}: server {} no longer serves {}",
         pipe.id,
@@ -430,14 +399,18 @@ fn signature(pipe: &Arc<Pipe>, id: u64, data: protocol::Data) {
             name: req.name,
             key: Mutex::new(Some(key)),
         });
-        pipe.client.start_call_with_sink(
-            &name,
-            "Signature",
+        let call = SinkCall::new(
+            name,
+            "Signature".into(),
             vec![],
             CallOptions::timeout(Duration::from_secs(10)),
             sink,
-        )?;
-        Ok(None)
+        );
+        match pipe.client.start_call_with_sink(call.on_thread()) {
+            Started::Now(placed) => placed.map(|_| None),
+            // (Never, on a thread that may block.)
+            Started::Thread(_) => Err(Error::internal("the signature request could not start")),
+        }
     })();
     match placed {
         Ok(None) => {}

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::admission::{Admission, Ticket};
 use crate::error::{Error, Result};
 use crate::sync::ThreadSet;
-use crate::wsprd::pipe;
+use crate::wsprd::router;
 use crate::wsprd::shared::Shared;
 use crate::wsprd::tls::{Setup, Stream};
 
@@ -564,7 +564,7 @@ fn upgrade(
         return;
     }
     drop(ticket);
-    pipe::run(
+    router::run(
         shared.clone(),
         id,
         stream.into_transport(),

@@ -1,44 +1,40 @@
-//! A pipe: one websocket connection and everything JavaScript does
-//! through it.
-//!
-//! The pipe thread (`wsprd-pipe-<n>`) reads frames. Replies that complete
-//! something already waiting (lookup, authorization and server responses,
-//! stream items, cancels) are routed at once through the flow table; new
-//! requests (calls, serve, signature, ...) go to the daemon's worker pool
-//! (`controller`). Anything sends to JavaScript through the pipe's outbox,
-//! in order, without a lock held while writing.
+//! A pipe as everything but its own thread sees it: one websocket
+//! connection's handle. Whoever has something for JavaScript sends it here
+//! (in order, through the pipe's outbox, with no lock held while
+//! writing), and flows are opened, routed and ended here; what waits on a
+//! flow is kept in the pipe's flow table (the flow core's, `crate::flow`).
+//! The pipe's thread (`router`) reads the websocket and hands each message
+//! to this handle or to the controller.
 //!
 //! The flow table maps a flow id to what waits on it: JavaScript's calls
-//! and requests (odd ids) and the daemon's lookups, authorizations and
-//! server requests (even ids, each a crossbeam channel the waiting thread
-//! blocks on). Closing the pipe empties the table: every waiting channel
-//! disconnects, so every waiter ends at once with `Aborted`.
+//! and requests (odd ids, picked by JavaScript) and the daemon's lookups,
+//! authorizations and server requests (even ids, from 2). Closing the pipe
+//! empties the table and closes it: every waiter ends at once with
+//! `Aborted`, and nothing opens any more.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_channel::Sender;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::budget::{Budget, Charge};
-use crate::error::{Error, ids};
+use crate::error::Error;
+use crate::flow::{Flows, Full, Gate, Limit, Queued, Refused, Route, Start, Unfilled};
 use crate::outbox::PushError;
 use crate::pool::Job;
-use crate::rpc::{CallHandle, Client, ClientConfig, OfferError, Reply};
+use crate::rpc::{CallHandle, Client, OfferError, Reply, Server};
 use crate::security::Principal;
 use crate::sync::lock;
-use crate::wsprd::controller;
-use crate::wsprd::dispatcher::{self, JsServer, Waiting};
-use crate::wsprd::identity::{self, Identities};
-use crate::wsprd::protocol::{self, InType, Incoming, OutType};
+use crate::wsprd::identity::Identities;
+use crate::wsprd::protocol::{self, InType, OutType};
 use crate::wsprd::shared::{OpenPipe, Shared, limit_reached};
-use crate::wsprd::tls::Transport;
-use crate::wsprd::token::{Gate, PipeToken};
-use crate::wsprd::ws::{ReadFail, WsEvent, WsIo, WsOut, WsReader};
+use crate::wsprd::token::PipeToken;
+use crate::wsprd::ws::WsOut;
 
 /// Items JavaScript may send on one flow before the daemon has somewhere
 /// to put them (a call still starting, a caller not yet reading).
@@ -78,35 +74,34 @@ pub(crate) enum JsItem {
     Close,
 }
 
-/// Where a JavaScript call stands.
-pub(crate) enum CallState {
-    /// The worker is resolving the name and connecting; items wait.
-    Starting,
-    /// The worker is sending the items that waited; new ones wait too.
-    Draining(CallHandle),
-    /// Items go straight to the call.
-    Direct(CallHandle),
-}
-
-/// What JavaScript streams to a call still starting: items as their JSON
-/// text, each with what it holds of the pipe's budget.
-pub(crate) enum Buffered {
-    Item(Box<RawValue>, Charge),
-    Close,
-}
-
-/// A call of JavaScript's.
+/// A call of JavaScript's: what JavaScript streams to it waits at its gate
+/// until the call is placed (the items as their JSON text, each holding
+/// its share of the pipe's budget), then goes straight to it.
+#[derive(Default)]
 pub(crate) struct CallFlow {
-    /// This call among the pipe's calls (JavaScript may reuse a flow id
-    /// once a call has ended; this tells the calls apart).
-    pub serial: u64,
-    pub state: CallState,
-    pub buffered: VecDeque<Buffered>,
-    /// Bytes of the items in `buffered`.
-    pub buffered_bytes: usize,
-    pub cancelled: bool,
+    gate: Gate<CallHandle, Box<RawValue>>,
     /// Why the call is to end as soon as it has started.
-    pub failure: Option<Error>,
+    failure: Option<Error>,
+}
+
+impl CallFlow {
+    /// The call's handle, once it has started.
+    pub(crate) fn handle(&self) -> Option<&CallHandle> {
+        self.gate.handle()
+    }
+}
+
+/// A call parked in the flow table until JavaScript answers (a lookup, an
+/// authorization): nothing else waits for it.
+pub(crate) trait Parked: Send {
+    /// JavaScript's reply arrived on flow `id` (its `data`, still to be
+    /// decoded: see [`Pipe::reply_data`]).
+    fn answered(self: Box<Self>, pipe: &Arc<Pipe>, id: u64, data: protocol::Data);
+    /// The wait ends without an answer: the caller gets `err`.
+    fn fail(self: Box<Self>, pipe: &Pipe, err: Error);
+    /// Frees what the wait holds besides the call (its caller has had its
+    /// answer).
+    fn release(self: Box<Self>, pipe: &Pipe);
 }
 
 /// What waits on a flow.
@@ -115,10 +110,12 @@ pub(crate) enum Flow {
     Request,
     /// A call of JavaScript's.
     Call(CallFlow),
-    /// A call waiting for JavaScript's lookupResponse (no thread waits).
-    Lookup(Box<Waiting>),
-    /// A call waiting for JavaScript's authResponse (no thread waits).
-    Auth(Box<Waiting>),
+    /// A call waiting for JavaScript's reply of type `answer`
+    /// (lookupResponse, authResponse); no thread waits.
+    Parked {
+        answer: InType,
+        wait: Box<dyn Parked>,
+    },
     /// A server request of a streaming method: JavaScript's stream items,
     /// and its response, for the call thread relaying them.
     ServerRequest {
@@ -137,16 +134,55 @@ pub(crate) enum Flow {
     },
 }
 
+impl Flow {
+    /// Whether this flow waits for JavaScript's reply of type `kind`.
+    fn answers(&self, kind: InType) -> bool {
+        match self {
+            Flow::Parked { answer, .. } => *answer == kind,
+            Flow::ServerRequest { .. } | Flow::Deferred { .. } => kind == InType::ServerResponse,
+            _ => false,
+        }
+    }
+}
+
+/// A server that a pipe's JavaScript serves, as the pipe keeps it.
+pub(crate) trait Served: Send + Sync {
+    /// The RPC server.
+    fn rpc(&self) -> &Server;
+    /// Ends every wait on JavaScript at once, unmounts the names, aborts
+    /// calls in flight and closes the server's connections.
+    fn stop(&self);
+}
+
+/// Why [`Pipe::fill_and_send`] sent nothing.
+pub(crate) enum Unsent {
+    /// The flow was withdrawn while it was set up (its caller went).
+    Cancelled,
+    /// The pipe has closed.
+    Closed,
+    /// The message could not be queued.
+    Failed(Error),
+}
+
+/// What a started call of JavaScript's does next ([`Pipe::call_started`]).
+pub(crate) enum Next {
+    /// Send these (what JavaScript streamed while it started), in order,
+    /// then report again.
+    Send(CallHandle, VecDeque<Queued<Box<RawValue>>>),
+    /// Nothing waits: JavaScript's items go straight to the call.
+    Open,
+    /// The call is to end: cancelled by JavaScript (`None`) or past a
+    /// limit (`Some`); or it has ended, its id perhaps another's by now.
+    End(CallHandle, Option<Error>),
+}
+
 /// One websocket connection. See the module documentation.
 pub(crate) struct Pipe {
     pub id: u64,
     out: Arc<WsOut>,
     pub shared: Arc<Shared>,
-    flows: Mutex<HashMap<u64, Flow>>,
-    next_flow: AtomicU64,
-    /// Numbers JavaScript's calls (`CallFlow::serial`).
-    calls: AtomicU64,
-    pub servers: Mutex<HashMap<u64, Arc<JsServer>>>,
+    flows: Mutex<Flows<Flow>>,
+    pub servers: Mutex<HashMap<u64, Arc<dyn Served>>>,
     /// Its calls and servers authenticate as this client's principal:
     /// blessed by the daemon under the pipe's Origin, and under its user's
     /// name when it presented a token ([`Pipe::principal`]).
@@ -165,8 +201,40 @@ pub(crate) struct Pipe {
 }
 
 impl Pipe {
-    pub(crate) fn flows(&self) -> MutexGuard<'_, HashMap<u64, Flow>> {
+    /// A pipe writing to `out`, whose client uses `budget` for the items
+    /// it queues for credit.
+    pub(crate) fn new(
+        id: u64,
+        out: Arc<WsOut>,
+        shared: Arc<Shared>,
+        client: Client,
+        token: PipeToken,
+        budget: Budget,
+    ) -> Pipe {
+        let max = shared.config.max_flows_per_pipe;
+        Pipe {
+            id,
+            out,
+            shared,
+            // The daemon's own flows are even, from 2.
+            flows: Mutex::new(Flows::new(max, 2, 2)),
+            servers: Mutex::new(HashMap::new()),
+            client,
+            token,
+            identities: Identities::default(),
+            closed: AtomicBool::new(false),
+            work: Mutex::new(Work::default()),
+            streams: AtomicUsize::new(0),
+            budget,
+        }
+    }
+
+    fn flows(&self) -> MutexGuard<'_, Flows<Flow>> {
         lock(&self.flows)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Who the pipe is now: `<daemon>/<origin>`, or its user
@@ -181,71 +249,20 @@ impl Pipe {
         let ids: Vec<u64> = self
             .flows()
             .iter()
-            .filter(|(_, f)| matches!(f, Flow::Call(_) | Flow::Request))
-            .map(|(id, _)| *id)
+            .filter(|(_, f)| matches!(&***f, Flow::Call(_) | Flow::Request))
+            .map(|(id, _)| id)
             .collect();
         for id in ids {
             let _ = self.send_later(id, OutType::Error, &err.to_json(), None);
         }
     }
 
-    /// Opens a flow of the daemon's (an even id), unless the pipe holds
-    /// its limit of flows.
-    pub(crate) fn open_flow(&self, flow: Flow) -> Result<u64, Error> {
-        let id = self.new_flow_id();
-        self.insert_flow(id, flow).map_err(|b| b.0)?;
-        Ok(id)
+    /// Whether a flow is open (or reserved) under `id`.
+    pub(crate) fn has_flow(&self, id: u64) -> bool {
+        self.flows().contains(id)
     }
 
-    /// A new id for a flow of the daemon's, to open with
-    /// [`Pipe::insert_flow`].
-    pub(crate) fn new_flow_id(&self) -> u64 {
-        self.next_flow.fetch_add(2, Ordering::Relaxed)
-    }
-
-    /// Opens a flow under an id from [`Pipe::new_flow_id`], unless the
-    /// pipe holds its limit of flows (the flow is handed back then).
-    pub(crate) fn insert_flow(&self, id: u64, flow: Flow) -> Result<(), Box<(Error, Flow)>> {
-        let mut flows = self.flows();
-        if flows.len() >= self.shared.config.max_flows_per_pipe {
-            drop(flows);
-            return Err(Box::new((self.flow_limit(), flow)));
-        }
-        flows.insert(id, flow);
-        Ok(())
-    }
-
-    fn flow_limit(&self) -> Error {
-        limit_reached(
-            &self.shared.stats.limits.flows,
-            format!(
-                "{} flows in flight on pipe {} (--max-flows-per-pipe)",
-                self.shared.config.max_flows_per_pipe, self.id
-            ),
-        )
-    }
-
-    /// Forgets a flow.
-    pub(crate) fn remove_flow(&self, id: u64) -> Option<Flow> {
-        self.flows().remove(&id)
-    }
-
-    /// Takes out the call waiting on flow `id` for a lookup or an
-    /// authorization, if that is what the flow is.
-    pub(crate) fn take_waiting(&self, id: u64) -> Option<Box<Waiting>> {
-        let mut flows = self.flows();
-        if !matches!(flows.get(&id), Some(Flow::Lookup(_) | Flow::Auth(_))) {
-            return None;
-        }
-        match flows.remove(&id) {
-            Some(Flow::Lookup(w) | Flow::Auth(w)) => Some(w),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
+    // --- Sending to JavaScript.
 
     /// Sends a message to JavaScript.
     pub(crate) fn send(
@@ -327,89 +344,318 @@ impl Pipe {
         }
     }
 
-    fn on_text(self: &Arc<Self>, text: &str) {
-        let m = match protocol::parse_envelope(text) {
-            Ok(m) => m,
-            Err((id, e)) => return self.send_error(id, &e),
-        };
-        if let Gate::Done = PipeToken::gate(self, &m) {
-            return;
-        }
-        if m.kind.is_request() {
-            return self.on_request(m);
-        }
-        match m.kind {
-            InType::StreamValue => self.on_item(m.id, protocol::raw_item(m.data), text.len()),
-            InType::StreamClose => self.on_stream_close(m.id),
-            InType::Cancel => self.on_cancel(m.id),
-            InType::LookupResponse | InType::AuthResponse | InType::ServerResponse => {
-                self.on_reply(m)
-            }
-            _ => self.send_error(m.id, &Error::bad_protocol("unexpected message type")),
+    /// Closes the websocket with `code` (the pipe thread then cleans up).
+    pub(crate) fn close(&self, code: u16, reason: &str) {
+        self.out.close(code, reason);
+    }
+
+    /// Decodes JavaScript's reply on flow `id` as a `what`: if it cannot
+    /// be, JavaScript gets `BadArg` on the flow, and the error for whoever
+    /// waited is `Internal`.
+    pub(crate) fn reply_data<T: DeserializeOwned>(
+        &self,
+        id: u64,
+        data: protocol::Data,
+        what: &str,
+    ) -> Result<T, Error> {
+        protocol::data::<T>(data, what).map_err(|e| {
+            self.send_error(id, &e);
+            Error::internal(format!("JavaScript's reply cannot be decoded: {}", e.msg()))
+        })
+    }
+
+    // --- Opening and ending flows.
+
+    fn refused<T>(&self, r: Refused<T>) -> (Error, T) {
+        match r {
+            Refused::Full(v) => (self.flow_limit(), v),
+            Refused::InUse(v) => (Error::bad_arg("the flow id is in use"), v),
+            Refused::Closed(v) => (Error::aborted("the pipe has closed"), v),
         }
     }
 
-    fn on_request(self: &Arc<Self>, m: Incoming) {
-        let id = m.id;
-        if id.is_multiple_of(2) {
-            return self.send_error(
-                id,
-                &Error::bad_arg(format!(
-                    "flow id {id} is even; JavaScript's flows use odd ids"
-                )),
-            );
-        }
-        let serial = self.calls.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut flows = self.flows();
-            if flows.contains_key(&id) {
-                drop(flows);
-                return self.send_error(id, &Error::bad_arg(format!("flow id {id} is in use")));
-            }
-            if flows.len() >= self.shared.config.max_flows_per_pipe {
-                drop(flows);
-                return self.send_error(id, &self.flow_limit());
-            }
-            if m.kind == InType::UnlinkIdentity {
-                // No reply, nothing to wait for.
-                drop(flows);
-                match protocol::data::<u64>(m.data, "unlinkIdentity") {
-                    Ok(handle) => self.identities.remove(handle),
-                    Err(e) => self.send_error(id, &e),
-                }
-                return;
-            }
-            let flow = match m.kind {
-                InType::Call => Flow::Call(CallFlow {
-                    serial,
-                    state: CallState::Starting,
-                    buffered: VecDeque::new(),
-                    buffered_bytes: 0,
-                    cancelled: false,
-                    failure: None,
-                }),
-                _ => Flow::Request,
-            };
-            flows.insert(id, flow);
-        }
-        let pipe = self.clone();
-        let job: Box<dyn FnOnce() + Send> = if m.kind == InType::Call {
-            let prepared = match controller::prepare_call(self, id, serial, m.data) {
-                Ok(p) => p,
-                Err(e) => return self.finish_request(id, Err(e)),
-            };
-            match controller::call_now(self, id, prepared) {
-                None => return,
-                Some(p) => Box::new(move || controller::call_blocking(&pipe, id, p)),
-            }
-        } else {
-            Box::new(move || controller::handle(&pipe, m))
+    fn flow_limit(&self) -> Error {
+        limit_reached(
+            &self.shared.stats.limits.flows,
+            format!(
+                "{} flows in flight on pipe {} (--max-flows-per-pipe)",
+                self.shared.config.max_flows_per_pipe, self.id
+            ),
+        )
+    }
+
+    /// Opens JavaScript's flow `id` for a request of `kind`; its serial
+    /// (the call's among calls that use the id in turn).
+    pub(crate) fn open_request(&self, id: u64, kind: InType) -> Result<u64, Error> {
+        let flow = match kind {
+            InType::Call => Flow::Call(CallFlow::default()),
+            _ => Flow::Request,
         };
-        if let Err(e) = self.run_job(job) {
-            self.remove_flow(id);
-            self.send_error(id, &e);
+        match self.flows().open(id, flow) {
+            Ok(serial) => Ok(serial),
+            Err(Refused::InUse(_)) => Err(Error::bad_arg(format!("flow id {id} is in use"))),
+            Err(r) => Err(self.refused(r).0),
         }
     }
+
+    /// Opens a flow of the daemon's (an even id), unless the pipe holds
+    /// its limit of flows.
+    pub(crate) fn open_flow(&self, flow: Flow) -> Result<u64, Error> {
+        match self.flows().open_next(flow) {
+            Ok((id, _)) => Ok(id),
+            Err(r) => Err(self.refused(r).0),
+        }
+    }
+
+    /// Hands out an id for a flow of the daemon's set up in steps (hooks
+    /// that name it come first), unless the pipe holds its limit of flows;
+    /// [`Pipe::fill`] puts the flow in place.
+    pub(crate) fn reserve(&self) -> Result<u64, Error> {
+        self.flows().reserve().map_err(|r| self.refused(r).0)
+    }
+
+    /// Puts the flow of a reserved id in place and sends `message` of
+    /// `kind` to JavaScript on it, as one step: whoever withdraws the flow
+    /// (and tells JavaScript so) does it before (then the flow is handed
+    /// back, and nothing is sent) or after the message is queued. Handed
+    /// back, with why, if it was withdrawn meanwhile (the caller went), the
+    /// pipe has closed, or the message could not be queued.
+    pub(crate) fn fill_and_send(
+        &self,
+        id: u64,
+        flow: Flow,
+        kind: OutType,
+        message: &impl Serialize,
+    ) -> Result<(), Box<(Unsent, Flow)>> {
+        let text = protocol::envelope(id, kind, message);
+        let mut flows = self.flows();
+        if let Err(unfilled) = flows.fill(id, flow) {
+            let why = match unfilled {
+                Unfilled::Cancelled(f) => (Unsent::Cancelled, f),
+                Unfilled::Gone(f) => (Unsent::Closed, f),
+            };
+            return Err(Box::new(why));
+        }
+        // (Queued under the lock, written after it.)
+        let queued = self.out.text_later(text, None);
+        let taken = queued.is_err().then(|| flows.remove(id)).flatten();
+        drop(flows);
+        match (self.pushed(queued), taken) {
+            (Ok(()), _) => {
+                self.kick();
+                Ok(())
+            }
+            (Err(e), Some(flow)) => Err(Box::new((Unsent::Failed(e), flow.into_value()))),
+            // (Not in the table any more: whoever took it ends it.)
+            (Err(_), None) => Ok(()),
+        }
+    }
+
+    /// Withdraws flow `id` (its caller went): what waited on it, if it was
+    /// in place (a reserved id is marked, for its fill to say so).
+    pub(crate) fn withdraw(&self, id: u64) -> Option<Flow> {
+        self.flows().withdraw(id).map(|s| s.into_value())
+    }
+
+    /// Forgets a flow.
+    pub(crate) fn remove_flow(&self, id: u64) -> Option<Flow> {
+        self.flows().remove(id).map(|s| s.into_value())
+    }
+
+    /// Forgets JavaScript's call on flow `id` if it is still the one
+    /// numbered `serial` (the id may be another call's by now).
+    pub(crate) fn end_call(&self, id: u64, serial: u64) {
+        self.flows().remove_serial(id, serial);
+    }
+
+    /// Takes out the call parked on flow `id`, if that is what waits there.
+    pub(crate) fn take_parked(&self, id: u64) -> Option<Box<dyn Parked>> {
+        let flow = self
+            .flows()
+            .remove_if(id, |f| matches!(f, Flow::Parked { .. }))?;
+        match flow.into_value() {
+            Flow::Parked { wait, .. } => Some(wait),
+            _ => None,
+        }
+    }
+
+    /// Takes out what waits on flow `id` for JavaScript's reply of type
+    /// `kind`, if that is what waits there.
+    pub(crate) fn take_reply(&self, id: u64, kind: InType) -> Option<Flow> {
+        self.flows()
+            .remove_if(id, |f| f.answers(kind))
+            .map(|s| s.into_value())
+    }
+
+    /// Closes the flow table: what waited on it, for the pipe's thread to
+    /// end; nothing opens any more.
+    pub(crate) fn close_flows(&self) -> Vec<Flow> {
+        self.closed.store(true, Ordering::SeqCst);
+        let flows = self.flows().close();
+        flows.into_iter().map(|(_, s)| s.into_value()).collect()
+    }
+
+    // --- JavaScript's calls.
+
+    /// JavaScript's call on flow `id` (numbered `serial`) has started
+    /// through `handle`, or its starter has sent what it was last given:
+    /// what to do next. Only the starter sends until the call is open, so
+    /// JavaScript's items keep their order.
+    pub(crate) fn call_started(&self, id: u64, serial: u64, handle: CallHandle) -> Next {
+        let mut flows = self.flows();
+        let Some(slot) = flows.get_serial(id, serial) else {
+            // The pipe closed, or the call already ended (and its id may
+            // be another call's by now).
+            return Next::End(handle, None);
+        };
+        let cancelled = slot.is_cancelled();
+        let Flow::Call(c) = &mut **slot else {
+            return Next::End(handle, None);
+        };
+        if cancelled {
+            return Next::End(handle, c.failure.take());
+        }
+        match c.gate.start(handle) {
+            Start::Open => Next::Open,
+            Start::Send(handle, batch) => Next::Send(handle, batch),
+        }
+    }
+
+    /// Why JavaScript's call on flow `id` (numbered `serial`) could not
+    /// start, if a limit it reached while starting says more.
+    pub(crate) fn call_failure(&self, id: u64, serial: u64) -> Option<Error> {
+        match self.flows().get_serial(id, serial).map(|s| &mut **s) {
+            Some(Flow::Call(c)) => c.failure.take(),
+            _ => None,
+        }
+    }
+
+    /// A stream item of JavaScript's, as the JSON text it wrote; `size` is
+    /// what it took on the wire, counted against the flow's stream buffer.
+    /// What waits is held as that text, and counted against the pipe's
+    /// budget as well.
+    pub(crate) fn route_item(&self, id: u64, item: Box<RawValue>, size: usize) {
+        let limit = self.shared.config.max_stream_buffer_bytes;
+        let over = |what: &str| {
+            limit_reached(
+                &self.shared.stats.limits.stream_buffer,
+                format!(
+                    "JavaScript streamed more than {limit} bytes ahead of {what} (--max-stream-buffer-bytes)"
+                ),
+            )
+        };
+        // (Its box and its place in a queue cost a little besides.)
+        let charge = item.get().len() + 32;
+        let mut flows = self.flows();
+        let Some(slot) = flows.get_mut(id) else {
+            drop(flows);
+            return log::debug!("pipe {}: stream item on unknown flow {id} ignored", self.id);
+        };
+        match &mut **slot {
+            Flow::Call(c) => {
+                let gate = Limit {
+                    bytes: limit,
+                    items: MAX_BUFFERED_ITEMS,
+                    budget: Some(&self.budget),
+                };
+                let failed = match c.gate.item(item, size, charge, &gate) {
+                    Ok(Route::Through(h, item)) => {
+                        let h = h.clone();
+                        drop(flows);
+                        if let Err(e) = h.offer(&*item) {
+                            h.end(self.offer_error(e));
+                        }
+                        return;
+                    }
+                    Ok(Route::Waits) => return,
+                    Err(Full::Queue { .. }) => over("the call's start"),
+                    Err(Full::Budget { .. }) => self.over_budget(),
+                };
+                log::warn!("pipe {}: flow {id}: {failed}", self.id);
+                // The call ends with this error once it has started.
+                c.failure.get_or_insert(failed);
+                c.gate.clear();
+                slot.set_cancelled();
+            }
+            Flow::ServerRequest {
+                items,
+                done,
+                buffered,
+            } => {
+                let charged = if buffered.load(Ordering::Relaxed) + size > limit {
+                    Err(over("the caller"))
+                } else {
+                    self.budget.charge(charge).ok_or_else(|| self.over_budget())
+                };
+                match charged {
+                    Ok(charge) => {
+                        let item = JsItem::Item {
+                            item,
+                            size,
+                            _charge: charge,
+                        };
+                        if items.try_send(item).is_ok() {
+                            buffered.fetch_add(size, Ordering::Relaxed);
+                        } else {
+                            let _ = done.try_send(Err(over("the caller")));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = done.try_send(Err(e));
+                    }
+                }
+            }
+            _ => {
+                drop(flows);
+                log::debug!("pipe {}: stream item on unknown flow {id} ignored", self.id);
+            }
+        }
+    }
+
+    /// JavaScript closed its stream on flow `id`.
+    pub(crate) fn route_close(&self, id: u64) {
+        let mut flows = self.flows();
+        match flows.get_mut(id).map(|s| &mut **s) {
+            Some(Flow::Call(c)) => {
+                // (A close repeated while it waits adds nothing: JavaScript
+                // cannot grow the buffer with closes.)
+                if let Route::Through(h, ()) = c.gate.close() {
+                    let h = h.clone();
+                    drop(flows);
+                    let _ = h.close_send();
+                }
+            }
+            Some(Flow::ServerRequest { items, .. }) => {
+                let _ = items.try_send(JsItem::Close);
+            }
+            _ => log::debug!(
+                "pipe {}: stream close on unknown flow {id} ignored",
+                self.id
+            ),
+        }
+    }
+
+    /// JavaScript cancelled its call on flow `id`.
+    pub(crate) fn route_cancel(&self, id: u64) {
+        let mut flows = self.flows();
+        let Some(slot) = flows.get_mut(id) else {
+            drop(flows);
+            return log::debug!("pipe {}: cancel on unknown flow {id} ignored", self.id);
+        };
+        match &**slot {
+            Flow::Call(c) => match c.gate.handle().cloned() {
+                Some(h) => {
+                    drop(flows);
+                    h.cancel();
+                }
+                // Still starting: it ends once it has started.
+                None => slot.set_cancelled(),
+            },
+            _ => log::debug!("pipe {}: cancel on unknown flow {id} ignored", self.id),
+        }
+    }
+
+    // --- Limits.
 
     /// Runs `job` on one of the daemon's workers, within the pipe's share
     /// (`--max-workers-per-pipe`): past it, the job waits behind the
@@ -471,6 +717,13 @@ impl Pipe {
         }
     }
 
+    /// Drops the requests still waiting for one of the pipe's workers
+    /// (the pipe has closed: they will not run).
+    pub(crate) fn drop_waiting_jobs(&self) {
+        let waiting = std::mem::take(&mut lock(&self.work).waiting);
+        drop(waiting);
+    }
+
     /// A place for one more streaming request of the pipe's servers,
     /// unless they hold `--max-streams-per-pipe` already.
     pub(crate) fn stream_slot(self: &Arc<Self>) -> Result<StreamSlot, Error> {
@@ -515,220 +768,6 @@ impl Pipe {
             OfferError::Failed(e) => e,
         }
     }
-
-    /// Holds an item of `bytes` (its JSON text) against the pipe's budget.
-    fn charge(&self, bytes: usize) -> Option<Charge> {
-        // (Its box and its place in a queue cost a little besides.)
-        self.budget.charge(bytes + 32)
-    }
-
-    /// A stream item of JavaScript's, as the JSON text it wrote; `size` is
-    /// what it took on the wire, counted against the flow's stream buffer.
-    /// What waits is held as that text, and counted against the pipe's
-    /// budget as well.
-    fn on_item(&self, id: u64, item: Box<RawValue>, size: usize) {
-        let limit = self.shared.config.max_stream_buffer_bytes;
-        let over = |what: &str| {
-            limit_reached(
-                &self.shared.stats.limits.stream_buffer,
-                format!(
-                    "JavaScript streamed more than {limit} bytes ahead of {what} (--max-stream-buffer-bytes)"
-                ),
-            )
-        };
-        let mut flows = self.flows();
-        match flows.get_mut(&id) {
-            Some(Flow::Call(c)) => match &c.state {
-                CallState::Direct(h) => {
-                    let h = h.clone();
-                    drop(flows);
-                    if let Err(e) = h.offer(&*item) {
-                        h.end(self.offer_error(e));
-                    }
-                }
-                _ => {
-                    let charge = if c.buffered.len() >= MAX_BUFFERED_ITEMS
-                        || c.buffered_bytes + size > limit
-                    {
-                        Err(over("the call's start"))
-                    } else {
-                        self.charge(item.get().len())
-                            .ok_or_else(|| self.over_budget())
-                    };
-                    match charge {
-                        Ok(charge) => {
-                            c.buffered_bytes += size;
-                            c.buffered.push_back(Buffered::Item(item, charge));
-                        }
-                        Err(e) => {
-                            log::warn!("pipe {}: flow {id}: {e}", self.id);
-                            // The call ends with this error once it has
-                            // started.
-                            c.cancelled = true;
-                            c.failure.get_or_insert(e);
-                            c.buffered.clear();
-                            c.buffered_bytes = 0;
-                        }
-                    }
-                }
-            },
-            Some(Flow::ServerRequest {
-                items,
-                done,
-                buffered,
-            }) => {
-                let charge = if buffered.load(Ordering::Relaxed) + size > limit {
-                    Err(over("the caller"))
-                } else {
-                    self.charge(item.get().len())
-                        .ok_or_else(|| self.over_budget())
-                };
-                match charge {
-                    Ok(charge) => {
-                        let item = JsItem::Item {
-                            item,
-                            size,
-                            _charge: charge,
-                        };
-                        if items.try_send(item).is_ok() {
-                            buffered.fetch_add(size, Ordering::Relaxed);
-                        } else {
-                            let _ = done.try_send(Err(over("the caller")));
-                        }
-                    }
-                    Err(e) => {
-                        let _ = done.try_send(Err(e));
-                    }
-                }
-            }
-            _ => {
-                drop(flows);
-                log::debug!("pipe {}: stream item on unknown flow {id} ignored", self.id);
-            }
-        }
-    }
-
-    fn on_stream_close(&self, id: u64) {
-        let mut flows = self.flows();
-        match flows.get_mut(&id) {
-            Some(Flow::Call(c)) => match &c.state {
-                CallState::Direct(h) => {
-                    let h = h.clone();
-                    drop(flows);
-                    let _ = h.close_send();
-                }
-                // (A close repeated adds nothing: JavaScript cannot grow
-                // the buffer with closes.)
-                _ if matches!(c.buffered.back(), Some(Buffered::Close)) => {}
-                _ => c.buffered.push_back(Buffered::Close),
-            },
-            Some(Flow::ServerRequest { items, .. }) => {
-                let _ = items.try_send(JsItem::Close);
-            }
-            _ => log::debug!(
-                "pipe {}: stream close on unknown flow {id} ignored",
-                self.id
-            ),
-        }
-    }
-
-    fn on_cancel(&self, id: u64) {
-        let mut flows = self.flows();
-        match flows.get_mut(&id) {
-            Some(Flow::Call(c)) => match &c.state {
-                CallState::Direct(h) | CallState::Draining(h) => {
-                    let h = h.clone();
-                    drop(flows);
-                    h.cancel();
-                }
-                CallState::Starting => c.cancelled = true,
-            },
-            _ => log::debug!("pipe {}: cancel on unknown flow {id} ignored", self.id),
-        }
-    }
-
-    fn on_reply(&self, m: Incoming) {
-        let id = m.id;
-        let mut flows = self.flows();
-        let matches = matches!(
-            (m.kind, flows.get(&id)),
-            (InType::LookupResponse, Some(Flow::Lookup(_)))
-                | (InType::AuthResponse, Some(Flow::Auth(_)))
-                | (InType::ServerResponse, Some(Flow::ServerRequest { .. }))
-                | (InType::ServerResponse, Some(Flow::Deferred { .. }))
-        );
-        if !matches {
-            drop(flows);
-            log::info!(
-                "pipe {}: {:?} on flow {id}, which is not waiting for one; ignored",
-                self.id,
-                m.kind
-            );
-            return;
-        }
-        let flow = flows.remove(&id);
-        drop(flows);
-        let bad = |e: &Error| {
-            self.send_error(id, e);
-            Error::internal(format!("JavaScript's reply cannot be decoded: {}", e.msg()))
-        };
-        match flow {
-            Some(Flow::Lookup(w)) => {
-                let reply = protocol::data::<protocol::LookupResponse>(m.data, "lookupResponse")
-                    .map_err(|e| bad(&e));
-                dispatcher::lookup_answered(self, w, reply);
-            }
-            Some(Flow::Auth(w)) => {
-                let reply = protocol::data::<protocol::AuthResponse>(m.data, "authResponse")
-                    .map_err(|e| bad(&e));
-                dispatcher::auth_answered(self, w, reply);
-            }
-            Some(Flow::ServerRequest { done, .. }) => {
-                let _ = done.try_send(server_response(m.data).map_err(|e| bad(&e)).and_then(|r| r));
-            }
-            Some(Flow::Deferred { reply, identity }) => {
-                reply.send(server_response(m.data).map_err(|e| bad(&e)).and_then(|r| r));
-                self.identities.remove(identity);
-            }
-            _ => {}
-        }
-    }
-
-    /// Closes the websocket with `code` (the pipe thread then cleans up).
-    pub(crate) fn close(&self, code: u16, reason: &str) {
-        self.out.close(code, reason);
-    }
-
-    /// Ends everything the pipe holds: calls are cancelled, waiters see
-    /// their channels disconnect, servers are stopped.
-    fn clean_up(&self) -> usize {
-        self.closed.store(true, Ordering::SeqCst);
-        self.token.stop(&self.shared.timer);
-        let flows: Vec<(u64, Flow)> = self.flows().drain().collect();
-        let n = flows.len();
-        for (_, f) in flows {
-            match f {
-                Flow::Call(CallFlow {
-                    state: CallState::Direct(h) | CallState::Draining(h),
-                    ..
-                }) => h.cancel(),
-                Flow::Lookup(w) | Flow::Auth(w) => {
-                    w.fail(self, Error::aborted("the server's pipe has closed"))
-                }
-                _ => {}
-            }
-        }
-        // Requests still waiting for a worker will not run.
-        let waiting = std::mem::take(&mut lock(&self.work).waiting);
-        drop(waiting);
-        let servers: Vec<_> = lock(&self.servers).drain().map(|(_, s)| s).collect();
-        for s in servers {
-            s.stop();
-            controller::forget_signatures(self, &s.endpoint());
-        }
-        self.client.close();
-        n
-    }
 }
 
 impl OpenPipe for Pipe {
@@ -743,144 +782,4 @@ impl OpenPipe for Pipe {
     fn servers(&self) -> usize {
         lock(&self.servers).len()
     }
-}
-
-/// Decodes a serverResponse: JavaScript's results or error (outer error:
-/// the data cannot be decoded).
-fn server_response(data: protocol::Data) -> Result<Result<Vec<Value>, Error>, Error> {
-    let r = protocol::data::<protocol::ServerResponse>(data, "serverResponse")?;
-    Ok(match protocol::js_error(&r.err, ids::UNKNOWN) {
-        Some(e) => Err(e),
-        None => Ok(r.results),
-    })
-}
-
-/// Runs a pipe on the calling thread until it closes.
-pub(crate) fn run(
-    shared: Arc<Shared>,
-    id: u64,
-    conn: Transport,
-    peer: SocketAddr,
-    origin: Option<String>,
-    leftover: Vec<u8>,
-) {
-    let config = &shared.config;
-    let setup = WsOut::new(&conn, config.max_queued_bytes).and_then(|out| {
-        conn.tcp.set_read_timeout(Some(config.keepalive))?;
-        conn.tcp.set_write_timeout(Some(config.write_timeout))?;
-        Ok(out)
-    });
-    let out = match setup {
-        Ok(o) => Arc::new(o),
-        Err(e) => {
-            log::warn!("pipe {id} from {peer}: {e}");
-            return;
-        }
-    };
-    let budget = Budget::new(config.max_pipe_buffer_bytes);
-    let client_config = ClientConfig {
-        write_timeout: config.write_timeout,
-        max_pending: config.max_stream_buffer_bytes,
-        pending_budget: Some(budget.clone()),
-        ..Default::default()
-    };
-    let extension = identity::origin_extension(origin.as_deref());
-    let principal = match Principal::new_blessed_by(&shared.principal, &extension, vec![]) {
-        Ok(p) => Arc::new(p),
-        Err(e) => {
-            log::error!("pipe {id} from {peer}: cannot bless its principal: {e}");
-            out.close(1011, "cannot make an identity");
-            return;
-        }
-    };
-    let pipe = Arc::new(Pipe {
-        id,
-        out: out.clone(),
-        shared: shared.clone(),
-        flows: Mutex::new(HashMap::new()),
-        next_flow: AtomicU64::new(2),
-        calls: AtomicU64::new(0),
-        servers: Mutex::new(HashMap::new()),
-        client: Client::with_principal(shared.namespace.clone(), principal.clone(), client_config),
-        token: PipeToken::new(principal),
-        identities: Identities::default(),
-        closed: AtomicBool::new(false),
-        work: Mutex::new(Work::default()),
-        streams: AtomicUsize::new(0),
-        budget,
-    });
-    let closing = {
-        let mut pipes = lock(&shared.pipes);
-        pipes.insert(id, pipe.clone());
-        shared.closing.load(Ordering::SeqCst)
-    };
-    if closing {
-        // The daemon stopped while this connection was upgrading.
-        pipe.close(1001, "the daemon is shutting down");
-    }
-    shared.stats.pipes_opened.fetch_add(1, Ordering::Relaxed);
-    log::info!(
-        "pipe {id} opened from {peer} (origin {}) as {}",
-        origin.as_deref().unwrap_or("none"),
-        pipe.principal().names().join(", ")
-    );
-    PipeToken::start(&pipe);
-    let mut reader = WsReader::new(WsIo::new(conn, out), leftover, config.max_message_bytes);
-    let mut idle = 0;
-    let batching = crate::outbox::Batching::start();
-    let why = loop {
-        if pipe.out.is_closed() {
-            break "the daemon closed it".to_string();
-        }
-        match reader.read() {
-            Ok(WsEvent::Text(t)) => {
-                idle = 0;
-                pipe.on_text(&t);
-            }
-            Ok(WsEvent::Binary) => {
-                idle = 0;
-                pipe.send_error(
-                    0,
-                    &Error::bad_protocol("binary frames carry no messages; send text"),
-                );
-            }
-            Ok(WsEvent::Alive) => idle = 0,
-            Ok(WsEvent::Idle) => {
-                idle += 1;
-                if idle > 1 {
-                    pipe.close(1001, "no answer to pings");
-                    break "the peer stopped answering pings".to_string();
-                }
-                let _ = pipe.out.ping();
-            }
-            Ok(WsEvent::Closed) => {
-                pipe.out.finish("closed by the peer");
-                break "closed by JavaScript".to_string();
-            }
-            Err(ReadFail::TooBig(e)) => {
-                shared.stats.limits.message.fetch_add(1, Ordering::Relaxed);
-                pipe.close(1009, "message too big");
-                break format!("message too big ({e})");
-            }
-            Err(ReadFail::Violation(code, e)) => {
-                shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-                pipe.close(code, &format!("protocol error: {e}"));
-                break format!("websocket protocol error ({e}), closed with {code}");
-            }
-            Err(ReadFail::Broken(e)) => {
-                if pipe.out.is_closed() {
-                    break "closed by the daemon".to_string();
-                }
-                pipe.out.finish(&e);
-                break e;
-            }
-        }
-    };
-    drop(batching);
-    // The close frame (or the peer's close reply) goes out before the
-    // pipe's servers are stopped and its names unmounted.
-    pipe.out.flush_closing();
-    let flows = pipe.clean_up();
-    lock(&shared.pipes).remove(&id);
-    log::info!("pipe {id} closed: {why}; {flows} flows ended");
 }

@@ -92,7 +92,8 @@ pub(crate) struct Shared {
     /// Set (with `pipes` locked) when the daemon stops: a pipe that
     /// registers after that closes itself.
     pub closing: AtomicBool,
-    /// Lookup timeouts (of calls that no thread waits on).
+    /// The daemon's one timer: its pipes' call deadlines, its listeners'
+    /// deadlines of calls answered later, the lookup timeouts.
     pub timer: crate::timer::Timer,
     /// Pipes running (`--max-pipes`).
     pub open_pipes: std::sync::atomic::AtomicUsize,

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 
 /// TLS for the HTTP listener: a certificate chain and its private key, as
 /// PEM files. They are read when the daemon starts and again on
-/// [`Daemon::reload_tls`] (`wsprd serve`: SIGHUP).
+/// [`Daemon::reload_tls`](crate::wsprd::Daemon::reload_tls) (`wsprd serve`: SIGHUP).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TlsConfig {

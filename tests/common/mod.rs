@@ -66,9 +66,24 @@ pub fn mount_table() -> (Server, Client) {
 /// A mount table on its own listener, whose client (for its own mounts
 /// and calls) is `client`.
 pub fn mount_table_on(client: &Client) -> Server {
+    mount_table_at(client, wspr::clock::Clock::system())
+}
+
+/// Like [`mount_table`], its TTLs by `clock`.
+#[allow(dead_code)]
+pub fn mount_table_clocked(clock: &wspr::clock::Clock) -> (Server, Client) {
+    let client = test_client(vec![]);
+    let mt = mount_table_at(&client, clock.clone());
+    client.namespace().set_roots(vec![mt.name()]);
+    (mt, client)
+}
+
+fn mount_table_at(client: &Client, clock: wspr::clock::Clock) -> Server {
+    let mut config = MountTableConfig::default();
+    config.clock = clock;
     Server::listen_mount_table(
         "127.0.0.1:0",
-        Arc::new(MountTable::new(MountTableConfig::default())),
+        Arc::new(MountTable::new(config)),
         client.clone(),
         ServerConfig::default(),
     )

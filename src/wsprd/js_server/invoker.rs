@@ -8,7 +8,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use crossbeam_channel::{Receiver, select};
 use serde::Serialize;
@@ -16,9 +15,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::naming;
-use crate::rpc::{Invoker, Now, Reply, ServerCall, ServerEvent, Signature};
-use crate::wsprd::dispatcher::{Context, Found, ServerState, context};
-use crate::wsprd::pipe::{Flow, JsItem, MAX_BUFFERED_ITEMS, Pipe};
+use crate::rpc::{Invocation, Invoker, ServerCall, ServerEvent, Signature, Step};
+use crate::wsprd::js_server::state::{Context, Found, ServerState, context};
+use crate::wsprd::pipe::{Flow, JsItem, MAX_BUFFERED_ITEMS, Pipe, Unsent};
 use crate::wsprd::protocol::{self, OutType};
 
 /// ServerRequest's message, borrowed from the call and written straight to
@@ -92,6 +91,8 @@ impl JsInvoker {
         let caller_gone = call.done().clone();
         let deadline = call.deadline();
         let never = crossbeam_channel::never();
+        // Fires at the caller's deadline (never, without one).
+        let expired = deadline.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
         let mut out = Outgoing {
             queue: VecDeque::new(),
             credit: None,
@@ -113,7 +114,6 @@ impl JsInvoker {
                 return Ok(results);
             }
             let credit = out.credit.clone().unwrap_or_else(|| never.clone());
-            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             select! {
                 recv(credit) -> _ => {}
                 recv(items) -> m => match m {
@@ -152,11 +152,7 @@ impl JsInvoker {
                 },
                 recv(caller_gone) -> _ => return cancel(Error::aborted("the caller cancelled")),
                 recv(self.state.stop_rx) -> _ => return cancel(Error::aborted("the server has stopped")),
-                default(timeout.unwrap_or(std::time::Duration::from_secs(86_400))) => {
-                    if deadline.is_some_and(|d| d <= Instant::now()) {
-                        return cancel(Error::timeout("the call's deadline passed"));
-                    }
-                }
+                recv(expired) -> _ => return cancel(Error::timeout("the call's deadline passed")),
             }
         }
     }
@@ -185,27 +181,41 @@ impl JsInvoker {
     /// Sends the ServerRequest of a non-streaming method and leaves the
     /// reply in the pipe's flow table: JavaScript's response answers the
     /// caller from the pipe thread, with no thread waiting meanwhile.
-    fn defer(&self, name: String, args: Vec<Value>, call: ServerCall, reply: Reply) {
+    fn defer(&self, name: String, invocation: Invocation) -> Step<Invocation> {
+        let (call, args, reply) = invocation.into_parts();
         let Some(pipe) = self.state.pipe.upgrade().filter(|p| !p.is_closed()) else {
-            return reply.send(Err(Error::aborted("the server's pipe has closed")));
+            reply.send(Err(Error::aborted("the server's pipe has closed")));
+            return Step::Done;
         };
         if call.is_cancelled() {
-            return reply.send(Err(Error::aborted("the caller cancelled")));
+            reply.send(Err(Error::aborted("the caller cancelled")));
+            return Step::Done;
         }
         let (ctx, identity) = match context(&pipe, &call, &name) {
             Ok(c) => c,
-            Err(e) => return reply.send(Err(e)),
+            Err(e) => {
+                reply.send(Err(e));
+                return Step::Done;
+            }
         };
-        let id = pipe.new_flow_id();
+        let id = match pipe.reserve() {
+            Ok(id) => id,
+            Err(e) => {
+                pipe.identities.remove(identity);
+                reply.send(Err(e));
+                return Step::Done;
+            }
+        };
         let weak = Arc::downgrade(&pipe);
         // Caller gone, deadline passed, or server stopped: JavaScript hears
-        // Cancel and the flow is forgotten.
+        // Cancel and the flow is forgotten (a cancel before the flow is in
+        // place is kept for the fill below).
         // The hook may run on the listener's timer thread, which every
         // deadline shares: it queues the Cancel and leaves the writing (which
         // may wait on a slow browser) to a worker.
         reply.on_cancel(move || {
             if let Some(p) = weak.upgrade()
-                && p.remove_flow(id).is_some()
+                && p.withdraw(id).is_some()
             {
                 p.identities.remove(identity);
                 if p.send_later(id, OutType::Cancel, &Value::Null, None)
@@ -219,23 +229,6 @@ impl JsInvoker {
                 }
             }
         });
-        if let Err(refused) = pipe.insert_flow(id, Flow::Deferred { reply, identity }) {
-            let (e, flow) = *refused;
-            pipe.identities.remove(identity);
-            if let Flow::Deferred { reply, .. } = flow {
-                reply.send(Err(e));
-            }
-            return;
-        }
-        // A cancel between the check above and the insert ran the hook
-        // before there was a flow to remove: take it out here.
-        if call.is_cancelled() {
-            if let Some(Flow::Deferred { reply, identity }) = pipe.remove_flow(id) {
-                pipe.identities.remove(identity);
-                reply.send(Err(Error::aborted("the caller cancelled")));
-            }
-            return;
-        }
         let request = ServerRequest {
             args: &args,
             context: ctx,
@@ -243,49 +236,36 @@ impl JsInvoker {
             method: &name,
             server_id: self.state.id,
         };
-        if let Err(e) = pipe.send(id, OutType::ServerRequest, &request)
-            && let Some(Flow::Deferred { reply, identity }) = pipe.remove_flow(id)
-        {
+        let flow = Flow::Deferred { reply, identity };
+        if let Err(refused) = pipe.fill_and_send(id, flow, OutType::ServerRequest, &request) {
+            let (unsent, flow) = *refused;
+            let e = match unsent {
+                Unsent::Cancelled => Error::aborted("the caller cancelled"),
+                Unsent::Closed => Error::aborted("the server's pipe has closed"),
+                Unsent::Failed(e) => e,
+            };
             pipe.identities.remove(identity);
-            reply.send(Err(e));
+            if let Flow::Deferred { reply, .. } = flow {
+                reply.send(Err(e));
+            }
+            return Step::Done;
         }
+        Step::Later
     }
 }
 
-impl Invoker for JsInvoker {
-    fn invoke_now(
-        &self,
-        method: &str,
-        args: Vec<Value>,
-        mut call: ServerCall,
-        reply: Reply,
-    ) -> Now {
-        match self.check(method, &args) {
-            Err(e) => reply.send(Err(e)),
-            // A streaming request holds a call thread: within the pipe's
-            // share of them.
-            Ok((_, true)) => match self.state.pipe.upgrade().map(|p| p.stream_slot()) {
-                Some(Ok(slot)) => {
-                    call.hold(Box::new(slot));
-                    return Now::Blocking(call, args, reply);
-                }
-                Some(Err(e)) => reply.send(Err(e)),
-                None => reply.send(Err(Error::aborted("the server's pipe has closed"))),
-            },
-            Ok((name, false)) => self.defer(name, args, call, reply),
-        }
-        Now::Handled
-    }
-
-    fn invoke(&self, method: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
-        let (name, _) = self.check(method, &args)?;
+impl JsInvoker {
+    /// Sends the ServerRequest of a streaming method (`name`, as
+    /// JavaScript knows it) and relays it until JavaScript answers, on a
+    /// call thread.
+    fn request(&self, name: &str, args: Vec<Value>, call: &mut ServerCall) -> Result<Vec<Value>> {
         let pipe = self
             .state
             .pipe
             .upgrade()
             .filter(|p| !p.is_closed())
             .ok_or_else(|| Error::aborted("the server's pipe has closed"))?;
-        let (ctx, identity) = context(&pipe, call, &name)?;
+        let (ctx, identity) = context(&pipe, call, name)?;
         let (items_tx, items) = crossbeam_channel::bounded(MAX_BUFFERED_ITEMS);
         let (done_tx, done) = crossbeam_channel::bounded(1);
         let buffered = Arc::new(AtomicUsize::new(0));
@@ -304,7 +284,7 @@ impl Invoker for JsInvoker {
             args: &args,
             context: ctx,
             handle: self.found.handle,
-            method: &name,
+            method: name,
             server_id: self.state.id,
         };
         let result = match pipe.send(id, OutType::ServerRequest, &request) {
@@ -314,6 +294,41 @@ impl Invoker for JsInvoker {
         pipe.remove_flow(id);
         pipe.identities.remove(identity);
         result
+    }
+}
+
+impl Invoker for JsInvoker {
+    /// A non-streaming request is answered later, from JavaScript's
+    /// serverResponse (see [`JsInvoker::defer`]); a streaming one relays
+    /// both streams on a call thread (see [`JsInvoker::relay`]).
+    fn invoke(&self, mut call: Invocation) -> Step<Invocation> {
+        let name = match self.check(call.method(), call.args()) {
+            Err(e) => {
+                call.reply(Err(e));
+                return Step::Done;
+            }
+            Ok((name, false)) => return self.defer(name, call),
+            Ok((name, true)) => name,
+        };
+        if call.on_thread() {
+            return call.blocking(|call, args| self.request(&name, args, call));
+        }
+        // A streaming request holds a call thread: within the pipe's share
+        // of them.
+        match self.state.pipe.upgrade().map(|p| p.stream_slot()) {
+            Some(Ok(slot)) => {
+                call.call_mut().hold(Box::new(slot));
+                Step::Thread(call)
+            }
+            Some(Err(e)) => {
+                call.reply(Err(e));
+                Step::Done
+            }
+            None => {
+                call.reply(Err(Error::aborted("the server's pipe has closed")));
+                Step::Done
+            }
+        }
     }
 
     fn signature(&self, _call: &ServerCall) -> Result<Signature> {
