@@ -428,6 +428,55 @@ fn with_require_token_a_pipe_without_one_is_closed() {
     assert_sum(&add(&mut alice));
 }
 
+/// On a daemon that trusts token issuers, a pipe without a token is
+/// `<daemon>/<origin>/anonymous`, not `<daemon>/<origin>` (the blesser of
+/// every user of the origin, which the default rule would let reach every
+/// user's objects): such pages reach each other, and no user's.
+#[test]
+fn a_pipe_without_a_token_is_apart_from_every_user() {
+    let acme = TestIssuer::ed25519("acme");
+    let d = token_daemon(&[&acme], |_| {});
+    let me = daemon_name(&d);
+    let (mut alice, _) = user_pipe(&d, &acme.token("alice", 600));
+    alice.serve("alice/adder", 1);
+    let mut anon = Js::connect(d.http_addr());
+    anon.serve("anon/adder", 2);
+    let mut anon2 = Js::connect(d.http_addr());
+
+    // A page without a token is refused by alice's object; her server
+    // hears the lookup (which names the object) and nothing more.
+    let id = anon2.call("alice/adder", "add", json!([1, 1]), false);
+    alice.answer_next_lookup(1);
+    let m = anon2.recv();
+    assert_eq!((m.id, m.kind), (id, ERROR), "{m:?}");
+    assert_eq!(m.message["id"], ids::NO_ACCESS, "{m:?}");
+    assert!(alice.try_recv(Duration::from_millis(300)).is_none());
+
+    // Alice is refused by the tokenless page's object likewise.
+    let id = alice.call("anon/adder", "add", json!([1, 1]), false);
+    anon.answer_next_lookup(1);
+    let m = alice.recv();
+    assert_eq!((m.id, m.kind), (id, ERROR), "{m:?}");
+    assert_eq!(m.message["id"], ids::NO_ACCESS, "{m:?}");
+
+    // Two pages without a token reach each other, named as such.
+    let id = anon2.call("anon/adder", "add", json!([20, 22]), false);
+    let ctx = answer_add(&mut anon);
+    assert_eq!(
+        ctx["remoteId"]["names"],
+        json!([format!("{me}/local/anonymous")])
+    );
+    let m = anon2.recv();
+    assert_eq!((m.id, m.kind, &m.message), (id, FINAL, &json!([42])));
+
+    // And alice is still served by her own object meanwhile.
+    let (mut alice2, _) = user_pipe(&d, &acme.token("alice", 600));
+    let id = alice2.call("alice/adder", "add", json!([1, 2]), false);
+    answer_add(&mut alice);
+    let m = alice2.recv();
+    assert_eq!((m.id, m.kind, &m.message), (id, FINAL, &json!([3])));
+}
+
 #[test]
 fn without_require_token_a_pipe_without_one_is_its_origin_and_a_late_token_is_not_taken() {
     let acme = TestIssuer::ed25519("acme");

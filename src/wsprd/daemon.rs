@@ -231,7 +231,7 @@ impl Daemon {
         }
         if shared.tokens.is_some() && !shared.config.require_token {
             log::warn!(
-                "pipes without a token are {}/<origin>, which the default rule lets reach every user's pages of that origin: give --require-token on a server for pages on the internet",
+                "pipes without a token are {}/<origin>/anonymous, one principal shared by every tokenless page of that origin: give --require-token on a server for pages on the internet",
                 shared
                     .principal
                     .names()

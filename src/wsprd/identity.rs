@@ -20,6 +20,26 @@ pub const MAX_IDENTITIES: usize = 4096;
 /// no duration: one day.
 pub const DEFAULT_BLESSING: Duration = Duration::from_secs(24 * 3600);
 
+/// The name component of a pipe without a token on a daemon that trusts
+/// token issuers: `<daemon>/<origin>/anonymous`. (It cannot be a user's,
+/// which always holds a `:`.)
+pub const TOKENLESS: &str = "anonymous";
+
+/// Who a pipe is before (or without) a token: its `base`
+/// (`<daemon>/<origin>`, which blesses its users) when the daemon trusts
+/// no token issuer; otherwise `<daemon>/<origin>/anonymous`, the same key
+/// named apart from its users. As `<daemon>/<origin>` it would be the
+/// blesser of every user of the origin, and the default rule (one name
+/// extends the other) would let any page without a token reach every
+/// user's objects.
+pub(crate) fn tokenless(base: &Arc<Principal>, issuers: bool) -> Result<Arc<Principal>> {
+    if !issuers {
+        return Ok(base.clone());
+    }
+    let b = base.bless(&base.public_key(), TOKENLESS, vec![])?;
+    Ok(Arc::new(base.with_blessing(b)?))
+}
+
 /// The blessing name component for a pipe from `origin`:
 /// `http://localhost:3000` gives `http:localhost:3000`; no Origin gives
 /// `local`.

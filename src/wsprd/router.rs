@@ -59,21 +59,27 @@ pub(crate) fn run(
         ..Default::default()
     };
     let extension = identity::origin_extension(origin.as_deref());
-    let principal = match Principal::new_blessed_by(&shared.principal, &extension, vec![]) {
-        Ok(p) => Arc::new(p),
+    let principals = Principal::new_blessed_by(&shared.principal, &extension, vec![])
+        .map(Arc::new)
+        .and_then(|base| {
+            let first = identity::tokenless(&base, shared.tokens.is_some())?;
+            Ok((base, first))
+        });
+    let (base, principal) = match principals {
+        Ok(p) => p,
         Err(e) => {
             log::error!("pipe {id} from {peer}: cannot bless its principal: {e}");
             out.close(1011, "cannot make an identity");
             return;
         }
     };
-    let client = Client::with_principal(shared.namespace.clone(), principal.clone(), client_config);
+    let client = Client::with_principal(shared.namespace.clone(), principal, client_config);
     let pipe = Arc::new(Pipe::new(
         id,
         out.clone(),
         shared.clone(),
         client,
-        PipeToken::new(principal),
+        PipeToken::new(base),
         budget,
     ));
     let closing = {
