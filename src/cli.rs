@@ -142,8 +142,8 @@ struct ServeCmd {
     insecure_listen: bool,
     /// trust tokens (JWTs) whose iss is NAME, signed by the public key in
     /// KEYFILE (PEM: Ed25519, ECDSA P-256/P-384 or RSA), as NAME=KEYFILE
-    /// (repeatable); a pipe presenting one is its user's,
-    /// DAEMON/ORIGIN/NAME:SUBJECT
+    /// (repeatable; KEYFILE is read again on SIGHUP); a pipe presenting
+    /// one is its user's, DAEMON/ORIGIN/NAME:SUBJECT
     #[argh(option)]
     token_issuer: Vec<String>,
     /// an audience tokens must name (aud), such as this daemon's https URL
@@ -783,12 +783,17 @@ fn serve(c: ServeCmd) -> Result<()> {
         daemon.namespace_roots().join(" ")
     ))?;
     wait_for_signal_or_hangup(|| {
+        // (Each reload is logged by the daemon, done or not.)
         if daemon.uses_tls() {
             log::info!("SIGHUP: reloading the TLS certificate");
-            // (Logged by the daemon either way.)
             let _ = daemon.reload_tls();
-        } else {
-            log::info!("SIGHUP: nothing to reload (no TLS)");
+        }
+        if daemon.uses_tokens() {
+            log::info!("SIGHUP: reloading the token issuers' keys");
+            let _ = daemon.reload_token_keys();
+        }
+        if !daemon.uses_tls() && !daemon.uses_tokens() {
+            log::info!("SIGHUP: nothing to reload (no TLS, no token issuers)");
         }
     })?;
     daemon.shutdown();

@@ -47,7 +47,12 @@ fn present(js: &mut Js, token: &str) -> Msg {
 
 /// A pipe of the user of `token`; its blessing names.
 fn user_pipe(d: &wspr::wsprd::Daemon, token: &str) -> (Js, Vec<String>) {
-    let mut js = Js::connect(d.http_addr());
+    user_pipe_at(d.http_addr(), token)
+}
+
+/// [`user_pipe`] on the daemon at `addr`.
+fn user_pipe_at(addr: std::net::SocketAddr, token: &str) -> (Js, Vec<String>) {
+    let mut js = Js::connect(addr);
     let m = present(&mut js, token);
     assert_eq!(m.kind, FINAL, "token refused: {m:?}");
     let names = m.message["names"]
@@ -533,4 +538,67 @@ fn token_settings_are_checked() {
         c.token_audiences = vec![AUDIENCE.into()];
     });
     assert!(msg.contains("no public key"), "{msg}");
+}
+
+/// An issuer rotates its key: after SIGHUP, `wsprd serve` checks tokens
+/// against the key now in the file (the old key's tokens are refused, the
+/// new key's taken), a user's open pipe goes on, and a key file that
+/// cannot be used keeps the keys in use (the log says why).
+#[test]
+fn sighup_reads_the_issuers_keys_again_and_a_bad_file_keeps_the_old() {
+    let old = TestIssuer::ed25519("acme");
+    let new = TestIssuer::ed25519("acme");
+    let mut c = wsprd();
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--mounttable-listen",
+        "127.0.0.1:0",
+        "--demo",
+        "--log-level",
+        "info",
+        "--token-audience",
+        AUDIENCE,
+        "--token-issuer",
+    ]);
+    c.arg(format!("acme={}", old.key_file.display()));
+    let p = Proc::spawn(c);
+    let line = p.line();
+    let addr: std::net::SocketAddr = line
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+    let _root = p.line();
+    let (mut alice, _) = user_pipe_at(addr, &old.token("alice", 600));
+    assert_sum(&add(&mut alice));
+
+    // The new key in the old key's file, then SIGHUP.
+    std::fs::write(&old.key_file, &new.public_pem).unwrap();
+    p.signal("-HUP");
+    wait_until(Duration::from_secs(10), "the new key", || {
+        present(&mut Js::connect(addr), &new.token("bob", 600)).kind == FINAL
+    });
+    let mut js = Js::connect(addr);
+    let m = present(&mut js, &old.token("mallory", 600));
+    assert_eq!(
+        (m.kind, &m.message["id"]),
+        (ERROR, &json!(ids::NO_ACCESS)),
+        "the old key's token: {m:?}"
+    );
+    assert_sum(&add(&mut alice));
+
+    // A file that holds no key: the keys in use stay.
+    std::fs::write(&old.key_file, "not a key").unwrap();
+    p.signal("-HUP");
+    wait_until(
+        Duration::from_secs(10),
+        "the log of the refused reload",
+        || p.stderr.lock().unwrap().contains("keys not reloaded"),
+    );
+    let (mut bob, _) = user_pipe_at(addr, &new.token("bob", 600));
+    assert_sum(&add(&mut bob));
+    assert_sum(&add(&mut alice));
 }

@@ -313,6 +313,36 @@ impl Daemon {
         }
     }
 
+    /// Reads the token issuers' public keys again (`wsprd serve`:
+    /// SIGHUP), for an issuer that rotated its key: tokens presented from
+    /// now on are checked against the new keys. All or nothing: if one
+    /// key file cannot be used, the keys in use stay, and the error says
+    /// which (it is logged too). A pipe that already proved a token keeps
+    /// its user until the token's `exp`. `BadArg` without token issuers.
+    pub fn reload_token_keys(&self) -> Result<()> {
+        let Some(tokens) = &self.shared.tokens else {
+            return Err(Error::bad_arg("the daemon trusts no token issuer"));
+        };
+        match tokens.reload() {
+            Ok(()) => {
+                log::info!("token issuers' keys reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                log::error!(
+                    "token issuers' keys not reloaded, the ones in use stay: {}",
+                    e.msg()
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the daemon trusts token issuers (`--token-issuer`).
+    pub fn uses_tokens(&self) -> bool {
+        self.shared.tokens.is_some()
+    }
+
     /// Where the HTTP listener is bound.
     pub fn http_addr(&self) -> SocketAddr {
         self.http

@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -118,7 +118,10 @@ struct Issuer {
 
 /// The issuers the daemon trusts, and what their tokens must say.
 pub(crate) struct Issuers {
-    issuers: Vec<Issuer>,
+    /// Their keys as last read; [`Issuers::reload`] swaps the whole set.
+    issuers: RwLock<Arc<Vec<Issuer>>>,
+    /// Where the keys are read from.
+    config: Vec<TokenIssuer>,
     audiences: Vec<String>,
     leeway: Duration,
 }
@@ -156,6 +159,21 @@ fn read_key(name: &str, path: &std::path::Path) -> Result<(DecodingKey, Vec<Algo
     )))
 }
 
+/// Every issuer's key, or the first that cannot be read.
+fn read_keys(issuers: &[TokenIssuer]) -> Result<Vec<Issuer>> {
+    issuers
+        .iter()
+        .map(|i| {
+            let (key, algorithms) = read_key(&i.name, &i.key_file)?;
+            Ok(Issuer {
+                name: i.name.clone(),
+                key,
+                algorithms,
+            })
+        })
+        .collect()
+}
+
 /// The claims read (besides those `jsonwebtoken` checks).
 #[derive(Deserialize)]
 struct Claims {
@@ -185,22 +203,22 @@ impl Issuers {
         if issuers.is_empty() {
             return Ok(None);
         }
-        let issuers = issuers
-            .iter()
-            .map(|i| {
-                let (key, algorithms) = read_key(&i.name, &i.key_file)?;
-                Ok(Issuer {
-                    name: i.name.clone(),
-                    key,
-                    algorithms,
-                })
-            })
-            .collect::<Result<_>>()?;
         Ok(Some(Issuers {
-            issuers,
+            issuers: RwLock::new(Arc::new(read_keys(issuers)?)),
+            config: issuers.to_vec(),
             audiences: audiences.to_vec(),
             leeway,
         }))
+    }
+
+    /// Reads every issuer's key file again (SIGHUP): tokens checked from
+    /// now on need the new keys. All or nothing: if one file cannot be
+    /// used, the keys in use stay and the error says which. Pipes that
+    /// already proved a token keep their user until its `exp`.
+    pub(crate) fn reload(&self) -> Result<()> {
+        let keys = Arc::new(read_keys(&self.config)?);
+        *self.issuers.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(())
     }
 
     /// Checks `token` at `now`: a known issuer's signature with an
@@ -226,7 +244,12 @@ impl Issuers {
             .map_err(|e| refused(format!("its claims cannot be read: {e}")))?
             .iss
             .ok_or_else(|| refused("it has no issuer (iss)".into()))?;
-        let issuer = self.issuers.iter().find(|i| i.name == iss).ok_or_else(|| {
+        let issuers = self
+            .issuers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let issuer = issuers.iter().find(|i| i.name == iss).ok_or_else(|| {
             refused(format!(
                 "its issuer {iss:?} is not one this daemon trusts (--token-issuer)"
             ))
