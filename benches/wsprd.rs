@@ -1,6 +1,10 @@
 //! `make bench`, daemon part. Runs `wsprd serve` as a separate process and
 //! measures, in one run:
 //! - a loopback websocket echo round trip (the floor);
+//! - the same echo through a relay that copies bytes with a thread per
+//!   direction (the relay floor: the chain of wake-ups of a call through
+//!   the daemon, caller, relay, callee, relay, caller, with no work at the
+//!   relay and no JavaScript);
 //! - JavaScript calling a native object;
 //! - a native caller calling a JavaScript-served object, lookup uncached
 //!   and cacheable;
@@ -144,6 +148,55 @@ fn echo_server_main() {
 fn echo_server() -> (Child, SocketAddr) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env("WSPR_BENCH_ECHO", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    (child, line.parse().unwrap())
+}
+
+/// The relay floor, in a process of its own: this bench re-executed with
+/// `WSPR_BENCH_RELAY=UPSTREAM`. It prints its address, and joins each
+/// connection it accepts to a new connection to UPSTREAM, copying bytes
+/// each way on a thread of its own (as bench/peers/relay.rs), until stdin
+/// closes.
+fn relay_server_main(upstream: String) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    println!("{}", l.local_addr().unwrap());
+    std::thread::spawn(|| {
+        let mut sink = String::new();
+        let _ = std::io::stdin().read_line(&mut sink);
+        std::process::exit(0);
+    });
+    let copy = |mut from: TcpStream, mut to: TcpStream| {
+        use std::io::{Read, Write};
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    };
+    for down in l.incoming().flatten() {
+        let up = TcpStream::connect(&upstream).unwrap();
+        down.set_nodelay(true).unwrap();
+        up.set_nodelay(true).unwrap();
+        let (down2, up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+        std::thread::spawn(move || copy(down, up));
+        std::thread::spawn(move || copy(up2, down2));
+    }
+}
+
+/// Starts the relay process in front of `upstream`; its address.
+fn relay_server(upstream: SocketAddr) -> (Child, SocketAddr) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("WSPR_BENCH_RELAY", upstream.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -317,6 +370,9 @@ fn main() {
     if std::env::var_os("WSPR_BENCH_ECHO").is_some() {
         return echo_server_main();
     }
+    if let Ok(upstream) = std::env::var("WSPR_BENCH_RELAY") {
+        return relay_server_main(upstream);
+    }
     let n = iters(20_000);
     let d = Daemon::start();
     let rss_idle = rss_kib(d.pid());
@@ -347,6 +403,12 @@ fn main() {
         echo.send(Message::text(payload.clone())).unwrap();
         let _ = echo.read().unwrap();
     };
+    let (mut relay_child, relay_addr) = relay_server(echo_addr);
+    let mut relayed = ws_connect(relay_addr, "/");
+    let mut relay_once = || {
+        relayed.send(Message::text(payload.clone())).unwrap();
+        let _ = relayed.read().unwrap();
+    };
     let mut js_native = JsCaller::new(d.addr);
     let mut js_js = JsCaller::new(d.addr);
     let cpu0 = cpu_secs(d.pid());
@@ -359,6 +421,7 @@ fn main() {
         n,
         &mut [
             ("websocket echo (floor)", &mut echo_once),
+            ("echo through a byte relay (relay floor)", &mut relay_once),
             ("JS -> native, sequential", &mut seq_native),
             ("native -> JS cacheable, sequential", &mut seq_cached),
             ("native -> JS uncached, sequential", &mut seq_uncached),
@@ -366,8 +429,9 @@ fn main() {
         ],
     );
     let cpu1 = cpu_secs(d.pid());
-    // Calls through the daemon in that run: 4 scenarios.
-    let daemon_calls = (rows.len() - 1) as f64 * (n + 200) as f64;
+    // Calls through the daemon in that run: 4 scenarios (the two floors
+    // are not the daemon's).
+    let daemon_calls = (rows.len() - 2) as f64 * (n + 200) as f64;
     let cpu_per_call_us = (cpu1 - cpu0) / daemon_calls * 1e6;
 
     let mut js_native = JsCaller::new(d.addr);
@@ -402,6 +466,14 @@ fn main() {
         find("native -> JS cacheable, sequential").p50_us / floor,
         find("native -> JS uncached, sequential").p50_us / floor
     );
+    let relay = find("echo through a byte relay (relay floor)");
+    let js_js = find("JS -> JS (cacheable), sequential");
+    println!(
+        "JS -> JS sequential against the relay floor: p50 {:.2}×, p99 {:.2}×, p99.9 {:.2}× (no JavaScript here: the tail beside relaying alone is the daemon's)",
+        js_js.p50_us / relay.p50_us,
+        js_js.p99_us / relay.p99_us,
+        js_js.p999_us / relay.p999_us
+    );
     println!("daemon CPU per call: {cpu_per_call_us:.1} µs (target <= 30)");
     println!(
         "daemon RSS: {:.1} MiB idle (target <= 8), {:.1} MiB with 1,000 idle pipes (target <= 64)",
@@ -420,6 +492,8 @@ fn main() {
     drop(idle);
     let _ = echo_child.kill();
     let _ = echo_child.wait();
+    let _ = relay_child.kill();
+    let _ = relay_child.wait();
 
     // TLS: two fresh daemons, one with a certificate; the same call over
     // wss:// and over ws://, interleaved, then idle pipes of each.

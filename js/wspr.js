@@ -268,6 +268,36 @@ function deadline(signal, timeout, onSignal, onTimeout) {
   };
 }
 
+/**
+ * What a served method or an authorizer is given as `ctx`: `name`,
+ * `suffix`, `remoteId`, `timeout` when the caller has a deadline, and for
+ * a request `signal`, made on first use. One shape for every request (a
+ * class, its `signal` a getter of the prototype), so that making one costs
+ * the engine no new hidden class: the getter was a closure defined on each
+ * context, which gave every request's context a map of its own.
+ */
+class CallContext {
+  #req;
+
+  constructor(name, suffix, remoteId, req) {
+    this.name = name;
+    this.suffix = suffix;
+    this.remoteId = remoteId;
+    this.#req = req;
+  }
+
+  /** Aborts when the caller cancels, its deadline passes, the server stops or the pipe closes; undefined for an authorizer. */
+  get signal() {
+    const req = this.#req;
+    if (!req) return undefined;
+    if (!req.controller) {
+      req.controller = new AbortController();
+      if (req.abortReason) req.controller.abort(req.abortReason);
+    }
+    return req.controller.signal;
+  }
+}
+
 // ------------------------------------------------------------- streams
 
 const PUSH = Symbol('push');
@@ -1708,31 +1738,13 @@ export class Runtime extends EventTarget {
   }
 
   /**
-   * The context a method or authorizer sees. For a request, `signal` is
-   * made on first use only (most methods never look at it), already
-   * aborted if the request has ended by then.
+   * The context a method or authorizer sees (a {@link CallContext}). For a
+   * request, `signal` is made on first use only (most methods never look
+   * at it), already aborted if the request has ended by then.
    */
   #context(message, req) {
     const c = message?.context ?? {};
-    const ctx = {
-      name: c.name ?? '',
-      suffix: c.suffix ?? '',
-      remoteId: c.remoteId ?? { handle: 0, names: [] },
-    };
-    if (req) {
-      Object.defineProperty(ctx, 'signal', {
-        enumerable: true,
-        get() {
-          if (!req.controller) {
-            req.controller = new AbortController();
-            if (req.abortReason) req.controller.abort(req.abortReason);
-          }
-          return req.controller.signal;
-        },
-      });
-    } else {
-      ctx.signal = undefined;
-    }
+    const ctx = new CallContext(c.name ?? '', c.suffix ?? '', c.remoteId ?? { handle: 0, names: [] }, req);
     if (typeof c.timeout === 'number') ctx.timeout = c.timeout;
     return ctx;
   }

@@ -62,9 +62,16 @@ impl Endpoint {
             return Err(bad("too long"));
         }
         if let Some(rest) = s.strip_prefix('@') {
-            let parts: Vec<&str> = rest.split('@').collect();
-            // w1, address, rid, kind, "", ""
-            if parts.len() != 6 || !parts[4].is_empty() || !parts[5].is_empty() {
+            // w1, address, rid, kind, "", "" (no more), without a Vec:
+            // every call a client places parses its server's endpoint.
+            let mut split = rest.split('@');
+            let mut parts = [""; 6];
+            for p in parts.iter_mut() {
+                *p = split
+                    .next()
+                    .ok_or_else(|| bad("expected @w1@address@routing-id@m|s@@"))?;
+            }
+            if split.next().is_some() || !parts[4].is_empty() || !parts[5].is_empty() {
                 return Err(bad("expected @w1@address@routing-id@m|s@@"));
             }
             if parts[0] != "w1" {
@@ -110,7 +117,16 @@ fn check_address(a: &str) -> std::result::Result<(), String> {
     if a.is_empty() {
         return Err("empty address".into());
     }
-    if a.contains(['/', '@']) || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // (ASCII, the usual case, byte by byte: a control character is
+    // ASCII's is_ascii_control, a whitespace one its whitespace or the
+    // vertical tab, which is a control character too.)
+    let forbidden = if a.is_ascii() {
+        a.bytes()
+            .any(|b| b == b'/' || b == b'@' || b.is_ascii_whitespace() || b.is_ascii_control())
+    } else {
+        a.contains(['/', '@']) || a.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    if forbidden {
         return Err("address has a forbidden character".into());
     }
     let port = a.rsplit_once(':').map(|(_, p)| p);
@@ -144,7 +160,12 @@ impl Name {
                 name.len()
             )));
         }
-        if name.chars().any(char::is_control) {
+        let control = if name.is_ascii() {
+            name.bytes().any(|b| b.is_ascii_control())
+        } else {
+            name.chars().any(char::is_control)
+        };
+        if control {
             return Err(Error::bad_arg(format!(
                 "name {name:?} has a control character"
             )));
@@ -213,6 +234,12 @@ pub fn split_first(name: &str) -> (&str, &str) {
 
 /// UpperCamelCase of a method name (`streamingAdd` to `StreamingAdd`).
 pub fn upper_first(s: &str) -> String {
+    if let Some(first) = s.as_bytes().first().filter(|b| b.is_ascii()) {
+        let mut out = String::with_capacity(s.len());
+        out.push(first.to_ascii_uppercase() as char);
+        out.push_str(&s[1..]);
+        return out;
+    }
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),
@@ -222,6 +249,12 @@ pub fn upper_first(s: &str) -> String {
 
 /// lowerCamelCase of a method name (`StreamingAdd` to `streamingAdd`).
 pub fn lower_first(s: &str) -> String {
+    if let Some(first) = s.as_bytes().first().filter(|b| b.is_ascii()) {
+        let mut out = String::with_capacity(s.len());
+        out.push(first.to_ascii_lowercase() as char);
+        out.push_str(&s[1..]);
+        return out;
+    }
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_lowercase().chain(c).collect(),
@@ -255,9 +288,19 @@ mod tests {
             "host",
             "host:notaport",
             "a b:1",
+            "@w1@a:1@1@m@@@",
+            "@w1@a:1@1@m@@x",
+            "@w1@a\u{b}b:1@1@m@@",
+            "@w1@a\u{7f}b:1@1@m@@",
+            "@w1@a\u{85}b:1@1@m@@",
+            "@w1@a\u{2003}b:1@1@m@@",
+            "a/b:1",
+            "a@b:1",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad:?} accepted");
         }
+        // Not ASCII, and nothing forbidden: the general path takes it.
+        assert_eq!(Endpoint::parse("hôte:1").unwrap().address(), "hôte:1");
     }
 
     #[test]
@@ -274,6 +317,9 @@ mod tests {
         assert!(r.endpoint().is_none());
         assert!(Name::parse("/nope/x").is_err());
         assert!(Name::parse("a\u{0}b").is_err());
+        assert!(Name::parse("a\u{7f}b").is_err());
+        assert!(Name::parse("é\u{85}b").is_err());
+        assert_eq!(Name::parse("dé/mo").unwrap().suffix(), "dé/mo");
     }
 
     #[test]
@@ -286,5 +332,11 @@ mod tests {
         assert_eq!(upper_first("streamingAdd"), "StreamingAdd");
         assert_eq!(lower_first("Add"), "add");
         assert_eq!(lower_first(""), "");
+        assert_eq!(upper_first(""), "");
+        assert_eq!(upper_first("a"), "A");
+        assert_eq!(upper_first("1x"), "1x");
+        assert_eq!(upper_first("éa"), "Éa");
+        assert_eq!(lower_first("Éa"), "éa");
+        assert_eq!(upper_first("ßx"), "SSx");
     }
 }

@@ -16,6 +16,19 @@ function fail(msg) {
   process.exit(1);
 }
 
+// PEERS_TRACE=FILE (bench/peers/tail.mjs): this process's garbage
+// collections, [start ms of the monotonic clock (process.hrtime), duration ms, kind] per line,
+// appended to FILE as they happen.
+if (process.env.PEERS_TRACE) {
+  const fs = await import('node:fs');
+  const { PerformanceObserver } = await import('node:perf_hooks');
+  const originMono = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+  const fd = fs.openSync(process.env.PEERS_TRACE, 'a');
+  new PerformanceObserver((list) => {
+    const lines = list.getEntries().map((e) => JSON.stringify([originMono + e.startTime, e.duration, e.detail?.kind ?? 0]));
+    fs.writeSync(fd, `${lines.join('\n')}\n`);
+  }).observe({ entryTypes: ['gc'] });
+}
 process.stdin.on('end', () => process.exit(0));
 // A clean exit (a --cpu-prof profile gets written).
 process.on('SIGTERM', () => process.exit(0));
@@ -23,7 +36,9 @@ process.stdin.resume();
 
 if (system === 'wspr') {
   const { connect } = await import('../../js/wspr.js');
-  const rt = await connect(url);
+  // PEERS_WS=ws: the `ws` package's client instead of Node's global
+  // WebSocket (undici), to tell the library's costs from the client's.
+  const rt = await connect(url, process.env.PEERS_WS === 'ws' ? { WebSocket: require('ws') } : undefined);
   rt.closed.then((reason) => fail(`the pipe closed: ${reason.message}`));
   const server = await rt.serve('bench/adder', {
     add(ctx, a, b) {

@@ -29,7 +29,9 @@ process.on('unhandledRejection', (e) => fail(e?.stack ?? String(e)));
 async function connectSystem() {
   if (system === 'wspr') {
     const { connect } = await import('../../js/wspr.js');
-    const rt = await connect(url);
+    // PEERS_WS=ws: the `ws` package's client instead of Node's global
+    // WebSocket (undici), to tell the library's costs from the client's.
+    const rt = await connect(url, process.env.PEERS_WS === 'ws' ? { WebSocket: require('ws') } : undefined);
     rt.closed.then((reason) => fail(`the pipe closed: ${reason.message}`));
     const adder = await rt.bindTo('bench/adder');
     return (a, b) => adder.add(a, b);
@@ -83,12 +85,27 @@ async function connectSystem() {
 
 const add = await connectSystem().catch((e) => fail(e.message));
 
+// PEERS_TRACE=1 (bench/peers/tail.mjs): each round's answer also carries
+// the calls' start times and the garbage collections since the last round,
+// both as milliseconds of the system's monotonic clock (process.hrtime),
+// so that slow calls can be matched with this process's collections.
+const tracing = process.env.PEERS_TRACE === '1';
+let gcs = [];
+if (tracing) {
+  const { PerformanceObserver } = await import('node:perf_hooks');
+  const originMono = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcs.push([originMono + e.startTime, e.duration, e.detail?.kind ?? 0]);
+  }).observe({ entryTypes: ['gc'] });
+}
+
 let next = 1;
 
 /** One call, checked; its latency in microseconds. */
-async function one() {
+async function one(starts, k) {
   const a = next++;
   const t0 = process.hrtime.bigint();
+  if (starts) starts[k] = Number(t0) / 1e6;
   const sum = await add(a, 1);
   const t1 = process.hrtime.bigint();
   if (sum !== a + 1) fail(`add(${a}, 1) returned ${JSON.stringify(sum)}`);
@@ -97,23 +114,29 @@ async function one() {
 
 async function round(n, inFlight) {
   const lat = new Float64Array(n);
+  const starts = tracing ? new Float64Array(n) : null;
   let i = 0;
   const t0 = process.hrtime.bigint();
   const lane = async () => {
     while (i < n) {
       const k = i++;
-      lat[k] = await one();
+      lat[k] = await one(starts, k);
     }
   };
   await Promise.all(Array.from({ length: Math.min(inFlight, n) }, lane));
   const ns = Number(process.hrtime.bigint() - t0);
-  return { lat, ns };
+  if (!tracing) return { lat, ns };
+  // (The observer is told of collections asynchronously: let it catch up.)
+  await new Promise((resolve) => setImmediate(resolve));
+  const out = { lat, ns, starts, gcs };
+  gcs = [];
+  return out;
 }
 
 process.on('message', async (m) => {
   if (m?.op === 'round') {
     const r = await round(m.n, m.inFlight);
-    process.send({ round: true, lat: r.lat, ns: r.ns });
+    process.send({ round: true, ...r });
   }
 });
 process.send({ ready: true });

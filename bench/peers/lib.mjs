@@ -35,8 +35,34 @@ export function concat(arrays) {
 
 // ------------------------------------------------------------------ /proc
 
-/** utime + stime of a process (all its threads, live and exited), in clock ticks; null if it is gone. */
+/**
+ * A process's CPU time in clock ticks (fractional); null if it is gone.
+ * The scheduler's run time of each live thread (/proc/PID/task/TID/schedstat,
+ * nanoseconds), summed: utime + stime of /proc/PID/stat are
+ * charged a whole tick at a time on this kernel (tick accounting, 250 Hz),
+ * so a second of CPU read that way moves by several per cent from run to
+ * run. (A thread that ends between two readings takes its time with it;
+ * the bench's processes keep theirs.) Falls back to utime + stime where
+ * schedstat is missing.
+ */
 export function cpuTicks(pid) {
+  let tasks;
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return null;
+  }
+  let ns = 0;
+  let read = 0;
+  for (const tid of tasks) {
+    try {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      read++;
+    } catch {
+      // (A thread that ended meanwhile.)
+    }
+  }
+  if (read > 0) return (ns / 1e9) * CLK_TCK;
   let text;
   try {
     text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');

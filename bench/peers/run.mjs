@@ -349,6 +349,27 @@ function report(results, mem, meta) {
       met: (v) => v > 1,
     },
     {
+      id: 'p99OverRelayP99',
+      what: 'wspr p99 ÷ relay floor p99, sequential (the tail beside relaying alone)',
+      value: W(seq).latencyUs.p99 / seq.relay.latencyUs.p99,
+      target: '≤ 1.5×',
+      met: (v) => v <= 1.5,
+    },
+    {
+      id: 'p99OverP50',
+      what: 'wspr p99 ÷ wspr p50, sequential',
+      value: W(seq).latencyUs.p99 / W(seq).latencyUs.p50,
+      target: '≤ 4×',
+      met: (v) => v <= 4,
+    },
+    {
+      id: 'p50OverRelayP50',
+      what: 'wspr p50 ÷ relay floor p50, sequential',
+      value: W(seq).latencyUs.p50 / seq.relay.latencyUs.p50,
+      target: '≤ 1.2×',
+      met: (v) => v <= 1.2,
+    },
+    {
       id: 'p99BelowCrossbarP50InFlight',
       what: `Crossbar p50 ÷ wspr p99, ${config.inFlight} in flight`,
       value: C(par).latencyUs.p50 / W(par).latencyUs.p99,
@@ -393,9 +414,19 @@ function report(results, mem, meta) {
       value: seq.relay.latencyUs.p50 / seq.echo.latencyUs.p50,
     },
     {
-      id: 'p50OverRelay',
-      what: 'wspr p50 ÷ relay floor p50, sequential (what wspr adds to a relay)',
-      value: W(seq).latencyUs.p50 / seq.relay.latencyUs.p50,
+      id: 'relayP99OverP50',
+      what: 'relay floor p99 ÷ relay floor p50, sequential (the tail of relaying alone)',
+      value: seq.relay.latencyUs.p99 / seq.relay.latencyUs.p50,
+    },
+    {
+      id: 'p999OverRelayP999',
+      what: 'wspr p99.9 ÷ relay floor p99.9, sequential',
+      value: W(seq).latencyUs.p999 / seq.relay.latencyUs.p999,
+    },
+    {
+      id: 'relayThroughputOverCrossbar',
+      what: 'calls/s sequential, relay floor ÷ Crossbar (the most any relay gets here)',
+      value: seq.relay.callsPerSecond / C(seq).callsPerSecond,
     },
   ];
 
@@ -413,9 +444,9 @@ function report(results, mem, meta) {
       fmtX(W(m).callsPerSecond / C(m).callsPerSecond),
       fmtN(m.relay.callsPerSecond),
     );
-    for (const q of ['p50', 'p99']) {
+    for (const q of ['p50', 'p99', 'p999']) {
       row(
-        `${mode}: ${q} latency`,
+        `${mode}: ${q === 'p999' ? 'p99.9' : q} latency`,
         fmtUs(W(m).latencyUs[q]),
         fmtUs(C(m).latencyUs[q]),
         fmtUs(m.echo.latencyUs[q]),
@@ -476,7 +507,7 @@ function report(results, mem, meta) {
     `${meta.cpus} × ${meta.cpuModel} (this run on CPUs ${meta.cpusAllowed}); node ${process.version}; crossbar ${meta.crossbarVersion}; autobahn-js ${meta.autobahnVersion}; wspr ${meta.wsprCommit}.`,
   );
   lines.push(
-    'CPU per call: utime+stime of the process(es) during that system\'s rounds ÷ calls (daemon: wsprd; router: crossbar\'s controller + router worker; ' +
+    'CPU per call: the scheduler\'s run time of the process(es)\' threads (schedstat) during that system\'s rounds ÷ calls (daemon: wsprd; router: crossbar\'s controller + router worker; ' +
       'echo: the echo server; relay: the relay, whose callee is the echo server).',
   );
   lines.push('The relay floor is the echo through a relay that copies bytes and parses nothing (bench/peers/relay.rs): what relaying alone costs here.');
@@ -595,7 +626,7 @@ async function main() {
       latency: 'process.hrtime.bigint() around each await in the caller process, microseconds',
       callsPerSecond: 'calls ÷ the summed wall time of that system\'s rounds',
       cpuUsPerCall:
-        'utime+stime (/proc/PID/stat, 100 Hz ticks) during that system\'s rounds ÷ calls; server = wsprd, crossbar controller + router worker, the echo server, or the relay',
+        'the scheduler\'s run time of every thread (/proc/PID/task/TID/schedstat) during that system\'s rounds ÷ calls; server = wsprd, crossbar controller + router worker, the echo server, or the relay',
       relayFloor: 'the echo caller through bench/peers/relay.rs (copies bytes both ways, a blocking thread per direction) to the echo server',
       rss: 'VmHWM of /proc/PID/status at the end of the run, KiB',
     },

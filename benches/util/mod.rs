@@ -8,6 +8,7 @@ pub struct Row {
     pub name: String,
     pub p50_us: f64,
     pub p99_us: f64,
+    pub p999_us: f64,
     pub calls_per_sec: f64,
 }
 
@@ -22,14 +23,15 @@ impl Row {
             name: name.to_string(),
             p50_us: pick(0.5),
             p99_us: pick(0.99),
+            p999_us: pick(0.999),
             calls_per_sec: samples.len() as f64 / wall.as_secs_f64(),
         }
     }
 
     pub fn json(&self) -> String {
         format!(
-            "{{\"name\":{:?},\"p50_us\":{:.1},\"p99_us\":{:.1},\"calls_per_sec\":{:.0}}}",
-            self.name, self.p50_us, self.p99_us, self.calls_per_sec
+            "{{\"name\":{:?},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"calls_per_sec\":{:.0}}}",
+            self.name, self.p50_us, self.p99_us, self.p999_us, self.calls_per_sec
         )
     }
 }
@@ -73,26 +75,27 @@ pub fn concurrent(name: &str, threads: usize, n: usize, f: impl Fn() + Sync) -> 
 }
 
 pub fn print_table(title: &str, rows: &[Row], floor: &str) {
-    let base = rows
-        .iter()
-        .find(|r| r.name == floor)
-        .map(|r| r.p50_us)
-        .unwrap_or(1.0);
+    let base = rows.iter().find(|r| r.name == floor);
+    let (base50, base99) = base.map(|r| (r.p50_us, r.p99_us)).unwrap_or((1.0, 1.0));
     println!("\n{title}");
     println!(
-        "{:<46} {:>10} {:>10} {:>12} {:>10}",
-        "scenario", "p50 µs", "p99 µs", "calls/s", "p50/floor"
+        "{:<46} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9}",
+        "scenario", "p50 µs", "p99 µs", "p99.9 µs", "calls/s", "p50/floor", "p99/p50", "p99/floor"
     );
     for r in rows {
         println!(
-            "{:<46} {:>10.1} {:>10.1} {:>12.0} {:>10.2}",
+            "{:<46} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
             r.name,
             r.p50_us,
             r.p99_us,
+            r.p999_us,
             r.calls_per_sec,
-            r.p50_us / base
+            r.p50_us / base50,
+            r.p99_us / r.p50_us,
+            r.p99_us / base99
         );
     }
+    println!("(p99/floor: the row's p99 over the floor's p99, the tail beside the floor's tail)");
 }
 
 pub fn write_json(file: &str, rows: &[Row], extra: &[(&str, String)]) {
@@ -166,13 +169,22 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A process's CPU time (user + system), seconds.
+/// A process's CPU time, seconds: the scheduler's run time of each of its
+/// threads (`/proc/PID/task/*/schedstat`, nanoseconds), summed. Not
+/// utime + stime of `/proc/PID/stat`: with this kernel's tick accounting
+/// (`CONFIG_TICK_CPU_ACCOUNTING`, 250 Hz) those charge a whole 4 ms tick to
+/// whichever thread runs when it fires, so a couple of seconds of CPU read
+/// that way move by several per cent from run to run. (A thread that ends
+/// between two readings takes its time with it: the benches read it over
+/// phases in which the daemon's threads stay.)
 pub fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 here.
-    (ticks(11) + ticks(12)) / 100.0
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
 }

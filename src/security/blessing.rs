@@ -356,11 +356,16 @@ impl Blessing {
 
     /// The blessing's name (`alice/phone`).
     pub fn name(&self) -> String {
-        self.chain
-            .iter()
-            .map(|c| c.extension.as_str())
-            .collect::<Vec<_>>()
-            .join("/")
+        // (One allocation: a server works out its caller's names per call.)
+        let len = self.chain.iter().map(|c| c.extension.len() + 1).sum();
+        let mut out = String::with_capacity(len);
+        for (i, c) in self.chain.iter().enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            out.push_str(&c.extension);
+        }
+        out
     }
 
     /// The key the blessing names.

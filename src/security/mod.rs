@@ -260,7 +260,20 @@ impl Principal {
     /// [`proven_names`](Self::proven_names)): their indices in
     /// `remote.blessings()`.
     pub fn proven(&self, remote: &RemoteIdentity, method: &str) -> Vec<usize> {
-        let local = self.names();
+        // This principal's names matter only to peer caveats: they are
+        // worked out (a string per blessing) only for a remote blessing
+        // that has one, not for every call.
+        let peer_caveats = remote.blessings().iter().any(|b| {
+            b.chain()
+                .iter()
+                .flat_map(|c| &c.caveats)
+                .any(|c| matches!(c, Caveat::PeerBlessings(_)))
+        });
+        let local = if peer_caveats {
+            self.names()
+        } else {
+            Vec::new()
+        };
         let ctx = CaveatContext {
             method,
             peer_names: &local,
